@@ -1,0 +1,47 @@
+# Flotilla developer entry points. Everything runs from the repo-root virtualenv `.venv`, created on demand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install check fmt test e2e up bench bench-quick crds clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+check: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy flotilla gateway kvcache autoscaler lora_manager engine_sim bench operator/flotilla_operator
+	$(BIN)/lint-imports
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# The unit + integration tiers (real Redis, engine_sim processes, the official openai client).
+test: install
+	$(BIN)/pytest
+
+# The e2e tier: a real kube-apiserver/etcd/controller-manager/scheduler + kwok, built on first use
+# (hack/build-control-plane.sh, cached outside the repo).
+e2e: install
+	$(BIN)/pytest -m e2e tests/e2e
+
+# README's first command: simulated engines + gateway, no cluster.
+up: install
+	$(BIN)/flotilla up
+
+bench: install
+	$(BIN)/flotilla bench
+
+bench-quick: install
+	$(BIN)/flotilla bench --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist

@@ -1,0 +1,1 @@
+"""flotilla bench: workloads, contenders and reports (imported only by the CLI)."""

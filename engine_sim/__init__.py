@@ -1,0 +1,1 @@
+"""engine_sim: a vLLM-compatible engine simulator."""

@@ -1,0 +1,1 @@
+"""gateway: the OpenAI-compatible, prefix- and load-aware router."""

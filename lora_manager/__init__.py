@@ -1,0 +1,1 @@
+"""Placeholder: this component arrives with its own issue."""

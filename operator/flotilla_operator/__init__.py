@@ -1,0 +1,1 @@
+"""The Flotilla operator: kopf handlers (thin) over pure manifest builders."""
