@@ -1,0 +1,222 @@
+"""Result records and the statistics computed from them (pure: no I/O, so unit-testable).
+
+Latencies are wall-clock seconds measured by the client from each request's *scheduled* send time. Hit rates
+come from the engines' own ``vllm:prefix_cache_{hits,queries}_total`` counters (Δhits ÷ Δqueries over a run),
+not from anything the router claims.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RequestResult:
+    """What the streaming client saw for one request."""
+
+    index: int
+    scheduled: float  # offset from run start, seconds
+    ok: bool = False
+    status: int = 0
+    error: str = ""
+    ttft: float = math.nan  # first content chunk − scheduled
+    e2e: float = math.nan  # last byte − scheduled
+    send_lag: float = math.nan  # actual send − scheduled (load-generator health)
+    itls: list[float] = field(default_factory=list)  # gaps between content chunks
+    chunks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class EngineCounters:
+    """A scrape of one engine's cumulative counters."""
+
+    prefix_hits: float = 0.0
+    prefix_queries: float = 0.0
+    requests: float = 0.0
+    prompt_tokens: float = 0.0
+    generation_tokens: float = 0.0
+
+    def minus(self, earlier: EngineCounters) -> EngineCounters:
+        return EngineCounters(
+            prefix_hits=self.prefix_hits - earlier.prefix_hits,
+            prefix_queries=self.prefix_queries - earlier.prefix_queries,
+            requests=self.requests - earlier.requests,
+            prompt_tokens=self.prompt_tokens - earlier.prompt_tokens,
+            generation_tokens=self.generation_tokens - earlier.generation_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class SLO:
+    """A request is *good* when it succeeded, its TTFT ≤ ``ttft`` and its mean ITL ≤ ``itl`` (seconds)."""
+
+    ttft: float = 2.0
+    itl: float = 0.1
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0–100) with linear interpolation between closest ranks; NaN for no values."""
+    data = sorted(v for v in values if not math.isnan(v))
+    if not data:
+        return math.nan
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {q}")
+    pos = (len(data) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def mean_itl(result: RequestResult) -> float:
+    return sum(result.itls) / len(result.itls) if result.itls else math.nan
+
+
+def is_good(result: RequestResult, slo: SLO) -> bool:
+    if not result.ok or math.isnan(result.ttft) or result.ttft > slo.ttft:
+        return False
+    itl = mean_itl(result)
+    return math.isnan(itl) or itl <= slo.itl
+
+
+def imbalance(loads: Sequence[float]) -> float:
+    """max ÷ mean of per-engine load (1.0 = perfectly even; N = everything on one of N engines)."""
+    if not loads:
+        return math.nan
+    mean = sum(loads) / len(loads)
+    return max(loads) / mean if mean > 0 else math.nan
+
+
+def hit_rate(deltas: Sequence[EngineCounters]) -> float:
+    queries = sum(d.prefix_queries for d in deltas)
+    return sum(d.prefix_hits for d in deltas) / queries if queries > 0 else math.nan
+
+
+@dataclass
+class RunSummary:
+    """One contender on one workload: the numbers that go into the report."""
+
+    workload: str
+    contender: str
+    requests: int
+    ok: int
+    duration: float
+    ttft_p50: float
+    ttft_p90: float
+    ttft_p99: float
+    itl_p50: float
+    itl_p90: float
+    itl_p99: float
+    e2e_p50: float
+    e2e_p90: float
+    output_tok_s: float
+    req_s: float
+    goodput_req_s: float
+    hit_rate: float
+    oracle_hit_rate: float
+    imbalance: float
+    engine_requests: list[float]
+    max_send_lag: float
+    errors: dict[str, int]
+    skipped: str = ""
+
+    @property
+    def success_rate(self) -> float:
+        return self.ok / self.requests if self.requests else math.nan
+
+    @property
+    def hit_vs_oracle(self) -> float:
+        if math.isnan(self.hit_rate) or not self.oracle_hit_rate > 0:
+            return math.nan
+        return self.hit_rate / self.oracle_hit_rate
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["success_rate"] = self.success_rate
+        data["hit_vs_oracle"] = self.hit_vs_oracle
+        return data
+
+
+def summarise(
+    *,
+    workload: str,
+    contender: str,
+    results: Sequence[RequestResult],
+    duration: float,
+    deltas: Sequence[EngineCounters],
+    oracle_hit_rate: float,
+    slo: SLO,
+) -> RunSummary:
+    """Fold per-request results and per-engine counter deltas into a :class:`RunSummary`."""
+    ok = [r for r in results if r.ok]
+    ttfts = [r.ttft for r in ok]
+    itls = [gap for r in ok for gap in r.itls]
+    e2es = [r.e2e for r in ok]
+    errors: dict[str, int] = {}
+    for r in results:
+        if not r.ok:
+            key = r.error.split(":", 1)[0] or f"HTTP {r.status}"
+            errors[key] = errors.get(key, 0) + 1
+    span = duration if duration > 0 else math.nan
+    lags = [r.send_lag for r in results if not math.isnan(r.send_lag)]
+    return RunSummary(
+        workload=workload,
+        contender=contender,
+        requests=len(results),
+        ok=len(ok),
+        duration=duration,
+        ttft_p50=percentile(ttfts, 50),
+        ttft_p90=percentile(ttfts, 90),
+        ttft_p99=percentile(ttfts, 99),
+        itl_p50=percentile(itls, 50),
+        itl_p90=percentile(itls, 90),
+        itl_p99=percentile(itls, 99),
+        e2e_p50=percentile(e2es, 50),
+        e2e_p90=percentile(e2es, 90),
+        output_tok_s=sum(r.completion_tokens for r in ok) / span,
+        req_s=len(ok) / span,
+        goodput_req_s=sum(1 for r in results if is_good(r, slo)) / span,
+        hit_rate=hit_rate(deltas),
+        oracle_hit_rate=oracle_hit_rate,
+        imbalance=imbalance([d.requests for d in deltas]),
+        engine_requests=[d.requests for d in deltas],
+        max_send_lag=max(lags) if lags else math.nan,
+        errors=errors,
+    )
+
+
+def skipped_summary(workload: str, contender: str, reason: str) -> RunSummary:
+    """A placeholder row for a contender that could not run (e.g. its package is not installed)."""
+    nan = math.nan
+    return RunSummary(
+        workload=workload, contender=contender, requests=0, ok=0, duration=nan,
+        ttft_p50=nan, ttft_p90=nan, ttft_p99=nan, itl_p50=nan, itl_p90=nan, itl_p99=nan,
+        e2e_p50=nan, e2e_p90=nan, output_tok_s=nan, req_s=nan, goodput_req_s=nan,
+        hit_rate=nan, oracle_hit_rate=nan, imbalance=nan, engine_requests=[], max_send_lag=nan,
+        errors={}, skipped=reason,
+    )  # fmt: skip
+
+
+def counters_from_samples(samples: Mapping[str, float]) -> EngineCounters:
+    """Counters from ``{metric name: summed value}`` of one engine's /metrics (names with or without _total)."""
+
+    def get(*names: str) -> float:
+        for name in names:
+            if name in samples:
+                return samples[name]
+        return 0.0
+
+    return EngineCounters(
+        prefix_hits=get("vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits",
+                        "vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits"),
+        prefix_queries=get("vllm:prefix_cache_queries_total", "vllm:prefix_cache_queries",
+                           "vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries"),
+        requests=get("vllm:request_success_total", "vllm:request_success"),
+        prompt_tokens=get("vllm:prompt_tokens_total", "vllm:prompt_tokens"),
+        generation_tokens=get("vllm:generation_tokens_total", "vllm:generation_tokens"),
+    )  # fmt: skip
