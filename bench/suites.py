@@ -20,7 +20,7 @@ FLOTILLA_STRATEGIES = (
     "prefix-cache",
     "precise-prefix",
     "least-request",
-    "least-kv",
+    "least-kv-usage",
     "power-of-two",
     "round-robin",
     "random",

@@ -1,0 +1,119 @@
+"""``flotilla bench``: run a suite, write report.md + results.json + PNG plots into ``--out``."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from bench.procs import BenchError
+from bench.progress import Progress
+from bench.report import render
+from bench.runner import SuiteResult, count_steps, run_suite
+from bench.suites import SUITES, Suite
+from bench.workloads import GENERATORS
+
+
+def _csv(value: str | None) -> set[str] | None:
+    return {v.strip() for v in value.split(",") if v.strip()} if value else None
+
+
+def to_json(result: SuiteResult) -> bytes:
+    data: dict[str, Any] = dataclasses.asdict(result)
+    data["runs"] = [r.to_json() for r in result.runs]
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def configure(
+    suite: Suite, *, engines: int | None, preset: str | None, time_scale: float | None, rate_scale: float
+) -> Suite:
+    fleet = suite.fleet
+    if engines is not None:
+        fleet = dataclasses.replace(fleet, engines=engines)
+    if preset is not None:
+        fleet = dataclasses.replace(fleet, preset=preset)
+    if time_scale is not None:
+        fleet = dataclasses.replace(fleet, time_scale=time_scale)
+    runs = tuple(dataclasses.replace(r, rate=r.rate * rate_scale) for r in suite.runs)
+    return dataclasses.replace(suite, fleet=fleet, runs=runs)
+
+
+@click.command("bench")
+@click.option(
+    "--quick", is_flag=True, help="The quick suite (under a minute): one small workload, few contenders."
+)
+@click.option(
+    "--suite", "suite_name", type=click.Choice(sorted(SUITES)), default="standard", show_default=True
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Output directory for report.md, results.json and plots.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of workloads, arrivals and engines."
+)
+@click.option(
+    "--engines", type=click.IntRange(1, 64), default=None, help="Override the suite's engine count."
+)
+@click.option("--preset", default=None, help="Override the engines' latency preset (e.g. h100-llama3-8b).")
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Simulated-time scale passed to the engines (see `flotilla sim --help`).",
+)
+@click.option(
+    "--rate-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiply every workload's request rate.",
+)
+@click.option("--workloads", default=None, help=f"Comma list to run, of: {', '.join(GENERATORS)}.")
+@click.option(
+    "--contenders", default=None, help="Comma list to keep, e.g. direct,flotilla:default,sglang:cache_aware."
+)
+@click.option(
+    "--overhead/--no-overhead", default=True, show_default=True, help="Run the gateway-overhead mode."
+)
+@click.option(
+    "--pin/--no-pin", default=True, show_default=True, help="Pin each router to one CPU in the overhead mode."
+)
+def bench(
+    quick: bool, suite_name: str, out: Path, seed: int, engines: int | None, preset: str | None,
+    time_scale: float | None, rate_scale: float, workloads: str | None, contenders: str | None,
+    overhead: bool, pin: bool,
+) -> None:  # fmt: skip
+    """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
+    suite = SUITES["quick" if quick else suite_name](seed)
+    wanted = _csv(workloads)
+    if wanted is not None and (unknown := wanted - set(GENERATORS)):
+        raise click.UsageError(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    suite = configure(suite, engines=engines, preset=preset, time_scale=time_scale, rate_scale=rate_scale)
+    suite = suite.with_filters(workloads=wanted, contenders=_csv(contenders), overhead=overhead)
+    if count_steps(suite) == 0:
+        raise click.UsageError("nothing to run: the filters left no workload or contender")
+    command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+    progress = Progress(count_steps(suite))
+    try:
+        result = asyncio.run(run_suite(suite, command=command.strip(), progress=progress, pin=pin))
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from exc
+    out.mkdir(parents=True, exist_ok=True)
+    from bench.plots import render_plots  # matplotlib is imported only when there is something to plot
+
+    plots = render_plots(result, out)
+    (out / "results.json").write_bytes(to_json(result))
+    (out / "report.md").write_text(render(result, plots, heading="#"))
+    click.echo(f"report: {out / 'report.md'}")
