@@ -61,7 +61,7 @@ class Suite:
     runs: tuple[WorkloadRun, ...]
     overhead: OverheadSpec | None
     slo: SLO = field(default_factory=SLO)
-    drain_timeout: float = 30.0
+    drain_timeout: float = 20.0
 
     def with_filters(
         self, *, workloads: set[str] | None, contenders: set[str] | None, overhead: bool
@@ -90,16 +90,16 @@ def standard(seed: int) -> Suite:
         fleet=FleetSpec(engines=4, preset="a100-llama3-8b", seed=seed, num_gpu_blocks=1024, kv_events=True),
         runs=(
             WorkloadRun("gsp", {"groups": 16, "prompts_per_group": 8, "system_len": 2048,
-                                "question_len": 128, "output_len": 32}, rate=12.0, contenders=_all(*every)),
+                                "question_len": 128, "output_len": 32}, rate=30.0, contenders=_all(*every)),
             WorkloadRun("tenants", {"tenants": 12, "context_len": 4000, "requests": 128,
-                                    "question_len": 64, "output_len": 32}, rate=8.0, contenders=_all(*every)),
+                                    "question_len": 64, "output_len": 32}, rate=20.0, contenders=_all(*every)),
             WorkloadRun("multiturn", {"users": 16, "rounds": 4, "system_len": 1000, "history_len": 2000,
-                                      "question_len": 64, "answer_len": 48}, rate=6.0, contenders=_all(*some)),
+                                      "question_len": 64, "answer_len": 48}, rate=8.0, contenders=_all(*some)),
             WorkloadRun("agentic", {"sessions": 12, "steps": 6, "toolsets": 4, "tools_len": 1500,
                                     "task_len": 200, "action_len": 32, "result_len": 256},
-                        rate=8.0, contenders=_all(*some)),
+                        rate=10.0, contenders=_all(*some)),
             WorkloadRun("sharegpt", {"requests": 128, "input_median": 220, "output_median": 48,
-                                     "max_output": 128}, rate=10.0, contenders=_all(*some)),
+                                     "max_output": 128}, rate=20.0, contenders=_all(*some)),
         ),
         overhead=OverheadSpec(),
     )  # fmt: skip
