@@ -23,7 +23,8 @@ def test_quick_bench_writes_a_report(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     results = json.loads((out / "results.json").read_text())
     assert report.startswith("# flotilla bench — quick suite")
-    assert "### Workload `gsp`" in report and "### Gateway overhead" in report
+    assert "### Workload `gsp`" in report
+    assert "### Gateway overhead" in report
     assert (out / "gsp.png").stat().st_size > 0
 
     ran = {r["contender"] for r in results["runs"] if not r["skipped"]}
@@ -39,4 +40,5 @@ def test_quick_bench_writes_a_report(tmp_path: Path) -> None:
         assert peer_ran, report
     else:
         assert "is not installed (pip install -e '.[peers]')" in report
-    assert "infinite-cache oracle hit rate **" in report and "oracle unavailable" not in report
+    assert "infinite-cache oracle hit rate **" in report
+    assert "oracle unavailable" not in report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 
@@ -15,13 +16,13 @@ def test_poisson_is_seeded_and_monotone() -> None:
     assert a == poisson_schedule(500, 10.0, seed=1)
     assert a != poisson_schedule(500, 10.0, seed=2)
     assert a[0] == 0.0
-    assert all(y >= x for x, y in zip(a, a[1:], strict=False))
+    assert all(y >= x for x, y in itertools.pairwise(a))
 
 
 def test_poisson_rate_and_gap_distribution() -> None:
     rate = 20.0
     offsets = poisson_schedule(20_001, rate, seed=3)
-    gaps = [y - x for x, y in zip(offsets, offsets[1:], strict=False)]
+    gaps = [y - x for x, y in itertools.pairwise(offsets)]
     mean = statistics.fmean(gaps)
     assert mean == pytest.approx(1 / rate, rel=0.03)
     # exponential: sd ≈ mean, and P(gap > mean) ≈ e^-1
