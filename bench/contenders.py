@@ -13,10 +13,15 @@ package is not installed is *skipped with a message* (``pip install -e '.[peers]
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
+
+import yaml
 
 from bench.procs import Proc, StartError, flotilla_argv, free_port, wait_http
 from flotilla.labels import HEADER_ROUTING_STRATEGY
@@ -73,6 +78,8 @@ class _ProcessContender:
     name: str
     headers: dict[str, str] = field(default_factory=dict)
     startup_timeout: float = 60.0
+    #: extra environment (e.g. quieter logs: every contender logs at warning level, none per request)
+    env: dict[str, str] = field(default_factory=dict)
     proc: Proc | None = None
     port: int = 0
 
@@ -88,7 +95,7 @@ class _ProcessContender:
 
     async def start(self, engines: Sequence[str], *, model: str, kv_events: Sequence[str]) -> None:
         self.port = free_port()
-        self.proc = Proc(self.name.replace(":", "-"), self.argv(engines, model, kv_events))
+        self.proc = Proc(self.name.replace(":", "-"), self.argv(engines, model, kv_events), env=self.env)
         try:
             # Ready means routing works end to end, not just that the port is open.
             await wait_http(
@@ -111,23 +118,44 @@ class _ProcessContender:
 
 @dataclass
 class FlotillaGateway(_ProcessContender):
-    """``flotilla gateway --engine URL …`` with the strategy chosen per request by header."""
+    """``flotilla gateway`` over an engines file, with the strategy as default profile and per-request header.
+
+    ``precise-prefix`` runs the gateway in precise prefix mode (fed by the engines' KV events); every other
+    strategy runs the default approximate mode, learned from the gateway's own routing decisions.
+    """
 
     strategy: str = ""
+    engines_file: Path | None = None
 
     def argv(self, engines: Sequence[str], model: str, kv_events: Sequence[str]) -> list[str]:
-        args = ["gateway", "--host", "127.0.0.1", "--port", str(self.port), "--model", model]
-        for url in engines:
-            args += ["--engine", url]
-        for endpoint in kv_events:
-            args += ["--kv-events", endpoint]
+        entries: list[dict[str, str]] = []
+        for i, url in enumerate(engines):
+            entry = {"url": url}
+            if i < len(kv_events):
+                entry["kv_events"] = kv_events[i]
+            entries.append(entry)
+        fd, name = tempfile.mkstemp(prefix="flotilla-bench-engines-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump({"engines": entries}, f)
+        self.engines_file = Path(name)
+        args = ["gateway", "--host", "127.0.0.1", "--port", str(self.port), "--engines-file", name,
+                "--strategy", self.strategy, "--log-text"]  # fmt: skip
+        if self.strategy.startswith("precise"):
+            args += ["--prefix-mode", "precise"]
         return flotilla_argv(*args)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.engines_file is not None:
+            self.engines_file.unlink(missing_ok=True)
+            self.engines_file = None
 
 
 def flotilla(strategy: str) -> FlotillaGateway:
     return FlotillaGateway(
-        name=f"flotilla:{strategy}", headers={HEADER_ROUTING_STRATEGY: strategy}, strategy=strategy
-    )
+        name=f"flotilla:{strategy}", headers={HEADER_ROUTING_STRATEGY: strategy}, strategy=strategy,
+        env={"FLOTILLA_GATEWAY_LOG_LEVEL": "WARNING"},
+    )  # fmt: skip
 
 
 @dataclass
