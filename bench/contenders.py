@@ -4,7 +4,8 @@
 * ``flotilla:<strategy>`` — Flotilla's gateway (``flotilla gateway``), one fresh process per strategy so its
   index starts as cold as the engines; the strategy is chosen per request with ``x-routing-strategy``.
 * ``sglang:<policy>`` — the SGLang router from PyPI (``sglang-router``), e.g. ``cache_aware``, ``round_robin``.
-* ``vllm-router:<policy>`` — the vLLM router from PyPI (``vllm-router``, a Rust fork of the SGLang router).
+* ``vllm-router:<policy>`` — the vLLM router from PyPI (``vllm-router``, a Rust fork of the SGLang router);
+  ``kv_aware`` subscribes to the engines' vLLM KV events, so it is the precise-index peer.
 
 Peer routers are launched as documented (shared/reference/anchors.md §2), bound to 127.0.0.1. A peer whose
 package is not installed is *skipped with a message* (``pip install -e '.[peers]'``), never silently dropped.
@@ -182,7 +183,19 @@ class _RustRouter(_ProcessContender):
             # the defaults queue at 100 waiting requests and retry failures: measure the routing, not these
             "--queue-size", "10000",
             "--worker-startup-check-interval", "1",
+            *self.kv_event_args(engines, model, kv_events),
         ]  # fmt: skip
+
+    def kv_event_args(self, engines: Sequence[str], model: str, kv_events: Sequence[str]) -> list[str]:
+        """vllm-router's ``kv_aware`` policy subscribes to the engines' vLLM KV events (a precise peer)."""
+        if self.policy != "kv_aware":
+            return []
+        if len(kv_events) != len(engines):
+            raise StartError(f"{self.name} needs engines that publish KV events (flotilla sim --kv-events)")
+        args = ["--kv-event-block-size", "16", "--kv-event-model", model]
+        for url, endpoint in zip(engines, kv_events, strict=True):
+            args += ["--kv-event-source", f"{url}={endpoint}"]
+        return args
 
 
 def sglang(policy: str) -> _RustRouter:

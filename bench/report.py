@@ -76,6 +76,12 @@ def workload_section(info: WorkloadInfo, runs: Sequence[RunSummary], plots: Sequ
             num(r.goodput_req_s, "{:.2f}"), pct(r.hit_rate), pct(r.hit_vs_oracle), num(r.imbalance, "{:.2f}"),
         ])  # fmt: skip
     out += table(header, rows)
+    lags = [r.max_send_lag for r in runs if not r.skipped and not math.isnan(r.max_send_lag)]
+    if lags:
+        out += [
+            "",
+            f"Load generator health: requests left at most {max(lags) * 1000:.1f} ms after their scheduled time.",
+        ]
     ref = reference_for(runs)
     if ref is not None:
         out += ["", f"Ratios, `{ref.contender}` against each contender (> 1 means Flotilla is better):", ""]
@@ -196,7 +202,9 @@ def render(result: SuiteResult, plots: dict[str, list[str]], *, heading: str = "
         f"{fleet['time_scale']}, seed {fleet['seed']}), {kv}. Every contender runs the identical trace on the same "
         "engines, with every engine's prefix cache reset before it. Latencies are wall-clock, measured by an "
         "open-loop streaming client from each request's scheduled send time. Hit rates are the engines' own "
-        "counters (Δ`prefix_cache_hits` ÷ Δ`prefix_cache_queries`); imbalance is max ÷ mean requests per engine.",
+        "counters (Δ`prefix_cache_hits` ÷ Δ`prefix_cache_queries`); imbalance is max ÷ mean requests per engine; "
+        f"goodput counts requests with TTFT ≤ {fleet.get('slo_ttft', 2.0):g} s and mean ITL ≤ "
+        f"{fleet.get('slo_itl', 0.1) * 1000:g} ms in simulated time (× the time scale in wall time).",
         "",
     ]
     out += [f"> note: {n}" for n in result.notes] + ([""] if result.notes else [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from bench.fleet import Fleet
 from bench.overhead import OverheadRow, run_overhead
 from bench.procs import BenchError
 from bench.progress import Progress
-from bench.results import RunSummary, skipped_summary, summarise
+from bench.results import SLO, RunSummary, skipped_summary, summarise
 from bench.suites import Suite
 from bench.workloads import Workload, build, prompt_ids
 
@@ -78,7 +79,14 @@ def describe(workload: Workload, rate: float, suite: Suite) -> WorkloadInfo:
     )
 
 
+def wall_slo(suite: Suite) -> SLO:
+    """The SLO is stated in simulated time; with a time scale the client measures wall time."""
+    scale = suite.fleet.time_scale
+    return SLO(ttft=suite.slo.ttft * scale, itl=suite.slo.itl * scale)
+
+
 async def run_workloads(suite: Suite, fleet: Fleet, result: SuiteResult, progress: Progress) -> None:
+    slo = wall_slo(suite)
     for run in suite.runs:
         workload = build(run.workload, seed=suite.fleet.seed, params=run.params)
         info = describe(workload, run.rate, suite)
@@ -116,7 +124,7 @@ async def run_workloads(suite: Suite, fleet: Fleet, result: SuiteResult, progres
             deltas = [a.minus(b) for a, b in zip(after, before, strict=True)]
             summary = summarise(
                 workload=run.workload, contender=spec, results=results, duration=wall, deltas=deltas,
-                oracle_hit_rate=info.oracle_hit_rate, slo=suite.slo,
+                oracle_hit_rate=info.oracle_hit_rate, slo=slo,
             )  # fmt: skip
             result.runs.append(summary)
             progress.finish_step(
@@ -130,8 +138,10 @@ async def run_suite(suite: Suite, *, command: str, progress: Progress, pin: bool
         suite=suite.name, command=command,
         fleet={"engines": suite.fleet.engines, "preset": suite.fleet.preset, "model": suite.fleet.model,
                "num_gpu_blocks": suite.fleet.num_gpu_blocks, "block_size": suite.fleet.block_size,
-               "time_scale": suite.fleet.time_scale, "seed": suite.fleet.seed},
+               "time_scale": suite.fleet.time_scale, "seed": suite.fleet.seed,
+               "slo_ttft": suite.slo.ttft, "slo_itl": suite.slo.itl, "cpus": os.cpu_count() or 0},
     )  # fmt: skip
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     if suite.runs:
         progress.message(f"starting {suite.fleet.engines} simulated engines ({suite.fleet.preset})")
         fleet = await Fleet.start(suite.fleet)
@@ -141,6 +151,13 @@ async def run_suite(suite: Suite, *, command: str, progress: Progress, pin: bool
             fleet.stop()
     if suite.overhead is not None:
         result.overhead = await run_overhead(suite.overhead, suite.fleet, progress=progress, pin=pin)
+    if load_before is not None:
+        load_after = os.getloadavg()
+        result.notes.append(
+            f"machine load average (1 min) {load_before[0]:.1f} at the start and {load_after[0]:.1f} at the end, "
+            f"on {os.cpu_count()} CPUs: other work shared the machine, so absolute latencies are noisy; compare "
+            "contenders by ratio"
+        )
     return result
 
 

@@ -1,6 +1,8 @@
 """The two suites: ``standard`` (about 10 minutes on a 2-core machine) and ``quick`` (under a minute).
 
-Parameters are the public benchmarks' shapes (shared/reference/routing.md §4) scaled down. The engines' KV
+Parameters are the public benchmarks' shapes (shared/reference/routing.md §4) scaled down. The standard suite
+runs the simulated GPUs at twice real time (``time_scale`` 0.5) with doubled request rates: the same load in
+simulated terms in half the wall time; latencies are reported in wall-clock seconds. The engines' KV
 cache is deliberately small (``num_gpu_blocks``) so that the shared-context working sets exceed one engine's
 cache but fit the cluster's, which is where cache-aware routing matters (llm-d ran at 73 % of cluster KV);
 the report states working set ÷ cluster KV for every workload.
@@ -26,7 +28,7 @@ FLOTILLA_STRATEGIES = (
     "random",
     "session-affinity",
 )
-PEERS = ("sglang:cache_aware", "sglang:round_robin", "vllm-router:cache_aware")
+PEERS = ("sglang:cache_aware", "sglang:round_robin", "vllm-router:cache_aware", "vllm-router:kv_aware")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,10 @@ class OverheadSpec:
     """The gateway-overhead mode: zero-latency engines, so everything measured is the router's own cost."""
 
     engines: int = 2
-    contenders: tuple[str, ...] = ("direct", "flotilla:default", "flotilla:round-robin", *PEERS)
+    contenders: tuple[str, ...] = (
+        "direct", "flotilla:default", "flotilla:round-robin", "sglang:cache_aware", "sglang:round_robin",
+        "vllm-router:cache_aware", "vllm-router:round_robin",
+    )  # fmt: skip
     latency_requests: int = 200  # sequential (concurrency 1)
     throughput_concurrency: int = 32
     throughput_seconds: float = 5.0
@@ -52,6 +57,7 @@ class OverheadSpec:
     stream_tokens: int = 128
     stream_seconds: float = 5.0
     prompt_tokens: int = 2048
+    rounds: int = 4
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class Suite:
     runs: tuple[WorkloadRun, ...]
     overhead: OverheadSpec | None
     slo: SLO = field(default_factory=SLO)
-    drain_timeout: float = 20.0
+    drain_timeout: float = 10.0
 
     def with_filters(
         self, *, workloads: set[str] | None, contenders: set[str] | None, overhead: bool
@@ -85,21 +91,23 @@ def _all(*strategies: str) -> tuple[str, ...]:
 def standard(seed: int) -> Suite:
     every = FLOTILLA_STRATEGIES
     some = ("default", "prefix-cache", "least-request", "round-robin", "session-affinity")
+    control = ("default", "least-request", "round-robin")
     return Suite(
         name="standard",
-        fleet=FleetSpec(engines=4, preset="a100-llama3-8b", seed=seed, num_gpu_blocks=1024, kv_events=True),
+        fleet=FleetSpec(engines=4, preset="a100-llama3-8b", seed=seed, num_gpu_blocks=1024, kv_events=True,
+                        time_scale=0.5),
         runs=(
             WorkloadRun("gsp", {"groups": 16, "prompts_per_group": 8, "system_len": 2048,
-                                "question_len": 128, "output_len": 32}, rate=30.0, contenders=_all(*every)),
+                                "question_len": 128, "output_len": 32}, rate=60.0, contenders=_all(*every)),
             WorkloadRun("tenants", {"tenants": 12, "context_len": 4000, "requests": 128,
-                                    "question_len": 64, "output_len": 32}, rate=20.0, contenders=_all(*every)),
+                                    "question_len": 64, "output_len": 32}, rate=40.0, contenders=_all(*every)),
             WorkloadRun("multiturn", {"users": 16, "rounds": 4, "system_len": 1000, "history_len": 2000,
-                                      "question_len": 64, "answer_len": 48}, rate=8.0, contenders=_all(*some)),
+                                      "question_len": 64, "answer_len": 48}, rate=16.0, contenders=_all(*some)),
             WorkloadRun("agentic", {"sessions": 12, "steps": 6, "toolsets": 4, "tools_len": 1500,
                                     "task_len": 200, "action_len": 32, "result_len": 256},
-                        rate=10.0, contenders=_all(*some)),
+                        rate=20.0, contenders=_all(*some)),
             WorkloadRun("sharegpt", {"requests": 128, "input_median": 220, "output_median": 48,
-                                     "max_output": 128}, rate=20.0, contenders=_all(*some)),
+                                     "max_output": 128}, rate=40.0, contenders=_all(*control)),
         ),
         overhead=OverheadSpec(),
     )  # fmt: skip
@@ -118,7 +126,7 @@ def quick(seed: int) -> Suite:
         overhead=OverheadSpec(
             contenders=("direct", "flotilla:default", "sglang:round_robin"),
             latency_requests=30, throughput_concurrency=8, throughput_seconds=1.5,
-            stream_concurrency=4, stream_tokens=32, stream_seconds=1.5, prompt_tokens=512,
+            stream_concurrency=4, stream_tokens=32, stream_seconds=1.5, prompt_tokens=512, rounds=2,
         ),
         drain_timeout=15.0,
     )  # fmt: skip
