@@ -49,7 +49,8 @@ def ttft(h: RequestHandle) -> float:
 
 def tpot(h: RequestHandle) -> float:
     t = h.request.timing
-    assert t.first_token is not None and t.last_token is not None
+    assert t.first_token is not None
+    assert t.last_token is not None
     return (t.last_token - t.first_token) / (h.request.num_output - 1)
 
 

@@ -53,7 +53,8 @@ def test_touch_removes_cached_block_from_free_list() -> None:
 def test_duplicate_content_in_two_blocks_and_reset() -> None:
     pool = BlockPool(4, 2, record_events=True)
     a, b = pool.allocate(1), pool.allocate(1)
-    assert a is not None and b is not None
+    assert a is not None
+    assert b is not None
     pool.store(a, [5], None, [1, 2], None, [None])
     pool.store(b, [5], None, [1, 2], None, [None])
     assert set(pool.cached[5]) == {1, 2}

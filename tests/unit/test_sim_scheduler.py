@@ -48,7 +48,7 @@ def test_chunked_prefill_splits_a_long_prompt_and_shares_steps_with_decodes() ->
     long = make("long", list(range(1000, 1200)))  # 200 tokens
     s.add(long)
     step = s.schedule()
-    assert dict((r.request_id, n) for r, n in step.scheduled) == {"short": 1, "long": 63}
+    assert {r.request_id: n for r, n in step.scheduled} == {"short": 1, "long": 63}
     assert step.shape.decode_tokens == 1
     assert step.shape.prefill_tokens == 63
     s.complete(step)
@@ -88,8 +88,10 @@ def test_preemption_recomputes_the_latest_request_and_requeues_it_first() -> Non
     assert preempted
     assert preempted[0] == "b"  # the most recently added running request goes first
     assert s.stats.preemptions == len(preempted)
-    assert a.status is Status.FINISHED and b.status is Status.FINISHED
-    assert a.num_output == 40 and b.num_output == 40
+    assert a.status is Status.FINISHED
+    assert b.status is Status.FINISHED
+    assert a.num_output == 40
+    assert b.num_output == 40
     assert s.pool.num_free == s.pool.usable
 
 
