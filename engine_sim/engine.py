@@ -140,11 +140,21 @@ class Engine:
         self._ready_at = time.monotonic() + c.startup_delay * c.time_scale
         self.clock.reanchor(0.0)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"engine-{c.engine_index}")
+        self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A crashed step loop must not leave a healthy-looking engine that never answers: mark it dead."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("engine %d step loop crashed", self.config.engine_index, exc_info=task.exception())
+        self.faults = self.faults.model_copy(update={"dead": True})
+        for handle in list(self.handles.values()):
+            self.finish(handle, "error")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
         for handle in list(self.handles.values()):

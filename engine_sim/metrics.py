@@ -65,6 +65,8 @@ class EngineMetrics:
         self.lag = gauge(
             "flotilla_sim_lag_seconds", "Simulated time behind wall time (simulator is CPU-bound)."
         )
+        self.max_lag = gauge("flotilla_sim_lag_max_seconds", "Largest flotilla_sim_lag_seconds since start.")
+        self._max_lag = 0.0
         self.prefix_queries = counter("vllm:prefix_cache_queries", "Prefix cache queries, in tokens.")
         self.prefix_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in tokens.")
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")

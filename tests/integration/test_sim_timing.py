@@ -117,3 +117,14 @@ async def test_time_scale_keeps_the_shape(engine: Engine) -> None:
         await slow.stop()
     assert ttft(a) == pytest.approx(ttft(b), rel=0.05)
     assert tpot(a) == pytest.approx(tpot(b), rel=0.05)
+
+
+async def test_a_crashed_step_loop_marks_the_engine_dead(engine: Engine) -> None:
+    def boom() -> None:
+        raise RuntimeError("simulated scheduler bug")
+
+    engine.scheduler.schedule = boom  # type: ignore[assignment,method-assign]
+    handle = engine.submit([1, 2, 3], max_tokens=2)
+    events = [ev async for ev in handle]
+    assert events[-1].finish_reason == "error"
+    assert engine.faults.dead
