@@ -288,6 +288,8 @@ class Engine:
         if not step.scheduled:
             return False
         dt = self.latency.step_time(step.shape)
+        if self.config.enable_lora and any(r.lora_name for r, _ in step.scheduled):
+            dt *= 1.0 + self.config.lora_step_overhead
         if self.faults.latency_spike_rate and self.rng.random() < self.faults.latency_spike_rate:
             dt *= self.faults.latency_spike_factor
         end = start + dt
