@@ -69,6 +69,10 @@ class MemoryIndex:
     def endpoints(self) -> list[str]:
         return list(self._lru)
 
+    def recency(self, endpoint: str) -> list[int]:
+        """The blocks ``endpoint`` holds, least recently recorded first."""
+        return list(self._lru.get(endpoint, ()))
+
     def match_now(self, hashes: Sequence[int], endpoints: Collection[str]) -> dict[str, int]:
         """Synchronous ``match`` (for callers that are not coroutines, e.g. the Redis backend's fallback)."""
         if self.ttl is not None:
