@@ -50,10 +50,14 @@ async def test_empty_index_matches_nothing(index: PrefixIndex) -> None:
         pytest.param(PROMPT[:3], PROMPT, 3, id="recorded-prefix"),
         pytest.param(PROMPT, PROMPT[:5], 5, id="query-prefix"),
         pytest.param(PROMPT[1:], PROMPT, 0, id="missing-root-means-no-match"),
-        pytest.param(block_hashes(list(range(128)), scope="other"), PROMPT, 0, id="other-scope-never-matches"),
+        pytest.param(
+            block_hashes(list(range(128)), scope="other"), PROMPT, 0, id="other-scope-never-matches"
+        ),
     ],
 )
-async def test_leading_blocks(index: PrefixIndex, recorded: list[int], query: list[int], expected: int) -> None:
+async def test_leading_blocks(
+    index: PrefixIndex, recorded: list[int], query: list[int], expected: int
+) -> None:
     await index.record(A, recorded)
     await settle(index)
     assert await index.match(query, [A, B]) == {A: expected, B: 0}
