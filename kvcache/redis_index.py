@@ -94,6 +94,7 @@ class RedisIndex:
         self._flusher: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
         self._closed = False
+        self._connecting = asyncio.Lock()
 
     @property
     def healthy(self) -> bool:
@@ -102,7 +103,7 @@ class RedisIndex:
 
     async def start(self) -> bool:
         """Connect now (instead of on first use); returns whether Redis answered. Never raises."""
-        self._ensure_flusher()
+        self._ensure_flusher(connect=False)
         if not self._healthy:
             try:
                 await self._connect()
@@ -176,6 +177,11 @@ class RedisIndex:
             raise IndexUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
 
     async def _connect(self) -> None:
+        async with self._connecting:
+            if not self._healthy:
+                await self._load_and_replay()
+
+    async def _load_and_replay(self) -> None:
         self._match_sha = str(await self._command("SCRIPT", "LOAD", redis_scripts.MATCH), "ascii")
         self._write_sha = str(await self._command("SCRIPT", "LOAD", redis_scripts.WRITE), "ascii")
         for endpoint in self._removed_while_down:
@@ -184,6 +190,7 @@ class RedisIndex:
         # replay the mirror (this replica's knowledge) so an emptied Redis relearns it; oldest first
         self._pending = [*self._mirror_snapshot(), *self._pending]
         self._healthy = True
+        self.stats.connects += 1
         if self._pending:
             self._drained.clear()
             self._wake.set()
@@ -199,10 +206,11 @@ class RedisIndex:
             self._drained.clear()
             self._wake.set()
 
-    def _ensure_flusher(self) -> None:
+    def _ensure_flusher(self, *, connect: bool = True) -> None:
+        """Start the owned background tasks on first use (and the first connection attempt, lazily)."""
         if self._flusher is None and not self._closed:
             self._flusher = asyncio.create_task(self._flush_loop(), name="kvcache redis flusher")
-            if not self._healthy and self._reconnector is None:
+            if connect and not self._healthy and self._reconnector is None:
                 self._reconnector = asyncio.create_task(
                     self._reconnect_loop(), name="kvcache redis reconnect"
                 )
@@ -273,7 +281,6 @@ class RedisIndex:
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, ceiling)
                 else:
-                    self.stats.connects += 1
                     log.info("kvcache: connected to Redis; replaying the local mirror")
         finally:
             self._reconnector = None
