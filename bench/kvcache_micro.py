@@ -65,6 +65,12 @@ def prompts(n: int, seed: int = 1) -> Iterator[list[int]]:
         yield [rng.randrange(128_000) for _ in range(PROMPT_TOKENS)]
 
 
+def check(condition: bool, what: str) -> None:
+    """Sanity checks that survive ``python -O``: a benchmark of a wrong answer is worthless."""
+    if not condition:
+        raise RuntimeError(f"benchmark sanity check failed: {what}")
+
+
 def pct(samples: list[float], q: float) -> float:
     return sorted(samples)[min(len(samples) - 1, int(q * len(samples)))]
 
@@ -201,7 +207,8 @@ def bench_ingest(batches: int) -> list[str]:
         return time.process_time() - t, sub
 
     cpu, sub = asyncio.run(run())
-    assert sub.stats.gaps == 0 and sub.stats.unknown_parents == 0
+    check(sub.stats.gaps == 0, "no gaps")
+    check(sub.stats.unknown_parents == 0, "no unknown parents")
     return [
         f"| {batches:,} batches, {events:,} events, {blocks:,} blocks stored | {cpu:.2f} s CPU "
         f"| {events / cpu:,.0f} events/s | {sub.stats.blocks_stored / cpu:,.0f} blocks/s |"
@@ -255,7 +262,7 @@ async def bench_redis(blocks: int, n: int) -> list[str]:
         admin = redis.Redis(host="127.0.0.1", port=port)
         index = RedisIndex(f"redis://127.0.0.1:{port}/0", ttl=3600, endpoint_capacity=None)
         try:
-            assert await index.start()
+            check(await index.start(), "redis reachable")
             base_mem = int(admin.info("memory")["used_memory"])
             per_prompt = PROMPT_TOKENS // 16
             for i, tokens in enumerate(prompts(blocks // per_prompt, seed=3)):
@@ -266,7 +273,7 @@ async def bench_redis(blocks: int, n: int) -> list[str]:
             for e in ENDPOINTS:
                 await index.record(e, query)
             await index.flush()
-            assert await index.match(query, ENDPOINTS) == dict.fromkeys(ENDPOINTS, 128)
+            check(await index.match(query, ENDPOINTS) == dict.fromkeys(ENDPOINTS, 128), "redis match")
             ping_client = index._client  # same connection pool and socket settings as the index
 
             async def ping() -> None:
@@ -274,20 +281,25 @@ async def bench_redis(blocks: int, n: int) -> list[str]:
 
             await time_async(ping, n // 10)
             ping_samples = await time_async(ping, n)
-            evalsha_before = int(admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+            admin.config_resetstat()  # from here on the server counts only the matches below
             trips_before = index.stats.round_trips
             match_samples = await time_async(lambda: index.match(query, ENDPOINTS), n)
-            evalsha = (
-                int(admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)) - evalsha_before
-            )
             trips = index.stats.round_trips - trips_before
-            assert evalsha == trips == n, (evalsha, trips, n)
+            stats = admin.info("commandstats")
+            evalsha = int(stats["cmdstat_evalsha"]["calls"])
+            others = sum(
+                int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_evalsha", "cmdstat_info")
+            )
+            server_us = float(stats["cmdstat_evalsha"]["usec_per_call"])
+            check(evalsha == trips == n, f"one round trip per match: {evalsha=} {trips=} {n=}")
             p50_match, p50_ping = statistics.median(match_samples), statistics.median(ping_samples)
             return [
                 f"| RedisIndex.match, 128 blocks × 8 endpoints | {p50_match:.0f} | {pct(match_samples, 0.99):.0f} |",
                 f"| bare PING on the same connection pool | {p50_ping:.0f} | {pct(ping_samples, 0.99):.0f} |",
                 f"| ratio match / PING (p50) | {p50_match / p50_ping:.2f}× | |",
                 f"| EVALSHA calls seen by the server / client round trips / matches | {evalsha} / {trips} / {n} | |",
+                f"| HMGETs run inside the scripts, per match | {others / n:.0f} | |",
+                f"| server time per match script (commandstats usec_per_call) | {server_us:.0f} | |",
                 f"| Redis used_memory per (endpoint, block) entry | {redis_mem:.0f} B | |",
             ]
         finally:

@@ -34,14 +34,20 @@ for i = 1, ne do
   local key = prefix .. 'h:' .. ARGV[3 + i]
   local d = 0
   local start = 0
+  local chunk = 16  -- grows 16, 32, 64, ...: a miss costs a small HMGET, a long hit few calls
   while start < nh do
-    local stop = math.min(start + 1000, nh)
+    local stop = math.min(start + chunk, nh)
     local vals = redis.call('HMGET', key, unpack(ARGV, first + start, first + stop - 1))
     local k = 1
-    while k <= #vals and vals[k] and tonumber(vals[k]) > horizon do k = k + 1 end
+    if horizon < 0 then
+      while vals[k] do k = k + 1 end
+    else
+      while vals[k] and tonumber(vals[k]) > horizon do k = k + 1 end
+    end
     d = d + k - 1
     if k <= #vals then break end
     start = stop
+    chunk = math.min(chunk * 2, 1024)
   end
   depths[i] = d
 end
