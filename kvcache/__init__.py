@@ -7,7 +7,7 @@
 * :func:`infinite_cache_hits` — the hit-rate oracle for benchmarks.
 """
 
-from kvcache.errors import EventDecodeError, IndexUnavailable, KVCacheError
+from kvcache.errors import EventDecodeError, IndexUnavailable, KVCacheError, ReplayFailed
 from kvcache.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch, decode_batch
 from kvcache.hashing import DEFAULT_BLOCK_SIZE, BlockHasher, block_hashes, root_hash
 from kvcache.memory import MemoryIndex
@@ -32,6 +32,7 @@ __all__ = [
     "PrefixIndex",
     "RedisIndex",
     "RedisIndexStats",
+    "ReplayFailed",
     "SubscriberStats",
     "block_hashes",
     "decode_batch",

@@ -5,7 +5,8 @@
     KVCacheError
     ├── IndexUnavailable      the shared (Redis) index cannot be reached; callers of the index never see it,
     │                         the Redis backend catches it and answers from its local mirror
-    └── EventDecodeError      a KV-event payload is not a vLLM EventBatch (either msgpack layout)
+    ├── EventDecodeError      a KV-event payload is not a vLLM EventBatch (either msgpack layout)
+    └── ReplayFailed          an engine's replay socket did not deliver (the subscriber then resyncs)
 """
 
 from __future__ import annotations
@@ -21,3 +22,7 @@ class IndexUnavailable(KVCacheError):
 
 class EventDecodeError(KVCacheError, ValueError):
     """A KV-event batch could not be decoded."""
+
+
+class ReplayFailed(KVCacheError):
+    """A KV-event replay request failed (no answer, malformed reply)."""

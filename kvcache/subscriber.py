@@ -4,7 +4,8 @@ One ZMQ SUB socket and one owned task per engine keep that engine's events in or
 
 * **Sequence check.** vLLM numbers batches per publisher from 0. A jump forward means ZMQ dropped batches
   (PUB is at-most-once: HWM, slow joiner), so removals may have been missed: the endpoint is *resynced*
-  (its state dropped from the index and from the hash map; it is rebuilt from later events). A jump back
+  (its state dropped from the index and from the hash map; it is rebuilt from later events), unless the
+  lost batches can be replayed (below). A jump back
   means the engine restarted with an empty cache: also a resync. The first batch seen sets the baseline.
 * **BlockStored.** vLLM's own hashes cannot be reproduced outside the engine (pickle/random seed, and the
   event carries only 64 bits of the parent), so, like llm-d and Dynamo, the router hashes are recomputed
@@ -15,6 +16,9 @@ One ZMQ SUB socket and one owned task per engine keep that engine's events in or
 * **BlockRemoved** maps engine hashes back to router hashes (ref-counted: two engine blocks can share one
   router hash when the engine's hash covers extra keys ours does not, e.g. ``cache_salt``) and evicts them.
 * **AllBlocksCleared** forgets the endpoint.
+* **Replay** (optional, when the engine has a ``replay_endpoint``): on subscribing, the engine's buffered
+  batches are replayed first, so blocks cached before we joined are known; on a seq gap the lost batches are
+  fetched and applied in order, and only if the buffer no longer holds them is the endpoint resynced.
 
 Only GPU-resident blocks of KV group 0 count (``medium`` nil/"GPU", ``group_idx`` nil/0): offloaded copies
 and the extra groups of hybrid models do not make a prefill hit on the GPU. A block-size mismatch between
@@ -31,10 +35,11 @@ from dataclasses import dataclass, field
 import zmq
 import zmq.asyncio
 
-from kvcache.errors import EventDecodeError
+from kvcache.errors import EventDecodeError, ReplayFailed
 from kvcache.events import AllBlocksCleared, BlockRemoved, BlockStored, EngineHash, decode_batch
 from kvcache.hashing import DEFAULT_BLOCK_SIZE, block_hashes
 from kvcache.protocol import PrefixIndex
+from kvcache.replay import fetch_replay
 
 log = logging.getLogger("flotilla.kvcache.events")
 
@@ -57,6 +62,9 @@ class SubscriberStats:
     decode_errors: int = 0
     skipped: int = 0
     block_size_mismatches: int = 0
+    replays: int = 0
+    replayed_batches: int = 0
+    gaps_recovered: int = 0
 
 
 @dataclass(eq=False)
@@ -64,7 +72,9 @@ class _Engine:
     endpoint: str
     zmq_url: str
     model: str
+    replay_url: str | None = None
     last_seq: int | None = None
+    skip_upto: int | None = None
     router_of: dict[EngineHash, int] = field(default_factory=dict)
     refs: dict[int, int] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
@@ -112,14 +122,20 @@ class KVEventSubscriber:
             self._context.term()
             self._context = None
 
-    async def add_endpoint(self, endpoint: str, zmq_url: str, model: str) -> None:
-        """Follow ``zmq_url`` (the engine's publisher) for ``endpoint``; idempotent for the same url/model."""
+    async def add_endpoint(
+        self, endpoint: str, zmq_url: str, model: str, *, replay_url: str | None = None
+    ) -> None:
+        """Follow ``zmq_url`` (the engine's publisher) for ``endpoint``; idempotent for the same arguments.
+
+        With ``replay_url`` (the engine's ``replay_endpoint``), the subscriber first replays the engine's
+        buffer to learn blocks cached before it subscribed, and refills lost batches instead of resyncing.
+        """
         known = self._engines.get(endpoint)
         if known is not None:
-            if (known.zmq_url, known.model) == (zmq_url, model):
+            if (known.zmq_url, known.model, known.replay_url) == (zmq_url, model, replay_url):
                 return
             await self.remove_endpoint(endpoint)
-        engine = _Engine(endpoint, zmq_url, model)
+        engine = _Engine(endpoint, zmq_url, model, replay_url)
         self._engines[endpoint] = engine
         if self._started:
             self._spawn(engine)
@@ -141,15 +157,32 @@ class KVEventSubscriber:
         engine = self._engines.get(endpoint)
         if engine is None:
             raise KeyError(f"unknown endpoint {endpoint!r}; call add_endpoint first")
+        if engine.skip_upto is not None:
+            if seq <= engine.skip_upto:
+                return  # already applied from the replay that bootstrapped this endpoint
+            engine.skip_upto = None
+        last = engine.last_seq
+        if last is not None and seq != last + 1:
+            if seq > last + 1:
+                self.stats.gaps += 1
+                log.warning("kv events from %s: lost batches %d..%d", endpoint, last + 1, seq - 1)
+                if not await self._fill_gap(engine, last + 1, seq):
+                    await self._resync(engine)
+            else:
+                self.stats.restarts += 1
+                log.info("kv events from %s: seq went back %d -> %d (engine restart)", endpoint, last, seq)
+                await self._resync(engine)
+        engine.last_seq = seq
+        await self._apply(engine, seq, payload)
+
+    async def _apply(self, engine: _Engine, seq: int, payload: bytes) -> None:
         try:
             batch = decode_batch(payload)
         except EventDecodeError as exc:
             self.stats.decode_errors += 1
-            log.warning("kv events from %s: undecodable batch seq=%d, resyncing: %s", endpoint, seq, exc)
-            engine.last_seq = seq
+            log.warning("kv events from %s: undecodable batch %d, resyncing: %s", engine.endpoint, seq, exc)
             await self._resync(engine)  # it may have carried removals we cannot apply
             return
-        await self._check_seq(engine, seq)
         stats = self.stats
         stats.batches += 1
         stats.events += len(batch.events)
@@ -164,24 +197,44 @@ class KVEventSubscriber:
                 await self._forget(engine)
         if len(engine.router_of) > self.max_blocks_per_endpoint:
             log.warning(
-                "kv events from %s: more than %d live blocks, resyncing", endpoint, len(engine.router_of)
+                "kv events from %s: over %d live blocks, resyncing", engine.endpoint, len(engine.router_of)
             )
             await self._resync(engine)
 
-    async def _check_seq(self, engine: _Engine, seq: int) -> None:
-        last = engine.last_seq
-        engine.last_seq = seq
-        if last is None or seq == last + 1:
+    async def _fill_gap(self, engine: _Engine, start: int, until: int) -> bool:
+        """Fetch the lost batches ``start..until-1`` from the engine's replay socket; False if impossible."""
+        if engine.replay_url is None:
+            return False
+        try:
+            batches = await fetch_replay(self._zmq(), engine.replay_url, start)
+        except ReplayFailed as exc:
+            log.warning("kv events from %s: %s", engine.endpoint, exc)
+            return False
+        self.stats.replays += 1
+        wanted = [(s, p) for s, p in batches if start <= s < until]
+        if [s for s, _ in wanted] != list(range(start, until)):
+            return False  # the publisher's buffer no longer holds them all
+        for s, payload in wanted:
+            engine.last_seq = s
+            await self._apply(engine, s, payload)
+        self.stats.replayed_batches += len(wanted)
+        self.stats.gaps_recovered += 1
+        return True
+
+    async def _bootstrap(self, engine: _Engine) -> None:
+        """Learn what the engine cached before we subscribed, from its replay buffer (if it has one)."""
+        if engine.replay_url is None:
             return
-        if seq > last + 1:
-            self.stats.gaps += 1
-            log.warning(
-                "kv events from %s: lost batches %d..%d, resyncing", engine.endpoint, last + 1, seq - 1
-            )
-        else:
-            self.stats.restarts += 1
-            log.info("kv events from %s: seq went back %d -> %d (engine restart)", engine.endpoint, last, seq)
-        await self._resync(engine)
+        try:
+            batches = await fetch_replay(self._zmq(), engine.replay_url, 0)
+        except ReplayFailed as exc:
+            log.warning("kv events from %s: no bootstrap replay: %s", engine.endpoint, exc)
+            return
+        self.stats.replays += 1
+        for seq, payload in batches:
+            await self.ingest(engine.endpoint, seq, payload)
+        self.stats.replayed_batches += len(batches)
+        engine.skip_upto = engine.last_seq  # the SUB socket may hold the same batches: apply them once
 
     async def _stored(self, engine: _Engine, event: BlockStored) -> None:
         if event.medium not in (None, "GPU") or event.group_idx not in (None, 0):
@@ -258,10 +311,13 @@ class KVEventSubscriber:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _follow(self, engine: _Engine) -> None:
+    def _zmq(self) -> zmq.asyncio.Context:
         if self._context is None:
             self._context = zmq.asyncio.Context()
-        sock = self._context.socket(zmq.SUB)
+        return self._context
+
+    async def _follow(self, engine: _Engine) -> None:
+        sock = self._zmq().socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -272,6 +328,7 @@ class KVEventSubscriber:
             log.error("kv events for %s: cannot connect to %s: %s", engine.endpoint, engine.zmq_url, exc)
             return
         try:
+            await self._bootstrap(engine)
             while True:
                 frames = await sock.recv_multipart()
                 if len(frames) != 3 or len(frames[1]) != 8:

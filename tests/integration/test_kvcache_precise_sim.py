@@ -13,6 +13,7 @@ import pytest
 from kvcache import KVEventSubscriber, MemoryIndex, RedisIndex, block_hashes
 from kvcache.protocol import PrefixIndex
 from tests.fleet import SimFleet, sim_fleet
+from tests.support import free_port
 
 MODEL = "sim-model"
 BLOCKS = 48  # tiny KV cache per engine, so other prompts evict ours quickly
@@ -95,12 +96,16 @@ async def run_served_then_evicted(index: PrefixIndex, fleet: SimFleet) -> KVEven
                 return (await index.match(hashes, [one]))[one] < full
 
             await eventually(evicted)
+            # the latest prompt is there (its events may still be in flight), on engine 0 only
+            last = block_hashes(tokens(11), scope=MODEL)
+
+            async def latest_cached() -> bool:
+                return await index.match(last, [one, two]) == {one: len(last), two: 0}
+
+            await eventually(latest_cached)
             assert sub.stats.gaps == 0
             assert sub.stats.unknown_parents == 0
             assert sub.stats.blocks_removed > 0
-            # the latest prompt is still there, on engine 0 only
-            last = block_hashes(tokens(11), scope=MODEL)
-            assert await index.match(last, [one, two]) == {one: len(last), two: 0}
         except BaseException:
             await sub.close()
             raise
@@ -152,5 +157,31 @@ async def test_reset_prefix_cache_and_engine_restart(fleet: SimFleet) -> None:
                 return sub.stats.restarts >= 1 and (await index.match(hashes, [one]))[one] == 0
 
             await eventually(relearnt, within=30)
+        finally:
+            await sub.close()
+
+
+async def test_replay_bootstraps_blocks_cached_before_subscribing() -> None:
+    replay_port = free_port()
+    args = ["--preset", "zero", "--served-model-name", MODEL, "--kv-events-replay-port", str(replay_port)]
+    with sim_fleet(1, extra_args=args, kv_events=True) as fleet:
+        one = endpoint(fleet.urls[0])
+        prompt = tokens(5)
+        async with httpx.AsyncClient(timeout=10) as client:
+            await complete(client, fleet.urls[0], prompt)  # served before anyone listens
+        index = MemoryIndex()
+        sub = KVEventSubscriber(index)
+        replay_url = f"tcp://127.0.0.1:{replay_port}"
+        await sub.add_endpoint(one, fleet.kv_event_endpoints[0], MODEL, replay_url=replay_url)
+        sub.start()
+        try:
+            hashes = block_hashes(prompt, scope=MODEL)
+
+            async def learnt() -> bool:
+                return await index.match(hashes, [one]) == {one: len(hashes)}
+
+            await eventually(learnt)
+            assert sub.stats.replays == 1
+            assert sub.stats.resyncs == 0
         finally:
             await sub.close()

@@ -21,6 +21,7 @@ def test_exports_are_pinned() -> None:
             "PrefixIndex",
             "RedisIndex",
             "RedisIndexStats",
+            "ReplayFailed",
             "SubscriberStats",
             "block_hashes",
             "decode_batch",
@@ -35,3 +36,4 @@ def test_exports_are_pinned() -> None:
 def test_errors_form_one_tree() -> None:
     assert issubclass(kvcache.IndexUnavailable, kvcache.KVCacheError)
     assert issubclass(kvcache.EventDecodeError, kvcache.KVCacheError)
+    assert issubclass(kvcache.ReplayFailed, kvcache.KVCacheError)
