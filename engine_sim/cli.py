@@ -37,7 +37,7 @@ def _lora_module(value: str) -> tuple[str, str]:
 )
 @click.option("--time-scale", default=1.0, type=click.FloatRange(min=0, min_open=True),
               help="Wall seconds per simulated second (<1 runs faster than real time).")  # fmt: skip
-@click.option("--seed", default=0, type=int, help="Seed of hashes and outputs (engine i uses seed+i).")
+@click.option("--seed", default=0, type=int, help="Seed of block hashes and outputs (shared by all engines).")
 @click.option("--block-size", default=16, type=click.IntRange(1, 256))
 @click.option("--num-gpu-blocks", default=27_000, type=click.IntRange(2), help="KV blocks per engine.")
 @click.option("--max-num-seqs", default=None, type=click.IntRange(1), help="Default from the preset.")

@@ -95,7 +95,7 @@ class Engine:
         if c.enable_lora:
             self.metrics.enable_lora_info()
         self.root_hash = none_hash(c.seed)
-        self.rng = random.Random(c.seed)
+        self.rng = random.Random(c.seed * 1_000_003 + c.engine_index)  # faults: independent per engine
         self.faults = c.faults.model_copy()
         self.handles: dict[Request, RequestHandle] = {}
         self.publisher: KVEventPublisher | None = None
