@@ -298,7 +298,7 @@ async def bench_redis(blocks: int, n: int) -> list[str]:
                 f"| bare PING on the same connection pool | {p50_ping:.0f} | {pct(ping_samples, 0.99):.0f} |",
                 f"| ratio match / PING (p50) | {p50_match / p50_ping:.2f}× | |",
                 f"| EVALSHA calls seen by the server / client round trips / matches | {evalsha} / {trips} / {n} | |",
-                f"| HMGETs run inside the scripts, per match | {others / n:.0f} | |",
+                f"| SMISMEMBER calls run inside the script, per match | {others / n:.0f} | |",
                 f"| server time per match script (commandstats usec_per_call) | {server_us:.0f} | |",
                 f"| Redis used_memory per (endpoint, block) entry | {redis_mem:.0f} B | |",
             ]
