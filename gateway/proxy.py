@@ -51,7 +51,7 @@ class RetryBudget:
         now = time.monotonic()
         self._tokens = min(self.cap, self._tokens + (now - self._at) * self.min_per_second)
         self._at = now
-        if self._tokens >= 1.0:
+        if self._tokens >= 1.0 - 1e-9:
             self._tokens -= 1.0
             return True
         return False
