@@ -24,7 +24,9 @@ _COMPLETION = orjson.dumps(
         "object": "chat.completion",
         "created": 0,
         "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ba be bi"}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ba be bi"}, "finish_reason": "stop"}
+        ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
     }
 )
@@ -41,7 +43,9 @@ _CHUNK = (
     )
     + b"\n\n"
 )
-_MODELS = orjson.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "stub", "parent": None}]})
+_MODELS = orjson.dumps(
+    {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "stub", "parent": None}]}
+)
 _METRICS = (
     b"vllm:num_requests_running 0\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0\n"
     b"vllm:prefix_cache_queries_total 0\nvllm:prefix_cache_hits_total 0\n"
@@ -64,7 +68,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _send(send, 200, _METRICS, b"text/plain")
     elif path in ("/v1/chat/completions", "/v1/completions"):
         if b'"stream":true' in body.replace(b" ", b""):
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
             for _ in range(CHUNKS):
                 if CHUNK_MS:
                     await asyncio.sleep(CHUNK_MS / 1000)
@@ -86,7 +96,15 @@ def main() -> None:
     import uvicorn
 
     port = int(sys.argv[1])
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":
