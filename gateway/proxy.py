@@ -72,9 +72,15 @@ class Attempt:
     reason: str = ""
 
 
-def response_headers(upstream: httpx.Response, request_id: str) -> dict[str, str]:
+#: response header naming the endpoint that served the request (debugging, tests)
+ENDPOINT_HEADER = "x-flotilla-endpoint"
+
+
+def response_headers(upstream: httpx.Response, attempt: Attempt) -> dict[str, str]:
     headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
-    headers["x-request-id"] = request_id
+    headers["x-request-id"] = attempt.request_id
+    if attempt.endpoint is not None:
+        headers[ENDPOINT_HEADER] = attempt.endpoint.key
     return headers
 
 
@@ -196,17 +202,24 @@ class Proxy:
                 return Response(
                     content,
                     status_code=upstream.status_code,
-                    headers=response_headers(upstream, attempt.request_id),
+                    headers=response_headers(upstream, attempt),
                 )
             closer = _Closer(self, upstream, endpoint, attempt, on_done)
             return RelayResponse(
                 self._relay(upstream, endpoint, attempt, started, closer),
                 closer,
-                headers=response_headers(upstream, attempt.request_id),
+                headers=response_headers(upstream, attempt),
             )
         if attempt.tries == 0:
             raise NoEndpoint(
                 f"no healthy endpoint can serve model '{attempt.model}' right now",
+                headers={"retry-after": str(self.retry_after)},
+            )
+        if attempt.reason in ("connect", "breaker"):
+            attempt.status = 503
+            on_done(attempt)
+            raise NoEndpoint(
+                f"no endpoint reachable for model '{attempt.model}': {'; '.join(attempt.errors[-3:])}",
                 headers={"retry-after": str(self.retry_after)},
             )
         attempt.status = 502

@@ -1,6 +1,7 @@
 """Background scraping of every endpoint's ``/metrics`` (load, KV usage, LoRA slots) and ``/v1/models``.
 
-The scrape doubles as the active health check: ``unhealthy_after`` consecutive failures take an endpoint out
+Each scrape also reads ``/health`` (vLLM answers 200 while the engine loop is alive), so the scrape doubles as
+the active health check: ``unhealthy_after`` consecutive failures take an endpoint out
 of rotation (and forget what the approximate index believed it cached: a restarted engine has an empty
 cache); the first success puts it back. Passive checks (connect errors, 5xx) act through the circuit breaker.
 """
@@ -72,6 +73,9 @@ class Scraper:
             ):
                 await self._models(endpoint)
                 self._models_at[endpoint.key] = now
+            health = await self.client.get(endpoint.url + "/health", timeout=self.timeout)
+            if health.status_code != 200:
+                raise ValueError(f"/health returned HTTP {health.status_code}")
             endpoint.metrics = await scrape_metrics(self.client, endpoint.url, request_timeout=self.timeout)
             endpoint.metrics_at = time.monotonic()
         except (MetricsError, httpx.HTTPError, ValueError) as exc:

@@ -182,6 +182,13 @@ class Gateway:
 
     def _candidates(self, model: str) -> list[Endpoint]:
         hosting = self.pool.hosting(model)
+        if not hosting and any(not e.models_known for e in self.pool):
+            # some endpoint was never reached, so "unknown model" cannot be told from "fleet down"
+            self.metrics.rejections.labels("no_endpoint").inc()
+            raise NoEndpoint(
+                f"no endpoint is reachable to serve model '{model}'",
+                headers={"retry-after": str(self.settings.retry_after)},
+            )
         if not hosting:
             self.metrics.rejections.labels("model_not_found").inc()
             raise ModelNotFound(f"The model `{model}` does not exist.", param="model")

@@ -116,11 +116,13 @@ def test_bad_keys_file(data) -> None:
 async def test_memory_limiter_rpm_tpm_and_headers() -> None:
     limiter = MemoryLimiter()
     first = await limiter.acquire("k", 10, 2, 100)
-    assert first.allowed and first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert first.allowed
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
     assert first.headers["x-ratelimit-remaining-tokens"] == "90"
     assert (await limiter.acquire("k", 10, 2, 100)).allowed
     third = await limiter.acquire("k", 10, 2, 100)
-    assert not third.allowed and int(third.headers["retry-after"]) >= 1
+    assert not third.allowed
+    assert int(third.headers["retry-after"]) >= 1
     assert not (await limiter.acquire("t", 101, None, 100)).allowed  # one request over the token limit
     assert (await limiter.acquire("t", 100, None, 100)).allowed  # the refused one consumed nothing
 
@@ -130,9 +132,11 @@ def test_circuit_breaker_opens_half_opens_and_closes() -> None:
     breaker.on_failure()
     assert breaker.allows()
     breaker.on_failure()
-    assert breaker.state == "open" and not breaker.allows()
+    assert breaker.state == "open"
+    assert not breaker.allows()
     time.sleep(0.06)
-    assert breaker.state == "half-open" and breaker.allows()
+    assert breaker.state == "half-open"
+    assert breaker.allows()
     breaker.on_attempt()
     assert not breaker.allows()  # only one trial at a time
     breaker.on_failure()
@@ -140,16 +144,19 @@ def test_circuit_breaker_opens_half_opens_and_closes() -> None:
     time.sleep(0.06)
     breaker.on_attempt()
     breaker.on_success()
-    assert breaker.state == "closed" and breaker.allows()
+    assert breaker.state == "closed"
+    assert breaker.allows()
 
 
 def test_retry_budget_limits_retries_to_a_fraction() -> None:
     budget = RetryBudget(ratio=0.1, min_per_second=0.0, cap=2.0)
-    assert budget.withdraw() and budget.withdraw()
+    assert budget.withdraw()
+    assert budget.withdraw()
     assert not budget.withdraw()
     for _ in range(10):
         budget.deposit()
-    assert budget.withdraw() and not budget.withdraw()
+    assert budget.withdraw()
+    assert not budget.withdraw()
 
 
 def _pod(**over):
@@ -214,7 +221,8 @@ def test_pool_membership() -> None:
     a.in_flight = 3
     assert pool.upsert(EndpointSpec(url="http://127.0.0.1:1", model="m")) is a
     b = pool.upsert(EndpointSpec(url="http://127.0.0.1:1", model="m2"))
-    assert b.in_flight == 3 and pool.hosting("m2") == [b]
+    assert b.in_flight == 3
+    assert pool.hosting("m2") == [b]
     assert pool.replace_all([EndpointSpec(url="http://127.0.0.1:2")]) == ["127.0.0.1:1"]
     assert endpoint_key("http://h") == "h:80"
 
@@ -226,6 +234,8 @@ def test_parse_models() -> None:
             "data": [{"id": "base", "parent": None}, {"id": "lora-a", "parent": "base"}, {"x": 1}],
         }
     )
-    assert ids == {"base", "lora-a"} and adapters == {"lora-a"} and len(cards) == 2
+    assert ids == {"base", "lora-a"}
+    assert adapters == {"lora-a"}
+    assert len(cards) == 2
     with pytest.raises(ValueError, match="model list"):
         parse_models([1])

@@ -116,7 +116,8 @@ def test_session_affinity_moves_only_sessions_of_a_removed_endpoint() -> None:
     before = {s: owner(endpoints, s) for s in sessions}
     after = {s: owner(endpoints[1:], s) for s in sessions}
     moved = [s for s in sessions if before[s] != after[s]]
-    assert moved and all(before[s] == endpoints[0].key for s in moved)
+    assert moved
+    assert all(before[s] == endpoints[0].key for s in moved)
 
 
 LORA = LoraInfo(running=frozenset({"a"}), waiting=frozenset({"w"}), max_lora=2)
