@@ -136,10 +136,11 @@ class Proxy:
 
     @staticmethod
     def _reason(exc: httpx.HTTPError) -> str:
+        # connect first: the aiohttp transport reports a refused connection as ConnectTimeout
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return "connect"
         if isinstance(exc, httpx.TimeoutException):
             return "timeout"
-        if isinstance(exc, httpx.ConnectError):
-            return "connect"
         return "read"
 
     async def forward(
