@@ -36,12 +36,17 @@ def test_engine_killed_mid_stream_ends_the_stream_with_an_error_promptly() -> No
             stream = raw.parse()
             received = 0
             killed_at = None
-            with pytest.raises(openai.APIError, match="failed mid-stream"):
-                for chunk in stream:
+
+            def consume() -> None:
+                nonlocal received, killed_at
+                for _chunk in stream:
                     received += 1
                     if received == 3:
                         fleet.kill(victim)
                         killed_at = time.monotonic()
+
+            with pytest.raises(openai.APIError, match="failed mid-stream"):
+                consume()
             assert killed_at is not None
             assert time.monotonic() - killed_at < 10
             assert received < 400
