@@ -10,6 +10,7 @@ import click
 
 @click.command("gateway")
 @click.option("--engine", "engines", multiple=True, help="Engine base URL (repeatable): standalone mode.")
+@click.option("--kv-events", multiple=True, help="KV-event ZMQ URL of the --engine at the same position.")
 @click.option(
     "--engines-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -41,8 +42,9 @@ def gateway(**options: Any) -> None:
 
     shared = options.pop("shared")
     values = {k: v for k, v in options.items() if v not in (None, ())}
-    if "engines" in values:
-        values["engines"] = list(values["engines"])
+    for name in ("engines", "kv_events"):
+        if name in values:
+            values[name] = list(values[name])
     if shared:
         if not values.get("redis_url"):
             raise click.UsageError("--shared needs --redis-url")

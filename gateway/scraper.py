@@ -53,6 +53,8 @@ class Scraper:
         self.unhealthy_after = unhealthy_after
         self.on_unhealthy = on_unhealthy
         self._models_at: dict[str, float] = {}
+        #: called after every full scrape (the gateway syncs KV-event subscriptions there)
+        self.on_scraped: Callable[[], Awaitable[None]] | None = None
 
     async def run(self) -> None:
         while True:
@@ -63,6 +65,8 @@ class Scraper:
         endpoints = list(self.pool)
         if endpoints:
             await asyncio.gather(*(self.scrape_one(e) for e in endpoints))
+        if self.on_scraped is not None:
+            await self.on_scraped()
 
     async def scrape_one(self, endpoint: Endpoint) -> None:
         try:

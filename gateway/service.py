@@ -22,7 +22,7 @@ from gateway.auth import KeyStore
 from gateway.discovery.static import static_specs
 from gateway.endpoints import Endpoint, EndpointPool, EndpointSpec
 from gateway.errors import BadRequest, ModelNotFound, NoEndpoint, RateLimited
-from gateway.index import build_index
+from gateway.index import build_index, build_subscriber, start_index
 from gateway.parsing import ParsedRequest, parse
 from gateway.proxy import Attempt, Proxy, RetryBudget
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
@@ -31,7 +31,7 @@ from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import make_client
-from kvcache import PrefixIndex, block_hashes
+from kvcache import MemoryIndex, PrefixIndex, block_hashes
 
 log = logging.getLogger("flotilla.gateway")
 
@@ -76,13 +76,10 @@ class Gateway:
         )
         self.tokenizer = load_tokenizer(settings.tokenizer)
         self.keys = KeyStore.load(settings.api_keys, settings.api_keys_file)
-        self.index: PrefixIndex = build_index(
-            settings.index_backend,
-            settings.redis_url,
-            on_error=self.metrics.backend_errors.labels("index").inc,
-        )
-        #: the index fed by engines' KV events (precise mode); set by attach_precise_index
+        self.index: PrefixIndex = build_index(settings.index_backend, settings.redis_url)
+        #: the index fed by engines' KV events (precise mode), and its subscriber
         self.precise_index: PrefixIndex | None = None
+        self.subscriber: Any = None
         self.limiter: Limiter = (
             RedisLimiter(settings.redis_url)
             if settings.ratelimit_backend == "redis" and settings.redis_url
@@ -99,7 +96,7 @@ class Gateway:
         self.errors = 0
         self._match_sum = 0.0
         self._match_n = 0
-        for spec in static_specs(settings.engines, settings.engines_file):
+        for spec in static_specs(settings.engines, settings.engines_file, settings.kv_events):
             self.pool.upsert(spec)
 
     # ------------------------------------------------------------------ lifecycle
@@ -131,6 +128,11 @@ class Gateway:
             unhealthy_after=s.unhealthy_after,
             on_unhealthy=self._forget,
         )
+        await start_index(self.index)
+        if s.prefix_mode == "precise":
+            self.precise_index = MemoryIndex()
+            self.subscriber = build_subscriber(self.precise_index, block_size=s.block_size, seed=s.hash_seed)
+            self.scraper.on_scraped = self._sync_subscriber
         await self.scraper.scrape_all()  # know models and health before the first request
         self._spawn(self.scraper.run())
         if s.kubernetes:
@@ -153,6 +155,8 @@ class Gateway:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.subscriber is not None:
+            await self.subscriber.close()
         for closeable in (self.client, self.scrape_client):
             if closeable is not None:
                 await closeable.aclose()
@@ -168,12 +172,26 @@ class Gateway:
         """Replace the endpoint set (Kubernetes discovery); new endpoints are scraped right away."""
         for key in self.pool.replace_all(specs):
             self._spawn(self.index.remove_endpoint(key))
+            if self.subscriber is not None:
+                self._spawn(self.subscriber.remove_endpoint(key))
         for endpoint in self.pool:
             if not endpoint.models_known:
                 self._spawn(self.scraper.scrape_one(endpoint))
 
     async def _forget(self, endpoint: Endpoint) -> None:
         await self.index.remove_endpoint(endpoint.key)
+
+    async def _sync_subscriber(self) -> None:
+        """Follow the KV events of every endpoint that publishes them, once its served model is known
+        (block hashes are scoped by model, so the subscriber must use the same name requests do)."""
+        for endpoint in self.pool:
+            if endpoint.spec.kv_events is None or not endpoint.models_known:
+                continue
+            model = endpoint.spec.model or next(
+                (str(c["id"]) for c in endpoint.cards if not c.get("parent")), None
+            )
+            if model is not None:
+                await self.subscriber.add_endpoint(endpoint.key, endpoint.spec.kv_events, model)
 
     # ------------------------------------------------------------------ requests
     async def _match(self, kind: str, hashes: Any, keys: Any) -> dict[str, int]:

@@ -33,6 +33,8 @@ class GatewaySettings(BaseSettings):
     # ------------------------------------------------------------------ discovery
     #: static engine base URLs (standalone mode), e.g. ["http://127.0.0.1:8001"]
     engines: list[str] = Field(default_factory=list)
+    #: KV-event publisher URLs of the static engines, paired with ``engines`` by position (precise mode)
+    kv_events: list[str] = Field(default_factory=list)
     #: YAML file with ``engines: [{url, model?, kv_events?}]`` (re-read on SIGHUP is not supported: restart)
     engines_file: Path | None = None
     #: watch engine pods in Kubernetes by the label contract (flotilla.labels)

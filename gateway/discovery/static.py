@@ -53,8 +53,15 @@ def load_engines_file(path: Path) -> list[EndpointSpec]:
         raise ValueError(f"cannot read engines file {path}: {exc}") from exc
 
 
-def static_specs(engines: list[str], engines_file: Path | None) -> list[EndpointSpec]:
-    specs = [EndpointSpec(url=_normalise(u)) for u in engines]
+def static_specs(
+    engines: list[str], engines_file: Path | None, kv_events: list[str] | None = None
+) -> list[EndpointSpec]:
+    """Specs from ``engines`` (with ``kv_events`` publisher URLs paired by position) and the YAML file."""
+    kv: list[str | None] = list(kv_events or [])
+    if len(kv) > len(engines):
+        raise ValueError("more kv_events URLs than engines (they pair by position)")
+    kv += [None] * (len(engines) - len(kv))
+    specs = [EndpointSpec(url=_normalise(u), kv_events=k) for u, k in zip(engines, kv, strict=True)]
     if engines_file is not None:
         specs += load_engines_file(engines_file)
     seen: dict[str, EndpointSpec] = {}
