@@ -129,10 +129,12 @@ class Gateway:
             on_unhealthy=self._forget,
         )
         await start_index(self.index)
+        self.metrics.watch("prefix_index", self.index)
         if s.prefix_mode == "precise":
             self.precise_index = MemoryIndex()
             self.subscriber = build_subscriber(self.precise_index, block_size=s.block_size, seed=s.hash_seed)
             self.scraper.on_scraped = self._sync_subscriber
+            self.metrics.watch("kv_events", self.subscriber)
         await self.scraper.scrape_all()  # know models and health before the first request
         self._spawn(self.scraper.run())
         if s.kubernetes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.endpoints import EndpointPool
@@ -41,6 +42,25 @@ class _EndpointCollector(Collector):
             healthy.add_metric([e.key], 1.0 if e.available else 0.0)
             blocks.add_metric([e.key], e.active_blocks)
         return [in_flight, healthy, blocks]
+
+
+class _StatsCollector(Collector):
+    """Exports the integer fields of a component's ``stats`` dataclass (KV-event subscriber, Redis index)."""
+
+    def __init__(self, name: str, owner: object) -> None:
+        self.name = name
+        self.owner = owner
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        stats = getattr(self.owner, "stats", None)
+        if stats is None or not dataclasses.is_dataclass(stats):
+            return []
+        family = CounterMetricFamily(self.name, f"{self.name} counters", labels=["counter"])
+        for f in dataclasses.fields(stats):
+            value = getattr(stats, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                family.add_metric([f.name], value)
+        return [family]
 
 
 class GatewayMetrics:
@@ -108,6 +128,10 @@ class GatewayMetrics:
         self.up = Gauge("flotilla_gateway_started_timestamp_seconds", "When this gateway started", registry=r)
         self.up.set(time.time())
         r.register(_EndpointCollector(pool))
+
+    def watch(self, name: str, owner: object) -> None:
+        """Export ``owner.stats`` (e.g. the KV-event subscriber's) as ``flotilla_gateway_<name>_total``."""
+        self.registry.register(_StatsCollector(f"flotilla_gateway_{name}", owner))
 
 
 class JsonFormatter(logging.Formatter):
