@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--only", nargs="*", help="run only these contenders (direct and bare always run)")
     args = parser.parse_args()
     seconds = 2.0 if args.quick else args.seconds
     os.sched_setaffinity(0, {1})
@@ -145,6 +146,8 @@ def main() -> None:
             ("gateway-httpx", [*CLI, "gateway", "--port", "{port}", "--engine", "http://127.0.0.1:{stub}", "--transport", "httpx"], {}),
         ]  # fmt: skip
         for name, argv, env in contenders:
+            if args.only and name not in (*args.only, "direct", "bare"):
+                continue
             port = stub_port if argv is None else free_port()
             ctx = contextlib.nullcontext() if argv is None else process(
                 [a.format(port=port, stub=stub_port) for a in argv], port, "0", env

@@ -18,6 +18,7 @@ client sees has the same shape: ``{"error": {"message", "type", "param", "code"}
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -25,6 +26,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+log = logging.getLogger("flotilla.gateway")
 
 
 class GatewayError(Exception):
@@ -121,6 +124,11 @@ def install_handlers(app: FastAPI) -> None:
             BadRequest(f"{len(errors)} validation error(s): {first.get('msg', '')}", param=loc or None)
         )
 
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.error("internal error on %s", request.url.path, exc_info=exc)
+        return error_response(GatewayError("internal gateway error"))
+
     app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.endpoints import Endpoint
 from gateway.errors import NoEndpoint, UpstreamError, sse_error
 from gateway.telemetry import GatewayMetrics
+from gateway.upstream import timeouts
 
 log = logging.getLogger("flotilla.gateway")
 
@@ -87,7 +88,7 @@ def response_headers(upstream: httpx.Response, attempt: Attempt) -> dict[str, st
 class Proxy:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         metrics: GatewayMetrics,
         *,
         max_retries: int,
@@ -97,25 +98,26 @@ class Proxy:
         connect_timeout: float,
         retry_after: int,
     ) -> None:
-        self.client = client
+        self.transport = transport
         self.metrics = metrics
         self.max_retries = max_retries
         self.budget = budget
         self.retry_after = retry_after
-        self._timeouts = {
-            True: httpx.Timeout(
-                connect=connect_timeout,
-                read=stream_idle_timeout,
-                write=stream_idle_timeout,
-                pool=connect_timeout,
-            ),
-            False: httpx.Timeout(
-                connect=connect_timeout,
-                read=first_byte_timeout,
-                write=first_byte_timeout,
-                pool=connect_timeout,
-            ),
+        self._extensions = {
+            True: {"timeout": timeouts(connect=connect_timeout, read=stream_idle_timeout)},
+            False: {"timeout": timeouts(connect=connect_timeout, read=first_byte_timeout)},
         }
+        #: parsed upstream URLs by (endpoint url, path): parsed once, not per request
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
+
+    def _url(self, endpoint: Endpoint, path: str) -> httpx.URL:
+        key = (endpoint.url, path)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) > 10_000:
+                self._urls.clear()
+            url = self._urls[key] = httpx.URL(endpoint.url + path)
+        return url
 
     @staticmethod
     def _acquire(endpoint: Endpoint, attempt: Attempt) -> None:
@@ -156,7 +158,7 @@ class Proxy:
     ) -> Response:
         self.budget.deposit()
         started = time.perf_counter()
-        timeout = self._timeouts[stream]
+        extensions = self._extensions[stream]
         for endpoint in ranked:
             if attempt.tries > self.max_retries:
                 break
@@ -170,11 +172,11 @@ class Proxy:
             attempt.tries += 1
             attempt.endpoint = endpoint
             self._acquire(endpoint, attempt)
-            request = self.client.build_request(
-                "POST", endpoint.url + path, content=body, headers=headers, timeout=timeout
+            request = httpx.Request(
+                "POST", self._url(endpoint, path), content=body, headers=headers, extensions=extensions
             )
             try:
-                upstream = await self.client.send(request, stream=True)
+                upstream = await self.transport.handle_async_request(request)
             except httpx.HTTPError as exc:
                 self._release(endpoint, attempt)
                 self._failed(endpoint, attempt, self._reason(exc), f"{type(exc).__name__} {exc}")

@@ -30,7 +30,7 @@ from gateway.routing import Router, RoutingRequest
 from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
 from gateway.telemetry import GatewayMetrics
-from gateway.upstream import make_client
+from gateway.upstream import make_transport
 from kvcache import MemoryIndex, PrefixIndex, block_hashes
 
 log = logging.getLogger("flotilla.gateway")
@@ -87,7 +87,7 @@ class Gateway:
         )
         if settings.ratelimit_backend == "redis" and not settings.redis_url:
             raise ValueError("ratelimit_backend 'redis' needs redis_url")
-        self.client: httpx.AsyncClient | None = None
+        self.transport: httpx.AsyncBaseTransport | None = None
         self.scrape_client: httpx.AsyncClient | None = None
         self.proxy: Proxy | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -102,15 +102,10 @@ class Gateway:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
-        self.client = make_client(
-            s.transport,
-            max_connections=s.max_connections,
-            connect_timeout=s.connect_timeout,
-            read_timeout=s.first_byte_timeout,
-        )
+        self.transport = make_transport(s.transport, max_connections=s.max_connections)
         self.scrape_client = httpx.AsyncClient(timeout=s.scrape_timeout)
         self.proxy = Proxy(
-            self.client,
+            self.transport,
             self.metrics,
             max_retries=s.max_retries,
             budget=RetryBudget(s.retry_budget_ratio, s.retry_budget_min),
@@ -159,7 +154,9 @@ class Gateway:
                 await task
         if self.subscriber is not None:
             await self.subscriber.close()
-        for closeable in (self.client, self.scrape_client):
+        if self.transport is not None:
+            await self.transport.aclose()
+        for closeable in (self.scrape_client,):
             if closeable is not None:
                 await closeable.aclose()
         await self.index.close()
@@ -274,6 +271,7 @@ class Gateway:
             await self.index.record(decision.ranked[0].key, hashes)
         upstream_headers = {h: headers[h] for h in _FORWARDED if h in headers}
         upstream_headers["x-request-id"] = request_id
+        upstream_headers["accept-encoding"] = "identity"  # bodies are relayed as raw bytes
         attempt = Attempt(model=parsed.model, blocks=routing.blocks, request_id=request_id)
 
         def done(a: Attempt) -> None:
