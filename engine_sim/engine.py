@@ -106,6 +106,7 @@ class Engine:
         self._step_start = 0.0
         self._step_end = 0.0
         self._ready_at = 0.0
+        self._idle_stamp: float | None = None
         self.steps = 0
         self._synced = (0, 0, 0, 0, 0)
 
@@ -160,11 +161,19 @@ class Engine:
         await asyncio.sleep(sim_seconds * self.config.time_scale)
 
     def now(self) -> float:
-        """Simulated time for a new arrival (within the running step if busy; see :mod:`engine_sim.clock`)."""
-        mapped = self.clock.mapped()
+        """Simulated time of a new arrival (within the running step if busy; see :mod:`engine_sim.clock`)."""
         if self._busy:
-            return min(max(mapped, self._step_start), self._step_end)
-        return max(mapped, self._v)
+            return min(max(self.clock.mapped(), self._step_start), self._step_end)
+        return self._idle_stamp if self._idle_stamp is not None else max(self.clock.mapped(), self._v)
+
+    def _arrival(self) -> float:
+        if self._busy:
+            return self.now()
+        if self._idle_stamp is None:
+            # every arrival before the loop wakes shares one stamp: they arrived "together" as far as the
+            # engine can tell, and wall-clock jitter (amplified by a small time_scale) stays out of timings
+            self._idle_stamp = max(self.clock.mapped(), self._v)
+        return self._idle_stamp
 
     # ------------------------------------------------------------------ requests
     def resolve_model(self, model: str | None) -> str | None:
@@ -216,7 +225,7 @@ class Engine:
             hasher=BlockHasher(self.root_hash, c.block_size, lora_name, cache_salt),
             lora_name=lora_name,
             max_model_len=limit,
-            timing=Timing(self.now()),
+            timing=Timing(self._arrival()),
         )
         handle = RequestHandle(self, req, max_tokens)
         self.handles[req] = handle
@@ -248,9 +257,10 @@ class Engine:
                 self._update_gauges()
                 self._wake.clear()
                 await self._wake.wait()
-                # start at the latest arrival, not at the (load-dependent) moment this task woke up
-                latest = max((r.timing.arrival for r in sched.waiting), default=self._v)
-                self._v = max(self._v, latest)
+            if not self._busy:
+                # leaving idle: start at the arrival stamp, not at the (load-dependent) moment this task woke
+                self._v = max(self._v, self._idle_stamp or 0.0)
+                self._idle_stamp = None
                 self.clock.reanchor(self._v)
             if not await self._step():
                 # nothing schedulable (e.g. every request aborted mid-step): wait for news, do not spin

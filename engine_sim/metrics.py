@@ -6,7 +6,8 @@ and any Prometheus dashboard read a simulated pod exactly like a real one. Each 
 
 Histogram values are **simulated** seconds (the engine clock), independent of ``--time-scale`` and of how
 loaded the host is. The deprecated ``vllm:gpu_cache_usage_perc`` is exported too (consumers read both).
-``flotilla_sim_lag_seconds`` is ours: how far the simulation runs behind wall time (0 when keeping up).
+``flotilla_sim_lag_seconds`` is ours: how far the simulation runs behind wall time (0 when keeping up), in
+simulated seconds; ``flotilla_sim_lag_max_seconds`` keeps its maximum since start.
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ class EngineMetrics:
         self.kv_usage.set(kv_usage)
         self.gpu_usage.set(kv_usage)
         self.lag.set(lag)
+        if lag > self._max_lag:
+            self._max_lag = lag
+            self.max_lag.set(lag)
 
     def observe_finished(self, req: Request, max_tokens_param: int | None) -> None:
         t = req.timing
