@@ -95,7 +95,7 @@ class Engine:
         if c.enable_lora:
             self.metrics.enable_lora_info()
         self.root_hash = none_hash(c.seed)
-        self.rng = random.Random(c.seed)
+        self.rng = random.Random(c.seed * 1_000_003 + c.engine_index)  # faults: independent per engine
         self.faults = c.faults.model_copy()
         self.handles: dict[Request, RequestHandle] = {}
         self.publisher: KVEventPublisher | None = None
@@ -106,6 +106,7 @@ class Engine:
         self._step_start = 0.0
         self._step_end = 0.0
         self._ready_at = 0.0
+        self._idle_stamp: float | None = None
         self.steps = 0
         self._synced = (0, 0, 0, 0, 0)
 
@@ -139,11 +140,21 @@ class Engine:
         self._ready_at = time.monotonic() + c.startup_delay * c.time_scale
         self.clock.reanchor(0.0)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"engine-{c.engine_index}")
+        self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A crashed step loop must not leave a healthy-looking engine that never answers: mark it dead."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("engine %d step loop crashed", self.config.engine_index, exc_info=task.exception())
+        self.faults = self.faults.model_copy(update={"dead": True})
+        for handle in list(self.handles.values()):
+            self.finish(handle, "error")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
         for handle in list(self.handles.values()):
@@ -160,11 +171,19 @@ class Engine:
         await asyncio.sleep(sim_seconds * self.config.time_scale)
 
     def now(self) -> float:
-        """Simulated time for a new arrival (within the running step if busy; see :mod:`engine_sim.clock`)."""
-        mapped = self.clock.mapped()
+        """Simulated time of a new arrival (within the running step if busy; see :mod:`engine_sim.clock`)."""
         if self._busy:
-            return min(max(mapped, self._step_start), self._step_end)
-        return max(mapped, self._v)
+            return min(max(self.clock.mapped(), self._step_start), self._step_end)
+        return self._idle_stamp if self._idle_stamp is not None else max(self.clock.mapped(), self._v)
+
+    def _arrival(self) -> float:
+        if self._busy:
+            return self.now()
+        if self._idle_stamp is None:
+            # every arrival before the loop wakes shares one stamp: they arrived "together" as far as the
+            # engine can tell, and wall-clock jitter (amplified by a small time_scale) stays out of timings
+            self._idle_stamp = max(self.clock.mapped(), self._v)
+        return self._idle_stamp
 
     # ------------------------------------------------------------------ requests
     def resolve_model(self, model: str | None) -> str | None:
@@ -216,7 +235,7 @@ class Engine:
             hasher=BlockHasher(self.root_hash, c.block_size, lora_name, cache_salt),
             lora_name=lora_name,
             max_model_len=limit,
-            timing=Timing(self.now()),
+            timing=Timing(self._arrival()),
         )
         handle = RequestHandle(self, req, max_tokens)
         self.handles[req] = handle
@@ -248,9 +267,10 @@ class Engine:
                 self._update_gauges()
                 self._wake.clear()
                 await self._wake.wait()
-                # start at the latest arrival, not at the (load-dependent) moment this task woke up
-                latest = max((r.timing.arrival for r in sched.waiting), default=self._v)
-                self._v = max(self._v, latest)
+            if not self._busy:
+                # leaving idle: start at the arrival stamp, not at the (load-dependent) moment this task woke
+                self._v = max(self._v, self._idle_stamp or 0.0)
+                self._idle_stamp = None
                 self.clock.reanchor(self._v)
             if not await self._step():
                 # nothing schedulable (e.g. every request aborted mid-step): wait for news, do not spin
@@ -268,6 +288,8 @@ class Engine:
         if not step.scheduled:
             return False
         dt = self.latency.step_time(step.shape)
+        if self.config.enable_lora and any(r.lora_name for r, _ in step.scheduled):
+            dt *= 1.0 + self.config.lora_step_overhead
         if self.faults.latency_spike_rate and self.rng.random() < self.faults.latency_spike_rate:
             dt *= self.faults.latency_spike_factor
         end = start + dt
