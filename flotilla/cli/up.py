@@ -111,7 +111,7 @@ def status_line(stats: Any) -> str:
 
 
 async def _status_loop(app: Any, stream: TextIO, stop: asyncio.Event) -> None:
-    from gateway.app import live_stats
+    from gateway import live_stats
 
     tty = stream.isatty()
     last = ""
@@ -163,8 +163,7 @@ async def _first_model(base_url: str, fallback: str) -> str:
 
 
 async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
-    from gateway.app import create_app
-    from gateway.settings import GatewaySettings
+    from gateway import GatewaySettings, create_app
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
