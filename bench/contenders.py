@@ -122,7 +122,8 @@ class FlotillaGateway(_ProcessContender):
     """``flotilla gateway`` over an engines file, with the strategy as default profile and per-request header.
 
     ``precise-prefix`` runs the gateway in precise prefix mode (fed by the engines' KV events); every other
-    strategy runs the default approximate mode, learned from the gateway's own routing decisions.
+    strategy runs the default approximate mode, learned from the gateway's own routing decisions, unless the
+    spec names the mode: ``flotilla:default@precise``.
     """
 
     strategy: str = ""
@@ -139,10 +140,11 @@ class FlotillaGateway(_ProcessContender):
         with os.fdopen(fd, "w") as f:
             yaml.safe_dump({"engines": entries}, f)
         self.engines_file = Path(name)
+        strategy, _, mode = self.strategy.partition("@")
+        if not mode:
+            mode = "precise" if strategy.startswith("precise") else "approximate"
         args = ["gateway", "--host", "127.0.0.1", "--port", str(self.port), "--engines-file", name,
-                "--strategy", self.strategy, "--log-text"]  # fmt: skip
-        if self.strategy.startswith("precise"):
-            args += ["--prefix-mode", "precise"]
+                "--strategy", strategy, "--prefix-mode", mode, "--log-text"]  # fmt: skip
         return flotilla_argv(*args)
 
     def stop(self) -> None:
@@ -154,7 +156,8 @@ class FlotillaGateway(_ProcessContender):
 
 def flotilla(strategy: str) -> FlotillaGateway:
     return FlotillaGateway(
-        name=f"flotilla:{strategy}", headers={HEADER_ROUTING_STRATEGY: strategy}, strategy=strategy,
+        name=f"flotilla:{strategy}", headers={HEADER_ROUTING_STRATEGY: strategy.partition("@")[0]},
+        strategy=strategy,
         env={"FLOTILLA_GATEWAY_LOG_LEVEL": "WARNING"},
     )  # fmt: skip
 

@@ -19,6 +19,7 @@ from bench.results import SLO
 #: every Flotilla strategy the gateway registers (names from gateway/strategies; "default" is the profile)
 FLOTILLA_STRATEGIES = (
     "default",
+    "default@precise",
     "prefix-cache",
     "precise-prefix",
     "least-request",
