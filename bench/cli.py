@@ -7,27 +7,20 @@ import dataclasses
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
-import orjson
 
 from bench.procs import BenchError
 from bench.progress import Progress
 from bench.report import render
 from bench.runner import SuiteResult, count_steps, run_suite
+from bench.store import load, to_json
 from bench.suites import SUITES, Suite
 from bench.workloads import GENERATORS
 
 
 def _csv(value: str | None) -> set[str] | None:
     return {v.strip() for v in value.split(",") if v.strip()} if value else None
-
-
-def to_json(result: SuiteResult) -> bytes:
-    data: dict[str, Any] = dataclasses.asdict(result)
-    data["runs"] = [r.to_json() for r in result.runs]
-    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
 
 
 def configure(
@@ -88,12 +81,21 @@ def configure(
 @click.option(
     "--pin/--no-pin", default=True, show_default=True, help="Pin each router to one CPU in the overhead mode."
 )
+@click.option(
+    "--rerender", is_flag=True, help="Run nothing: re-render report.md and plots from --out's results.json."
+)
 def bench(
     quick: bool, suite_name: str, out: Path, seed: int, engines: int | None, preset: str | None,
     time_scale: float | None, rate_scale: float, workloads: str | None, contenders: str | None,
-    overhead: bool, pin: bool,
+    overhead: bool, pin: bool, rerender: bool,
 ) -> None:  # fmt: skip
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
+    if rerender:
+        try:
+            write_report(load(out / "results.json"), out)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return
     suite = SUITES["quick" if quick else suite_name](seed)
     wanted = _csv(workloads)
     if wanted is not None and (unknown := wanted - set(GENERATORS)):
@@ -111,9 +113,13 @@ def bench(
     except ValueError as exc:
         raise click.ClickException(f"bad configuration: {exc}") from exc
     out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_bytes(to_json(result))
+    write_report(result, out)
+
+
+def write_report(result: SuiteResult, out: Path) -> None:
     from bench.plots import render_plots  # matplotlib is imported only when there is something to plot
 
     plots = render_plots(result, out)
-    (out / "results.json").write_bytes(to_json(result))
     (out / "report.md").write_text(render(result, plots, heading="#"))
     click.echo(f"report: {out / 'report.md'}")

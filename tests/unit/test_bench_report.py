@@ -110,3 +110,18 @@ def test_nan_renders_as_dash() -> None:
 @pytest.mark.parametrize("heading", ["#", "##"], ids=["report", "docs-section"])
 def test_heading_level(heading: str) -> None:
     assert render(_result(), {}, heading=heading).startswith(f"{heading} flotilla bench")
+
+
+def test_best_of_compares_best_strategy_with_best_peer() -> None:
+    text = render(_result(), {})
+    assert "### Best of each" in text
+    assert "| `gsp` | `flotilla:default` | 200 | 70% | `sglang:cache_aware` | 100 | 78% | 0.50× |" in text
+
+
+def test_results_json_round_trip_renders_the_same_report() -> None:
+    from bench.store import from_json, to_json
+
+    result = _result()
+    again = from_json(to_json(result))
+    assert render(again, {"gsp": ["gsp.png"]}) == render(result, {"gsp": ["gsp.png"]})
+    assert math.isnan(again.runs[-1].ttft_p90)  # NaN survives as null -> NaN
