@@ -165,7 +165,8 @@ class RedisIndex:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._flusher = self._reconnector = None
-        await self._client.aclose()
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await self._client.aclose()
 
     # ------------------------------------------------------------------ the one redis boundary
 
