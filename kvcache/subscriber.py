@@ -44,6 +44,7 @@ from kvcache.replay import fetch_replay
 log = logging.getLogger("flotilla.kvcache.events")
 
 DEFAULT_MAX_BLOCKS_PER_ENDPOINT = 4_000_000
+_ZMQ_SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 
 @dataclass
@@ -132,6 +133,11 @@ class KVEventSubscriber:
         """
         if self._closed:
             raise RuntimeError("KVEventSubscriber is closed")
+        for url in (zmq_url, replay_url):
+            if url is not None and not url.startswith(_ZMQ_SCHEMES):
+                raise ValueError(
+                    f"not a ZMQ endpoint URL: {url!r} (expected one of {', '.join(_ZMQ_SCHEMES)})"
+                )
         known = self._engines.get(endpoint)
         if known is not None:
             if (known.zmq_url, known.model, known.replay_url) == (zmq_url, model, replay_url):
