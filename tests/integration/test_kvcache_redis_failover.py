@@ -124,3 +124,17 @@ async def test_redis_bounds_endpoint_capacity_tail_first_and_ttl(redis_url: str)
         assert index.stats.matches_remote == 4
     finally:
         await index.close()
+
+
+async def test_redis_lru_order_holds_within_one_write_batch(redis_url: str) -> None:
+    index = RedisIndex(redis_url, endpoint_capacity=4)
+    try:
+        assert await index.start()
+        await index.record(A, FIRST)
+        await index.record(A, SECOND)  # no await point in between: both ops go in one script call
+        await index.flush()
+        assert index.stats.flushes == 1
+        assert await index.match(FIRST, [A]) == {A: 1}
+        assert await index.match(SECOND, [A]) == {A: 3}
+    finally:
+        await index.close()
