@@ -43,5 +43,9 @@ bench: install
 bench-quick: install
 	$(BIN)/flotilla bench --quick
 
+# CRD YAML is generated from the pydantic models (flotilla/crds/); a unit test fails when it drifts.
+crds: install
+	$(BIN)/flotilla crds --output-dir charts/flotilla/crds
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist
