@@ -5,7 +5,8 @@ int-or-string / preserve-unknown-fields), no ``$ref``, no ``anyOf`` with types, 
 next to ``properties``, OpenAPI 3.0 spelling of exclusive bounds. pydantic emits JSON Schema 2020-12, so this
 module rewrites it: refs are inlined, ``X | None`` becomes an optional ``X``, class docstrings and field
 descriptions become ``description`` (what ``kubectl explain`` prints), and objects whose fields all have
-defaults get ``default: {}`` so the API server fills the nested defaults in, as users expect.
+defaults get a default built from their fields' defaults, so an omitted section is filled in whole (a bare
+``{}`` would not be: the API server validates defaults, CEL rules included, without nested defaulting).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def _convert(node: Schema, defs: dict[str, Schema], *, keep_defaults: bool) -> S
                 and "default" not in converted
                 and not converted.get("required")
             ):
-                converted = dict(sorted({**converted, "default": {}}.items()))
+                implied = {k: v["default"] for k, v in converted["properties"].items() if "default" in v}
+                converted = dict(sorted({**converted, "default": implied}.items()))
             props[name] = converted
         node["properties"] = props
     elif node.get("x-kubernetes-preserve-unknown-fields"):

@@ -20,7 +20,7 @@ import copy
 import datetime
 import logging
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -29,7 +29,7 @@ from flotilla import labels
 from flotilla.crds import API_VERSION, ModelDeploymentSpec
 from flotilla_operator import builders, status
 from flotilla_operator.drift import contains
-from flotilla_operator.errors import InvalidSpec, NotFound, Rejected, Unavailable
+from flotilla_operator.errors import InvalidSpec, KubeError, NotFound, Rejected, Unavailable
 from flotilla_operator.kube import Kube
 
 log = logging.getLogger("flotilla.operator")
@@ -60,10 +60,6 @@ def _md_ref(namespace: str, name: str, uid: str) -> dict[str, Any]:
     }
 
 
-def _body(raw: dict[str, Any]) -> kopf.Body:
-    return kopf.Body(cast(kopf.RawBody, raw))
-
-
 def _parse(spec: Any) -> ModelDeploymentSpec:
     try:
         return ModelDeploymentSpec.model_validate(dict(spec))
@@ -85,8 +81,20 @@ def ensure(state: State, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool
     return state.kube.apply(manifest), True
 
 
+def post_event(
+    state: State, involved: dict[str, Any], reason: str, message: str, *, warning: bool = False
+) -> None:
+    """Best effort: an Event that cannot be posted is logged, never fails the reconciliation."""
+    try:
+        state.kube.post_event(
+            involved, type_="Warning" if warning else "Normal", reason=reason, message=message, now=now()
+        )
+    except KubeError as exc:
+        log.warning("could not post event %s: %s", reason, exc)
+
+
 def write_status(state: State, md: dict[str, Any], new: dict[str, Any]) -> None:
-    if status.same(md.get("status"), new):
+    if status.unchanged(md.get("status"), new):
         return
     meta = md["metadata"]
     state.count("status")
@@ -96,7 +104,7 @@ def write_status(state: State, md: dict[str, Any], new: dict[str, Any]) -> None:
 
 def _reject(state: State, md: dict[str, Any], error: Exception) -> kopf.PermanentError:
     message = str(error)
-    kopf.warn(_body(md), reason="InvalidSpec", message=message[:1000])
+    post_event(state, md, "InvalidSpec", message, warning=True)
     write_status(state, md, status.invalid(md, message[:2000], now()))
     return kopf.PermanentError(message)
 
@@ -120,15 +128,14 @@ def reconcile(
     changed = [m["kind"] for m, (_, did) in zip(manifests, results, strict=True) if did]
     if changed:
         verb = "Created" if reason == "create" else "Applied"
-        kopf.info(_body(md), reason=verb, message=f"{verb} {' and '.join(changed)} {name}")
-    generation = int(meta.get("generation") or 0)
-    md_for_status = {**md, "status": {**(md.get("status") or {}), "observedGeneration": generation}}
+        post_event(memo, md, verb, f"{verb} {' and '.join(changed)} {name}")
     new = status.mirror(
-        md=md_for_status,
+        md=md,
         deployment=results[0][0],
         served_model_name=parsed.served_name,
         selector=builders.selector_string(name),
         now=now(),
+        observed_generation=int(meta.get("generation") or 0),
     )
     try:
         write_status(memo, md, new)
@@ -190,13 +197,11 @@ def child_event(
         if event.get("type") == "DELETED":
             memo.count(f"apply/{kind}")
             live = memo.kube.apply(manifest)
-            kopf.warn(_body(ref), reason="Restored", message=f"{kind} {owner} was deleted; recreated it")
+            post_event(memo, ref, "Restored", f"{kind} {owner} was deleted; recreated it", warning=True)
         elif not contains(live, manifest):
             memo.count(f"apply/{kind}")
             live = memo.kube.apply(manifest)
-            kopf.info(
-                _body(ref), reason="DriftCorrected", message=f"{kind} {owner} was changed; re-applied its spec"
-            )
+            post_event(memo, ref, "DriftCorrected", f"{kind} {owner} was changed; re-applied its spec")
         if kind == "Deployment":
             new = status.mirror(
                 md=md,

@@ -127,6 +127,34 @@ class Kube:
         path = _path(f"{GROUP}/{VERSION}", MD_PLURAL, namespace, name, sub="status")
         return self.request("PATCH", path, body={"status": status}, content_type=MERGE)
 
+    def post_event(
+        self, involved: dict[str, Any], *, type_: str, reason: str, message: str, now: str
+    ) -> None:
+        """A core/v1 Event about ``involved`` (what ``kubectl describe`` and ``kubectl get events`` show)."""
+        meta = involved["metadata"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.field_manager},
+            "reportingComponent": self.field_manager,
+            "reportingInstance": self.field_manager,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+
 
 def api_client(
     kubeconfig: str | None, *, context: str | None = None, pool_size: int = 32
@@ -140,4 +168,7 @@ def api_client(
     else:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     configuration.connection_pool_maxsize = pool_size
+    if not configuration.verify_ssl:
+        # the kubeconfig asked for insecure-skip-tls-verify; one warning per request would drown the log
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     return client.ApiClient(configuration)

@@ -115,33 +115,46 @@ def mirror(
     served_model_name: str,
     selector: str,
     now: str,
+    observed_generation: int | None = None,
 ) -> dict[str, Any]:
-    """The MD status implied by its Deployment, keeping transition times and ``observedGeneration``."""
+    """The MD status fields implied by its Deployment, keeping condition transition times.
+
+    ``observed_generation`` is set only by the reconcile handler, which knows which generation it applied;
+    the Deployment watcher passes None and leaves the field alone (its view of the MD may be a little stale,
+    and a stale generation must never overwrite a newer one).
+    """
     previous = md.get("status") or {}
-    generation = int(previous.get("observedGeneration") or 0)
+    generation = int((md.get("metadata") or {}).get("generation") or 0)
     desired = int((md.get("spec") or {}).get("replicas") or 0)
     dstatus = (deployment or {}).get("status") or {}
     conditions = merge_conditions(
         previous.get("conditions") or [], deployment_conditions(deployment, desired, generation), now
     )
-    return {
+    out: dict[str, Any] = {
         "replicas": int(dstatus.get("replicas") or 0),
         "readyReplicas": int(dstatus.get("readyReplicas") or 0),
         "updatedReplicas": int(dstatus.get("updatedReplicas") or 0),
         "selector": selector,
         "servedModelName": served_model_name,
-        "observedGeneration": generation,
         "conditions": conditions,
     }
+    if observed_generation is not None:
+        out["observedGeneration"] = observed_generation
+    return out
 
 
 def invalid(md: dict[str, Any], message: str, now: str) -> dict[str, Any]:
-    """Status for a spec the operator refuses: Degraded=True/InvalidSpec, nothing else changes."""
+    """Status fields for a spec the operator refuses: Degraded=True/InvalidSpec for this generation."""
     previous = md.get("status") or {}
     generation = int((md.get("metadata") or {}).get("generation") or 0)
     update = condition(DEGRADED, True, "InvalidSpec", message, generation)
-    return {**previous, "conditions": merge_conditions(previous.get("conditions") or [], [update], now)}
+    return {
+        "observedGeneration": generation,
+        "conditions": merge_conditions(previous.get("conditions") or [], [update], now),
+    }
 
 
-def same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    return (a or {}) == (b or {})
+def unchanged(current: dict[str, Any] | None, update: dict[str, Any]) -> bool:
+    """True when merge-patching ``update`` onto ``current`` would change nothing."""
+    current = current or {}
+    return all(current.get(key) == value for key, value in update.items())
