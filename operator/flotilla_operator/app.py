@@ -7,8 +7,10 @@ can run two differently configured operators in one process, and importing this 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import secrets
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +39,9 @@ class OperatorConfig:
     #: kopf peering: with two replicas the highest priority one works and the other stands by
     standalone: bool = False
     peering_name: str = PEERING_NAME
-    priority: int = 0
+    #: None = a random priority, so that identical replicas differ: kopf pauses *all* operators that share
+    #: the top priority, and the highest one acts while the others stand by
+    priority: int | None = None
     #: worker threads for the sync handlers (each holds one API call at a time)
     workers: int = 16
     liveness_endpoint: str | None = None
@@ -73,7 +77,7 @@ def _configure(settings: kopf.OperatorSettings, config: OperatorConfig, **_: Any
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = config.workers
     settings.peering.name = config.peering_name
-    settings.peering.priority = config.priority
+    settings.peering.priority = config.priority or 0
     settings.peering.standalone = config.standalone
     settings.peering.clusterwide = not config.namespaces
     settings.peering.mandatory = not config.standalone
@@ -103,6 +107,8 @@ def create_registry(config: OperatorConfig, configuration: client.Configuration)
 
 async def operator(config: OperatorConfig, *, stop_flag: asyncio.Event | None = None) -> None:
     """Run until cancelled or ``stop_flag`` is set (kopf's own signal handling applies in ``run``)."""
+    if config.priority is None:
+        config = dataclasses.replace(config, priority=secrets.randbelow(1_000_000) + 1)
     api = api_client(config.kubeconfig, context=config.context, pool_size=config.workers * 2)
     try:
         await kopf.operator(

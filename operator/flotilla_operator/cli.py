@@ -44,7 +44,12 @@ def crds(output_dir: Path | None) -> None:
 @click.option("--namespace", "-n", "namespaces", multiple=True, help="Watch only these namespaces (repeat).")
 @click.option("--standalone", is_flag=True, help="No peering: act even if other replicas run.")
 @click.option("--peering", "peering_name", default=PEERING_NAME, show_default=True, help="Peering object.")
-@click.option("--priority", default=0, show_default=True, help="Peering priority (highest acts).")
+@click.option(
+    "--priority",
+    type=int,
+    default=None,
+    help="Peering priority; the highest acts (default: random per process).",
+)
 @click.option("--workers", default=16, show_default=True, help="Handler worker threads.")
 @click.option(
     "--liveness", default=None, help="Serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz."
@@ -56,7 +61,7 @@ def operator(
     namespaces: tuple[str, ...],
     standalone: bool,
     peering_name: str,
-    priority: int,
+    priority: int | None,
     workers: int,
     liveness: str | None,
     verbose: bool,

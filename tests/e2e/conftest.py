@@ -77,7 +77,7 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def operator(crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(crds, tmp_path_factory.mktemp("operator") / "operator.log")
+    proc = OperatorProcess(crds, tmp_path_factory.mktemp("operator") / "operator.log", "--priority", "100")
     proc.start()
     try:
         yield proc

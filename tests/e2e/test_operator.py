@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -318,3 +319,34 @@ def test_valid_adapter_and_autoscaler_are_accepted_with_defaults(crds: ControlPl
     assert mas["spec"]["scaleTargetRef"]["kind"] == "ModelDeployment"
     explain = crds.kubectl("explain", "modeldeployment.spec.kvEvents").stdout
     assert "vLLM KV-cache events" in explain
+
+
+def test_a_second_replica_stands_by_and_takes_over(
+    operator: OperatorProcess, cluster: ControlPlane, ns: str, tmp_path: Path
+) -> None:
+    standby = OperatorProcess(cluster, tmp_path / "standby.log", "--priority", "10")
+    standby.start()
+    try:
+
+        def peers() -> list[int]:
+            body = json.loads(cluster.kubectl("get", "clusterkopfpeering", "flotilla", "-o", "json").stdout)
+            return sorted(p["priority"] for p in (body.get("status") or {}).values())
+
+        eventually(lambda: peers() == [10, 100], 60, "both replicas in the peering object")
+        cluster.kubectl("apply", "-f", "-", input=md_manifest("peer", ns, replicas=1))
+        wait_ready(cluster, "peer", ns, 1)
+        time.sleep(2)
+        assert "Handler 'reconcile' succeeded" not in standby.output()  # it stood by
+        events = json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+        assert [e["reason"] for e in events if e["involvedObject"]["kind"] == "ModelDeployment"] == [
+            "Created"
+        ]
+
+        operator.stop()  # a graceful exit removes its peering entry: the standby resumes
+        cluster.kubectl("apply", "-f", "-", input=md_manifest("failover", ns, replicas=1))
+        wait_ready(cluster, "failover", ns, 1)
+        assert "Handler 'reconcile' succeeded" in standby.output()
+    finally:
+        standby.stop()
+        if operator.proc is None:
+            operator.start()
