@@ -1,1 +1,32 @@
-"""engine_sim: a vLLM-compatible engine simulator."""
+"""engine_sim: a vLLM-compatible engine simulator (OpenAI API, metrics, KV events, LoRA, faults).
+
+Public API::
+
+    cfg = EngineConfig(port=8001, preset="zero", time_scale=0.1)
+    app = create_app(cfg)                      # a FastAPI app that starts its engine in lifespan
+    async with serve_engines(fleet_configs(cfg, 4, 8001, 5557)) as running:
+        ...                                    # running[i].url, running[i].engine
+
+See docs/engine_sim.md.
+"""
+
+from engine_sim.config import PRESETS, EngineConfig, Faults, LatencyProfile
+from engine_sim.engine import Engine, RequestHandle
+from engine_sim.errors import EngineDead, SimError
+from engine_sim.runner import RunningEngine, fleet_configs, serve_engines
+from engine_sim.server import create_app
+
+__all__ = [
+    "PRESETS",
+    "Engine",
+    "EngineConfig",
+    "EngineDead",
+    "Faults",
+    "LatencyProfile",
+    "RequestHandle",
+    "RunningEngine",
+    "SimError",
+    "create_app",
+    "fleet_configs",
+    "serve_engines",
+]

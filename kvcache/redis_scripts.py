@@ -1,0 +1,127 @@
+"""Server-side Lua for :class:`kvcache.redis_index.RedisIndex` (loaded once per connection epoch, run by SHA).
+
+Layout under a namespace prefix ``P`` (default ``flotilla:kv:``), two keys per endpoint:
+
+* ``P h:<endpoint>`` — HASH ``block hash → last-record time (ms)``: what ``match`` reads, one HMGET per
+  candidate endpoint for the whole prompt (8 candidates = 8 server-side calls, whatever the prompt length).
+* ``P z:<endpoint>`` — ZSET ``block hash → recency score`` (``ms·1024 + rank``; the prompt's first block
+  ranks highest, so capacity trimming eats chains from the tail, never their root): the LRU list trimmed to
+  ``endpoint_capacity`` and to ``ttl`` on every record.
+
+Both keys get PEXPIRE ``ttl`` on every record, so a vanished endpoint's state disappears by itself;
+``match`` also ignores entries older than ``ttl`` that a trim has not reached yet. Hashes travel as decimal
+strings and are never turned into Lua numbers (doubles would lose bits of a uint64). Time comes from the
+server's TIME, so replicas with skewed clocks agree. Keys are built inside the scripts, so the layout suits a
+standalone or Sentinel-managed Redis, not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+# ARGV: prefix, ttl_ms (0 = none), n_endpoints, endpoints..., hashes...
+MATCH = """
+local prefix = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local ne = tonumber(ARGV[3])
+local first = 4 + ne
+local nh = #ARGV - first + 1
+local horizon = -1
+if ttl > 0 then
+  local t = redis.call('TIME')
+  horizon = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ttl
+end
+local depths = {}
+for i = 1, ne do
+  local key = prefix .. 'h:' .. ARGV[3 + i]
+  local d = 0
+  local start = 0
+  local chunk = 16  -- grows 16, 32, 64, ...: a miss costs a small HMGET, a long hit few calls
+  while start < nh do
+    local stop = math.min(start + chunk, nh)
+    local vals = redis.call('HMGET', key, unpack(ARGV, first + start, first + stop - 1))
+    local k = 1
+    if horizon < 0 then
+      while vals[k] do k = k + 1 end
+    else
+      while vals[k] and tonumber(vals[k]) > horizon do k = k + 1 end
+    end
+    d = d + k - 1
+    if k <= #vals then break end
+    start = stop
+    chunk = math.min(chunk * 2, 1024)
+  end
+  depths[i] = d
+end
+return depths
+"""
+
+# ARGV: prefix, ttl_ms (0 = none), endpoint_capacity (0 = none), then ops: op, endpoint, n, hashes...
+#   R = record (hashes in prompt order), E = evict, X = remove the endpoint
+WRITE = """
+local prefix = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local CHUNK = 500
+
+local function hdel_all(hkey, members)
+  for s = 1, #members, CHUNK do
+    redis.call('HDEL', hkey, unpack(members, s, math.min(s + CHUNK - 1, #members)))
+  end
+end
+
+local i = 4
+while i <= #ARGV do
+  local op, ep, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local hkey, zkey = prefix .. 'h:' .. ep, prefix .. 'z:' .. ep
+  i = i + 3
+  if op == 'R' then
+    for s = 0, n - 1, CHUNK do
+      local e = math.min(s + CHUNK, n) - 1
+      local fields, scores = {}, {}
+      for k = s, e do
+        local h = ARGV[i + k]
+        fields[#fields + 1] = h
+        fields[#fields + 1] = now
+        local rank = 1023 - k
+        if rank < 0 then rank = 0 end
+        scores[#scores + 1] = now * 1024 + rank
+        scores[#scores + 1] = h
+      end
+      redis.call('HSET', hkey, unpack(fields))
+      redis.call('ZADD', zkey, unpack(scores))
+    end
+    if ttl > 0 then
+      local bound = '(' .. string.format('%.0f', (now - ttl) * 1024)
+      local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', bound)
+      if #old > 0 then
+        hdel_all(hkey, old)
+        redis.call('ZREMRANGEBYSCORE', zkey, '-inf', bound)
+      end
+      redis.call('PEXPIRE', hkey, ttl)
+      redis.call('PEXPIRE', zkey, ttl)
+    end
+    if cap > 0 then
+      local excess = redis.call('ZCARD', zkey) - cap
+      if excess > 0 then
+        local popped = redis.call('ZPOPMIN', zkey, excess)
+        local members = {}
+        for k = 1, #popped, 2 do members[#members + 1] = popped[k] end
+        hdel_all(hkey, members)
+      end
+    end
+  elseif op == 'E' then
+    for s = 0, n - 1, CHUNK do
+      local e = math.min(s + CHUNK, n)
+      redis.call('ZREM', zkey, unpack(ARGV, i + s, i + e - 1))
+      redis.call('HDEL', hkey, unpack(ARGV, i + s, i + e - 1))
+    end
+  elseif op == 'X' then
+    redis.call('UNLINK', hkey, zkey)
+  else
+    return redis.error_reply('kvcache: unknown op ' .. tostring(op))
+  end
+  i = i + n
+end
+return 1
+"""

@@ -1,0 +1,119 @@
+"""Latency relations of the engine model, measured on the engine's simulated clock (robust to host load).
+
+Each test runs a real :class:`Engine` step loop in this event loop at a small ``time_scale`` and compares
+simulated timings with wide margins: prefix hits cut TTFT, TTFT grows with queue length, decode steps slow
+down with batch size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engine_sim import Engine, EngineConfig
+from engine_sim.engine import RequestHandle
+from flotilla.tokenizer import synthetic_ids
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    overrides = getattr(request, "param", {})
+    e = Engine(EngineConfig(time_scale=0.01, **overrides))
+    await e.start()
+    try:
+        yield e
+    finally:
+        await e.stop()
+
+
+async def drain(handle: RequestHandle) -> None:
+    async for _ in handle:
+        pass
+
+
+async def run(engine: Engine, prompts: list[list[int]], max_tokens: int) -> list[RequestHandle]:
+    handles = [engine.submit(p, max_tokens=max_tokens, ignore_eos=True) for p in prompts]
+    await asyncio.gather(*(drain(h) for h in handles))
+    return handles
+
+
+def ttft(h: RequestHandle) -> float:
+    value = h.request.timing.ttft
+    assert value is not None
+    return value
+
+
+def tpot(h: RequestHandle) -> float:
+    t = h.request.timing
+    assert t.first_token is not None
+    assert t.last_token is not None
+    return (t.last_token - t.first_token) / (h.request.num_output - 1)
+
+
+async def test_prefix_hit_lowers_ttft_and_counts_hits(engine: Engine) -> None:
+    prompt = synthetic_ids(1, 3000)
+    (cold,) = await run(engine, [prompt], 2)
+    hits_before = engine.scheduler.stats.prefix_hits
+    (warm,) = await run(engine, [prompt], 2)
+    assert cold.request.cached_tokens == 0
+    assert warm.request.cached_tokens == 2992  # floor(2999 / 16) * 16
+    assert ttft(warm) < ttft(cold) / 4
+    assert engine.scheduler.stats.prefix_hits - hits_before == 2992
+
+
+async def test_ttft_grows_with_queue_length(engine: Engine) -> None:
+    prompts = [synthetic_ids(100 + i, 1500) for i in range(8)]
+    handles = await run(engine, prompts, 2)
+    ttfts = [ttft(h) for h in handles]
+    # FCFS with a 2048-token budget: later requests wait for earlier prefills
+    assert ttfts[-1] > 3 * ttfts[0]
+    firsts = [h.request.timing.first_token for h in handles]
+    assert firsts == sorted(firsts)  # type: ignore[type-var]
+    assert handles[-1].request.timing.queue_time is not None
+
+
+async def test_decode_step_time_grows_with_batch_size(engine: Engine) -> None:
+    (alone,) = await run(engine, [synthetic_ids(7, 64)], 16)
+    batch = await run(engine, [synthetic_ids(1000 + i, 64) for i in range(200)], 16)
+    assert min(tpot(h) for h in batch) > 1.3 * tpot(alone)
+
+
+@pytest.mark.parametrize("engine", [{"preset": "h100-llama3-8b"}], indirect=True, ids=["h100"])
+async def test_h100_is_faster_than_a100(engine: Engine) -> None:
+    a100 = Engine(EngineConfig(time_scale=0.01))
+    await a100.start()
+    try:
+        prompt = synthetic_ids(3, 2000)
+        (slow,) = await run(a100, [prompt], 8)
+        (fast,) = await run(engine, [prompt], 8)
+    finally:
+        await a100.stop()
+    assert ttft(fast) < ttft(slow)
+    assert tpot(fast) < tpot(slow)
+
+
+@pytest.mark.parametrize(
+    "engine", [{"num_gpu_blocks": 40, "max_num_seqs": 8}], indirect=True, ids=["tiny-kv"]
+)
+async def test_kv_pressure_preempts_and_everything_still_finishes(engine: Engine) -> None:
+    handles = await run(engine, [synthetic_ids(50 + i, 100) for i in range(6)], 80)
+    assert engine.scheduler.stats.preemptions > 0
+    assert all(h.request.finish_reason == "length" and h.request.num_output == 80 for h in handles)
+    assert engine.pool.usage() == 0.0
+
+
+async def test_time_scale_keeps_the_shape(engine: Engine) -> None:
+    slow = Engine(EngineConfig(time_scale=0.05))
+    await slow.start()
+    try:
+        prompt = synthetic_ids(11, 800)
+        (a,) = await run(engine, [prompt], 5)
+        (b,) = await run(slow, [prompt], 5)
+    finally:
+        await slow.stop()
+    assert ttft(a) == pytest.approx(ttft(b), rel=0.05)
+    assert tpot(a) == pytest.approx(tpot(b), rel=0.05)
