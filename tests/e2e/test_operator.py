@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from flotilla import labels
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.controlplane import ControlPlane
+from tests.e2e.podsim import PodSimulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -350,3 +352,36 @@ def test_a_second_replica_stands_by_and_takes_over(
         standby.stop()
         if operator.proc is None:
             operator.start()
+
+
+def test_simulated_pods_answer_on_their_pod_ips(
+    operator: OperatorProcess, pod_sims: PodSimulator, cluster: ControlPlane, ns: str
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=md_manifest("sim", ns, servedModelName="sim-8b", replicas=2))
+    wait_ready(cluster, "sim", ns, 2)
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-n", ns, "-l", f"{labels.DEPLOYMENT}=sim", "-o", "json").stdout
+    )
+    ips = sorted(p["status"]["podIP"] for p in pods["items"])
+    assert len(ips) == 2
+    assert all(ip.startswith("127.1.") for ip in ips)
+
+    def serving() -> list[str]:
+        return sorted(ip for ip, port, model in pod_sims.endpoints() if ip in ips and port == 8000)
+
+    eventually(lambda: serving() == ips, 60, "a simulator per pod")
+    for ip in ips:
+        body = eventually(lambda ip=ip: _models(ip), 60, f"GET http://{ip}:8000/v1/models")
+        assert [m["id"] for m in body["data"]] == ["sim-8b"]
+
+    cluster.kubectl("scale", "md/sim", "-n", ns, "--replicas=1")
+    eventually(lambda: len(serving()) == 1, 60, "simulator of the removed pod stopped")
+    assert not pod_sims.errors, pod_sims.errors
+
+
+def _models(ip: str) -> dict[str, Any] | None:
+    try:
+        response = httpx.get(f"http://{ip}:8000/v1/models", timeout=5)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
