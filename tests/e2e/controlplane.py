@@ -315,6 +315,7 @@ if __name__ == "__main__":  # pragma: no cover - a developer's shell: python -m 
     from tests.support import install_loopback_guard
 
     install_loopback_guard()
+
     # background shells ignore SIGINT: make SIGTERM a clean stop too
     def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
