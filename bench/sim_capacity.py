@@ -13,7 +13,8 @@ the measurement). Reported per configuration:
 * ``engines/core`` engines ÷ CPU utilisation: how many engines under this per-engine load one core could
   host (meaningful for the realistic-latency rows, whose load is bounded by the simulated GPU, not the CPU);
 * ``lag``        the largest ``flotilla_sim_lag_max_seconds`` over the engines (> 0: simulated time fell behind wall
-  time, i.e. the process could not keep up with the simulated GPUs it emulates).
+  time, i.e. the process could not keep up with the simulated GPUs it emulates; a transient peak, e.g. a burst
+  of requests or the process being descheduled on a shared machine, recovers as late steps run back to back).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Result:
     def row(self, max_tokens: int) -> str:
         rps = self.requests / self.wall
         per_cpu = self.requests / self.cpu if self.cpu else float("nan")
+        # the zero preset's steps take no simulated time, so its clock cannot keep pace with wall time by design
+        lag = "–" if self.preset == "zero" else f"{self.lag:.3f}"
         # only meaningful when simulated GPU time, not the CPU, bounds the load (not for the zero preset)
         per_core = (
             "–" if self.preset == "zero" or not self.cpu else f"{self.engines * self.wall / self.cpu:.1f}"
@@ -58,7 +61,7 @@ class Result:
         return (
             f"| {self.name} | {self.preset} | {self.engines} | {'yes' if self.stream else 'no'} | "
             f"{rps:,.0f} | {per_cpu:,.0f} | {per_cpu * max_tokens:,.0f} | {self.cpu / self.wall:.2f} | "
-            f"{self.lag:.3f} | {self.errors} | {per_core} |"
+            f"{lag} | {self.errors} | {per_core} |"
         )
 
 

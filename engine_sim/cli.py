@@ -37,7 +37,7 @@ def _lora_module(value: str) -> tuple[str, str]:
 )
 @click.option("--time-scale", default=1.0, type=click.FloatRange(min=0, min_open=True),
               help="Wall seconds per simulated second (<1 runs faster than real time).")  # fmt: skip
-@click.option("--seed", default=0, type=int, help="Seed of hashes and outputs (engine i uses seed+i).")
+@click.option("--seed", default=0, type=int, help="Seed of block hashes and outputs (shared by all engines).")
 @click.option("--block-size", default=16, type=click.IntRange(1, 256))
 @click.option("--num-gpu-blocks", default=27_000, type=click.IntRange(2), help="KV blocks per engine.")
 @click.option("--max-num-seqs", default=None, type=click.IntRange(1), help="Default from the preset.")
@@ -59,6 +59,8 @@ def _lora_module(value: str) -> tuple[str, str]:
 @click.option("--max-loras", default=1, type=click.IntRange(1))
 @click.option("--max-cpu-loras", default=None, type=click.IntRange(1))
 @click.option("--lora-load-latency", default=0.5, type=click.FloatRange(0), help="Simulated seconds.")
+@click.option("--lora-step-overhead", default=0.1, type=click.FloatRange(0),
+              help="Extra step time with adapters in the batch (fraction).")  # fmt: skip
 @click.option("--lora-modules", multiple=True, help="Static adapter name=path (repeatable).")
 @click.option("--failure-rate", default=0.0, type=click.FloatRange(0, 1))
 @click.option("--latency-spike-rate", default=0.0, type=click.FloatRange(0, 1))
@@ -97,6 +99,7 @@ def sim(**kw: Any) -> None:
             max_loras=kw["max_loras"],
             max_cpu_loras=kw["max_cpu_loras"],
             lora_load_latency=kw["lora_load_latency"],
+            lora_step_overhead=kw["lora_step_overhead"],
             lora_modules=dict(_lora_module(v) for v in kw["lora_modules"]),
             startup_delay=kw["startup_delay"],
             faults=Faults(

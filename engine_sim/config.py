@@ -145,6 +145,8 @@ class EngineConfig(BaseModel):
     max_cpu_loras: int | None = Field(default=None, ge=1)
     #: seconds (simulated) to load an adapter
     lora_load_latency: float = Field(default=0.5, ge=0)
+    #: extra step time when any adapter is in the batch, as a fraction (punica kernels; no verified figure)
+    lora_step_overhead: float = Field(default=0.1, ge=0)
     #: adapters loaded at start, name -> path (vLLM ``--lora-modules name=path``)
     lora_modules: dict[str, str] = Field(default_factory=dict)
 

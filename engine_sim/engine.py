@@ -95,7 +95,7 @@ class Engine:
         if c.enable_lora:
             self.metrics.enable_lora_info()
         self.root_hash = none_hash(c.seed)
-        self.rng = random.Random(c.seed)
+        self.rng = random.Random(c.seed * 1_000_003 + c.engine_index)  # faults: independent per engine
         self.faults = c.faults.model_copy()
         self.handles: dict[Request, RequestHandle] = {}
         self.publisher: KVEventPublisher | None = None
@@ -140,11 +140,21 @@ class Engine:
         self._ready_at = time.monotonic() + c.startup_delay * c.time_scale
         self.clock.reanchor(0.0)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"engine-{c.engine_index}")
+        self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A crashed step loop must not leave a healthy-looking engine that never answers: mark it dead."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("engine %d step loop crashed", self.config.engine_index, exc_info=task.exception())
+        self.faults = self.faults.model_copy(update={"dead": True})
+        for handle in list(self.handles.values()):
+            self.finish(handle, "error")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
         for handle in list(self.handles.values()):
@@ -278,6 +288,8 @@ class Engine:
         if not step.scheduled:
             return False
         dt = self.latency.step_time(step.shape)
+        if self.config.enable_lora and any(r.lora_name for r, _ in step.scheduled):
+            dt *= 1.0 + self.config.lora_step_overhead
         if self.faults.latency_spike_rate and self.rng.random() < self.faults.latency_spike_rate:
             dt *= self.faults.latency_spike_factor
         end = start + dt

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections import deque
@@ -214,6 +215,15 @@ class KVEventPublisher:
 
 
 def _is_ours(endpoint: str) -> bool:
-    """A concrete loopback address is one we serve on: bind it (vLLM would connect; we have no collector)."""
-    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
-    return host in ("127.0.0.1", "localhost", "[::1]")
+    """A concrete loopback address (a simulated pod's IP is one) is ours to serve on: bind it.
+
+    vLLM would connect to a concrete address; the simulator has no collector to connect to, and subscribers
+    (the gateway's precise mode, llm-d style) dial the engine.
+    """
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -65,6 +65,8 @@ class EngineMetrics:
         self.lag = gauge(
             "flotilla_sim_lag_seconds", "Simulated time behind wall time (simulator is CPU-bound)."
         )
+        self.max_lag = gauge("flotilla_sim_lag_max_seconds", "Largest flotilla_sim_lag_seconds since start.")
+        self._max_lag = 0.0
         self.prefix_queries = counter("vllm:prefix_cache_queries", "Prefix cache queries, in tokens.")
         self.prefix_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in tokens.")
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
@@ -95,6 +97,8 @@ class EngineMetrics:
                                 tok_buckets)  # fmt: skip
         self.req_max_tokens = hist("vllm:request_params_max_tokens", "The max_tokens request parameter.",
                                    tok_buckets)  # fmt: skip
+        self.req_kv_computed = hist("vllm:request_prefill_kv_computed_tokens",
+                                    "Prefill tokens computed (not served from the prefix cache).", tok_buckets)  # fmt: skip
         self.req_n = hist("vllm:request_params_n", "The n request parameter.", N_BUCKETS)
         self.iteration = hist("vllm:iteration_tokens_total", "Tokens per engine step.", ITERATION_BUCKETS)
 
@@ -135,6 +139,7 @@ class EngineMetrics:
         if max_tokens_param is not None:
             self.req_max_tokens.observe(max_tokens_param)
         self.req_n.observe(1)
+        self.req_kv_computed.observe(max(0, req.prompt_len - req.cached_tokens))
         end = t.finished if t.finished is not None else t.arrival
         self.e2e.observe(end - t.arrival)
         if t.scheduled is not None:

@@ -39,7 +39,8 @@ def fleet_configs(
     """Configs for engines 0..N-1: ports ``base_port + i``, KV events on ``kv_events_port + i``."""
     out = []
     for i in range(engines):
-        update: dict[str, object] = {"engine_index": i, "port": base_port + i, "seed": base.seed + i}
+        # one seed for all, like pods sharing PYTHONHASHSEED: same prompt -> same text and block hashes anywhere
+        update: dict[str, object] = {"engine_index": i, "port": base_port + i}
         if base.kv_events:
             update["kv_events_endpoint"] = f"tcp://{base.host}:{(kv_events_port or 5557) + i}"
         out.append(base.model_copy(update=update))

@@ -40,6 +40,7 @@ EXPECTED = {
     "vllm:request_max_num_generation_tokens": "histogram",
     "vllm:request_params_max_tokens": "histogram",
     "vllm:request_params_n": "histogram",
+    "vllm:request_prefill_kv_computed_tokens": "histogram",
     "vllm:iteration_tokens_total": "histogram",
     "vllm:cache_config_info": "gauge",
     "vllm:lora_requests_info": "gauge",

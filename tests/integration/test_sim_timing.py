@@ -117,3 +117,30 @@ async def test_time_scale_keeps_the_shape(engine: Engine) -> None:
         await slow.stop()
     assert ttft(a) == pytest.approx(ttft(b), rel=0.05)
     assert tpot(a) == pytest.approx(tpot(b), rel=0.05)
+
+
+async def test_a_crashed_step_loop_marks_the_engine_dead(engine: Engine) -> None:
+    def boom() -> None:
+        raise RuntimeError("simulated scheduler bug")
+
+    engine.scheduler.schedule = boom  # type: ignore[assignment,method-assign]
+    handle = engine.submit([1, 2, 3], max_tokens=2)
+    events = [ev async for ev in handle]
+    assert events[-1].finish_reason == "error"
+    assert engine.faults.dead
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [{"enable_lora": True, "max_loras": 2, "lora_modules": {"a": "org/a"}, "lora_step_overhead": 0.5}],
+    indirect=True,
+    ids=["lora"],
+)
+async def test_lora_requests_pay_the_step_overhead(engine: Engine) -> None:
+    prompt = synthetic_ids(21, 300)
+    base = engine.submit(prompt, max_tokens=8, ignore_eos=True)
+    await drain(base)
+    lora = engine.submit(prompt, max_tokens=8, ignore_eos=True, lora_name=engine.resolve_model("a"))
+    await drain(lora)
+    assert lora.request.cached_tokens == 0  # adapter-scoped hashes: no hit on the base model's blocks
+    assert tpot(lora) > 1.3 * tpot(base)
