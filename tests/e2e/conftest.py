@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +96,12 @@ def pod_sims(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) ->
         yield sims
     finally:
         sims.stop()
+
+
+@pytest.fixture
+def ns(cluster: ControlPlane) -> Iterator[str]:
+    """A fresh namespace per test (deleted without waiting)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

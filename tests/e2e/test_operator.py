@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,66 +14,10 @@ import yaml
 from flotilla import labels
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.controlplane import ControlPlane
+from tests.e2e.helpers import conditions, eventually, get, md_manifest, wait_ready
 from tests.e2e.podsim import PodSimulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-def md_manifest(name: str, namespace: str, **spec: Any) -> str:
-    body = {
-        "apiVersion": "flotilla.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"model": "meta-llama/Llama-3.1-8B-Instruct", "resources": {"gpus": 0}, **spec},
-    }
-    return yaml.safe_dump(body)
-
-
-def get(cluster: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-    proc = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not met after {timeout}s (last: {last!r})")
-
-
-def conditions(md: dict[str, Any]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in (md.get("status") or {}).get("conditions") or []}
-
-
-@pytest.fixture
-def ns(cluster: ControlPlane) -> Iterator[str]:
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def wait_ready(
-    cluster: ControlPlane, name: str, ns: str, replicas: int, timeout: float = 90
-) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        md = get(cluster, "md", name, ns)
-        if not md:
-            return None
-        st = md.get("status") or {}
-        ok = (
-            st.get("readyReplicas") == replicas
-            and st.get("observedGeneration") == md["metadata"]["generation"]
-            and conditions(md).get("Available") == "True"
-        )
-        return md if ok else None
-
-    md: dict[str, Any] = eventually(ready, timeout, f"md/{name} ready with {replicas} replicas")
-    return md
 
 
 def test_model_deployment_becomes_deployment_service_and_ready_pods(
