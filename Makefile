@@ -31,6 +31,7 @@ test: install
 # The e2e tier: a real kube-apiserver/etcd/controller-manager/scheduler + kwok, built on first use
 # (hack/build-control-plane.sh, cached outside the repo).
 e2e: install
+	bash hack/build-control-plane.sh >/dev/null
 	$(BIN)/pytest -m e2e tests/e2e
 
 # README's first command: simulated engines + gateway, no cluster.

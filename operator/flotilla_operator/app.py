@@ -49,18 +49,21 @@ class OperatorConfig:
 
 
 def _login(configuration: client.Configuration, **_: Any) -> kopf.ConnectionInfo:
-    """kopf authenticates with the same credentials as the operator's own client (one source)."""
-    token = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get(
-        "BearerToken"
-    )
-    scheme = None
-    if token and " " in token:
-        scheme, token = token.split(" ", 1)
+    """kopf authenticates with the same credentials as the operator's own client (one source).
+
+    kopf calls this again whenever the API server answers 401, and ``get_api_key_with_prefix`` runs the
+    client's refresh hook first, so rotated service-account tokens and exec-plugin tokens are picked up.
+    """
+    header = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    scheme: str | None = None
+    token: str | None = None
+    if header:
+        scheme, token = header.split(" ", 1) if " " in header else ("Bearer", header)
     return kopf.ConnectionInfo(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,
         insecure=not configuration.verify_ssl,
-        scheme=scheme or ("Bearer" if token else None),
+        scheme=scheme,
         token=token,
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,

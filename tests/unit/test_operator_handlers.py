@@ -107,3 +107,11 @@ def test_reserved_label_override_is_a_permanent_error_without_writes() -> None:
         call(kube, {**SPEC, "podTemplate": {"metadata": {"labels": {"flotilla.dev/model": "x"}}}})
     assert kube.applied == []
     assert kube.events == [("Warning", "InvalidSpec")]
+
+
+def test_public_surface_is_pinned() -> None:
+    import flotilla_operator
+
+    assert flotilla_operator.__all__ == [
+        "OperatorConfig", "create_registry", "deployment", "engine_args", "operator", "run", "service",
+    ]  # fmt: skip
