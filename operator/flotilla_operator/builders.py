@@ -19,6 +19,7 @@ from flotilla_operator.merging import merge
 ENGINE_CONTAINER = "engine"
 HTTP_PORT_NAME = "http"
 KV_EVENTS_PORT_NAME = "kv-events"
+LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 #: labels users may not set through podTemplate: the gateway, autoscaler and LoRA manager select by them
 RESERVED_PREFIXES = (f"{labels.GROUP}/", labels.MANAGED_BY)
 
@@ -128,8 +129,9 @@ def engine_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
     if spec.kv_events.enabled:
         ports.append({"name": KV_EVENTS_PORT_NAME, "containerPort": spec.kv_events.port, "protocol": "TCP"})
     env = list(engine.env)
-    if spec.lora.enabled:
-        env.append({"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "true"})
+    if spec.lora.enabled and not any(e.get("name") == LORA_ENV for e in env):
+        # without it vLLM does not register /v1/load_lora_adapter (env names are a list-map key: no duplicates)
+        env.append({"name": LORA_ENV, "value": "true"})
     container: dict[str, Any] = {
         "name": ENGINE_CONTAINER,
         "image": engine.image,

@@ -161,3 +161,16 @@ CONTAINS = [
 @pytest.mark.parametrize(("live", "desired", "expected"), CONTAINS)
 def test_contains(live: Any, desired: Any, expected: bool) -> None:
     assert contains(live, desired) is expected
+
+
+LORA_ENV = [
+    pytest.param([], [{"name": builders.LORA_ENV, "value": "true"}], id="added"),
+    pytest.param([{"name": builders.LORA_ENV, "value": "1"}], [{"name": builders.LORA_ENV, "value": "1"}],
+                 id="user-value-kept-once"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("env", "expected"), LORA_ENV)
+def test_lora_runtime_env(env: list[dict[str, str]], expected: list[dict[str, str]]) -> None:
+    container = builders.engine_container(spec(lora={"enabled": True}, engine={"env": env}))
+    assert container["env"] == expected
