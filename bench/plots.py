@@ -31,13 +31,13 @@ def workload_plot(info: WorkloadInfo, runs: Sequence[RunSummary], path: Path) ->
     ran = [r for r in runs if not r.skipped]
     names = [r.contender for r in ran]
     x = list(range(len(ran)))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(ran) + 4), 4.2))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(7.0, 0.55 * len(ran) + 2), 8.0), sharex=True)
     width = 0.4
     ax1.bar([i - width / 2 for i in x], _clean([r.ttft_p50 for r in ran]), width, label="p50")
     ax1.bar([i + width / 2 for i in x], _clean([r.ttft_p90 for r in ran]), width, label="p90")
-    ax1.set_ylabel("TTFT (s)")
+    ax1.set_ylabel("TTFT (s, log scale)")
+    ax1.set_yscale("log")
     ax1.set_title(f"{info.name}: time to first token")
-    ax1.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
     ax1.legend()
     ax2.bar(x, _clean([r.hit_rate for r in ran]), color="tab:green")
     if not math.isnan(info.oracle_hit_rate):
@@ -57,7 +57,7 @@ def overhead_plot(rows: Sequence[OverheadRow], path: Path) -> None:
     ran = [r for r in rows if not r.skipped]
     names = [r.contender for r in ran]
     x = list(range(len(ran)))
-    fig, axes = plt.subplots(1, 3, figsize=(max(10.0, 1.2 * len(ran) * 3), 4.0))
+    fig, axes = plt.subplots(1, 3, figsize=(max(10.0, 1.5 * len(ran) + 2), 4.5))
     panels = [
         ("e2e p50 (ms), sequential", [r.latency_p50 * 1000 for r in ran]),
         ("requests/s (closed loop)", [r.req_s for r in ran]),
