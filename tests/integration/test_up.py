@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, wait_for_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,12 +36,30 @@ def _wait_ready(proc: subprocess.Popen[str], base_url: str, timeout: float = 60.
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_up_serves_openai_and_stops_cleanly(sig: signal.Signals) -> None:
+    _use_and_stop(["--engines", "2", "--preset", "zero"], sig)
+
+
+def test_up_with_external_engines_and_shared_redis_index(redis_url: str) -> None:
+    """``--engine URL`` puts the gateway in front of engines someone else runs; ``--redis-url`` shares the index."""
+    port = free_port()
+    engine = subprocess.Popen(
+        [sys.executable, "-c", "from flotilla.cli import main; main()", "sim", "--engines", "1", "--port",
+         str(port), "--preset", "zero"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        out = _use_and_stop(["--engine", f"http://127.0.0.1:{port}", "--redis-url", redis_url], signal.SIGINT)
+        assert f"gateway in front of 1 engine(s) at http://127.0.0.1:{port}" in out
+    finally:
+        engine.terminate()
+        engine.wait(30)
+
+
+def _use_and_stop(args: list[str], sig: signal.Signals) -> str:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    proc = subprocess.Popen(
-        [*UP, "--port", str(port), "--engines", "2", "--preset", "zero"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = subprocess.Popen([*UP, "--port", str(port), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
     try:
         _wait_ready(proc, base_url)
         client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
@@ -72,6 +90,7 @@ def test_up_serves_openai_and_stops_cleanly(sig: signal.Signals) -> None:
     assert f"curl {base_url}/chat/completions" in out
     assert "stopped" in err
     assert "Traceback" not in err
+    return out
 
 
 @pytest.mark.parametrize(
