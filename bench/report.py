@@ -60,7 +60,12 @@ def workload_section(info: WorkloadInfo, runs: Sequence[RunSummary], plots: Sequ
     )
     out += [
         f"{info.requests} requests, Poisson {info.rate:g} req/s, {info.prompt_tokens:,} prompt tokens; {ws}; "
-        f"infinite-cache oracle hit rate **{pct(info.oracle_hit_rate)}**.",
+        f"infinite-cache oracle hit rate **{pct(info.oracle_hit_rate)}**"
+        + (
+            f" (an LRU cache the size of the whole cluster's KV: {pct(info.bounded_oracle_hit_rate)})."
+            if not math.isnan(info.bounded_oracle_hit_rate)
+            else "."
+        ),
         "",
     ]
     header = ["contender", "ok", "TTFT p50", "p90", "p99 (ms)", "ITL p50", "p90 (ms)", "e2e p50 (ms)",

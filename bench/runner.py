@@ -8,7 +8,6 @@ identical trace.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from bench.progress import Progress
 from bench.results import SLO, RunSummary, skipped_summary, summarise
 from bench.suites import Suite
 from bench.workloads import Workload, build, prompt_ids
+from kvcache.oracle import infinite_cache_hits
 
 
 @dataclass
@@ -37,7 +37,8 @@ class WorkloadInfo:
     working_set_vs_engine: float  # ÷ one engine's KV tokens
     working_set_vs_cluster: float  # ÷ the cluster's KV tokens
     oracle_hit_rate: float
-    oracle_note: str = ""
+    #: one LRU cache as large as the whole cluster's KV (engines × blocks): reachable given the memory
+    bounded_oracle_hit_rate: float = math.nan
 
 
 @dataclass
@@ -51,18 +52,22 @@ class SuiteResult:
     notes: list[str] = field(default_factory=list)
 
 
-def oracle_hit_rate(prompts: list[list[int]], block_size: int) -> tuple[float, str]:
-    """The infinite-cache oracle from ``kvcache.oracle`` (NaN plus a note if that module is missing)."""
-    try:
-        oracle = importlib.import_module("kvcache.oracle")
-    except ImportError as exc:
-        return math.nan, f"infinite-cache oracle unavailable ({exc})"
-    return float(oracle.infinite_cache_hits(prompts, block_size=block_size).hit_rate), ""
+def oracle_hit_rates(
+    prompts: list[list[int]], block_size: int, capacity_blocks: int | None
+) -> tuple[float, float]:
+    """The infinite-cache oracle (upper bound) and, given the cluster's KV blocks, the capacity-bounded LRU one."""
+    infinite = infinite_cache_hits(prompts, block_size=block_size).hit_rate
+    if capacity_blocks is None:
+        return infinite, math.nan
+    return infinite, infinite_cache_hits(prompts, block_size=block_size, capacity=capacity_blocks).hit_rate
 
 
 def describe(workload: Workload, rate: float, suite: Suite) -> WorkloadInfo:
     prompts = prompt_ids(workload)
-    hit, note = oracle_hit_rate(prompts, suite.fleet.block_size)
+    blocks = suite.fleet.num_gpu_blocks
+    hit, bounded = oracle_hit_rates(
+        prompts, suite.fleet.block_size, blocks * suite.fleet.engines if blocks is not None else None
+    )
     per_engine = suite.fleet.kv_tokens_per_engine
     ws = workload.working_set_tokens
     return WorkloadInfo(
@@ -75,7 +80,7 @@ def describe(workload: Workload, rate: float, suite: Suite) -> WorkloadInfo:
         working_set_vs_engine=ws / per_engine if per_engine else math.nan,
         working_set_vs_cluster=ws / (per_engine * suite.fleet.engines) if per_engine else math.nan,
         oracle_hit_rate=hit,
-        oracle_note=note,
+        bounded_oracle_hit_rate=bounded,
     )
 
 
@@ -91,8 +96,6 @@ async def run_workloads(suite: Suite, fleet: Fleet, result: SuiteResult, progres
         workload = build(run.workload, seed=suite.fleet.seed, params=run.params)
         info = describe(workload, run.rate, suite)
         result.workloads.append(info)
-        if info.oracle_note and info.oracle_note not in result.notes:
-            result.notes.append(info.oracle_note)
         offsets = poisson_schedule(len(workload), run.rate, seed=suite.fleet.seed)
         for spec in run.contenders:
             contender = contender_registry.parse(spec)

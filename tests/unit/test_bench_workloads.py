@@ -133,3 +133,19 @@ def test_zipf_weights() -> None:
 def test_bad_input_is_a_clear_error(name: str, params: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build(name, seed=0, params=params)
+
+
+def test_oracles_on_a_generated_trace() -> None:
+    """GSP's infinite-cache oracle is the shared fraction; a cache smaller than the working set reaches less."""
+    from bench.runner import oracle_hit_rates
+
+    w = workloads.gsp(seed=0, groups=4, prompts_per_group=8, system_len=256, question_len=32, output_len=1)
+    prompts = prompt_ids(w)
+    infinite, bounded = oracle_hit_rates(prompts, 16, capacity_blocks=20)
+    total = sum(len(p) for p in prompts)
+    # every prompt after its group's first reuses the system prompt's full blocks (>= 256 tokens of ~300)
+    assert infinite >= 28 * 256 / total
+    assert 0 < bounded < infinite
+    assert (
+        oracle_hit_rates(prompts, 16, None)[1] != oracle_hit_rates(prompts, 16, None)[1]
+    )  # NaN without KV size
