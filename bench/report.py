@@ -69,7 +69,7 @@ def workload_section(info: WorkloadInfo, runs: Sequence[RunSummary], plots: Sequ
         "",
     ]
     header = ["contender", "ok", "TTFT p50", "p90", "p99 (ms)", "ITL p50", "p90 (ms)", "e2e p50 (ms)",
-              "out tok/s", "goodput req/s", "hit rate", "hit ÷ oracle", "imbalance"]  # fmt: skip
+              "out tok/s", "goodput req/s", "hit rate", "hit ÷ oracle", "imbalance", "load"]  # fmt: skip
     rows = []
     for r in runs:
         if r.skipped:
@@ -79,6 +79,7 @@ def workload_section(info: WorkloadInfo, runs: Sequence[RunSummary], plots: Sequ
             f"`{r.contender}`", f"{r.ok}/{r.requests}", ms(r.ttft_p50), ms(r.ttft_p90), ms(r.ttft_p99),
             ms(r.itl_p50), ms(r.itl_p90), ms(r.e2e_p50), num(r.output_tok_s, "{:.0f}"),
             num(r.goodput_req_s, "{:.2f}"), pct(r.hit_rate), pct(r.hit_vs_oracle), num(r.imbalance, "{:.2f}"),
+            num(r.load_avg, "{:.1f}"),
         ])  # fmt: skip
     out += table(header, rows)
     lags = [r.max_send_lag for r in runs if not r.skipped and not math.isnan(r.max_send_lag)]
@@ -236,6 +237,7 @@ def render(result: SuiteResult, plots: dict[str, list[str]], *, heading: str = "
         "engines, with every engine's prefix cache reset before it. Latencies are wall-clock, measured by an "
         "open-loop streaming client from each request's scheduled send time. Hit rates are the engines' own "
         "counters (Δ`prefix_cache_hits` ÷ Δ`prefix_cache_queries`); imbalance is max ÷ mean requests per engine; "
+        "load is the machine's 1-minute load average when the run started (other work shares this machine); "
         f"goodput counts requests with TTFT ≤ {fleet.get('slo_ttft', 2.0):g} s and mean ITL ≤ "
         f"{fleet.get('slo_itl', 0.1) * 1000:g} ms in simulated time (× the time scale in wall time).",
         "",

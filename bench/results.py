@@ -124,6 +124,8 @@ class RunSummary:
     max_send_lag: float
     errors: dict[str, int]
     skipped: str = ""
+    #: the machine's 1-minute load average when the run started (other work on a shared machine shows here)
+    load_avg: float = math.nan
 
     @property
     def success_rate(self) -> float:

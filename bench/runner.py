@@ -116,6 +116,7 @@ async def run_workloads(suite: Suite, fleet: Fleet, result: SuiteResult, progres
             try:
                 await fleet.reset_prefix_caches()
                 before = await fleet.scrape()
+                load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
                 results, wall = await run_open_loop(
                     base_url=contender.base_url, requests=workload.requests, offsets=offsets,
                     model=suite.fleet.model, headers=contender.headers, drain_timeout=suite.drain_timeout,
@@ -129,6 +130,7 @@ async def run_workloads(suite: Suite, fleet: Fleet, result: SuiteResult, progres
                 workload=run.workload, contender=spec, results=results, duration=wall, deltas=deltas,
                 oracle_hit_rate=info.oracle_hit_rate, slo=slo,
             )  # fmt: skip
+            summary.load_avg = load
             result.runs.append(summary)
             progress.finish_step(
                 f"ok {summary.ok}/{summary.requests}, TTFT p90 {summary.ttft_p90 * 1000:.0f} ms, "
