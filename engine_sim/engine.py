@@ -53,6 +53,17 @@ class RequestHandle:
             if event.finish_reason is not None:
                 return
 
+    async def batches(self) -> AsyncIterator[list[TokenEvent]]:
+        """Like iteration, but yields everything queued at once (for consumers that may fall behind)."""
+        queue = self.queue
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            yield batch
+            if any(ev.finish_reason is not None for ev in batch):
+                return
+
     def finish(self, reason: str = "abort") -> None:
         self.engine.finish(self, reason)
 

@@ -193,31 +193,46 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
                 data["usage"] = _stream_usage(usage(req, details=details))
             return _sse(data)
 
+        # Tokens already queued when this consumer wakes are coalesced into one chunk and one socket write,
+        # as vLLM's output handler merges deltas for a consumer that fell behind; the role chunk goes out
+        # with the first output, as in vLLM (it is emitted on the first engine output, after prefill).
         try:
-            if ctx.chat:
-                yield chunk(None, None)
+            out = bytearray(chunk(None, None) if ctx.chat else b"")
             sent = 0
-            async for ev in handle:
-                text = acc.feed(ev.token) if ev.token >= 0 else ""
-                if acc.stopped_by is not None:
-                    handle.finish("stop")
-                reason = req.finish_reason if (ev.finish_reason or acc.stopped_by) else None
+            reason: str | None = None
+            async for batch in handle.batches():
+                parts = []
+                for ev in batch:
+                    if ev.token >= 0:
+                        parts.append(acc.feed(ev.token))
+                    if acc.stopped_by is not None:
+                        handle.finish("stop")
+                    if ev.finish_reason or acc.stopped_by:
+                        reason = req.finish_reason
+                        break
+                text = "".join(parts)
                 if reason is not None:
                     text += acc.flush()
                 if reason == "error":
-                    err = SimError(500, "The engine failed while generating.", "InternalServerError")
-                    yield _sse(err.body())
+                    out += _sse(
+                        SimError(500, "The engine failed while generating.", "InternalServerError").body()
+                    )
                     break
                 if text or reason:
-                    yield chunk(text, reason)
+                    out += chunk(text, reason)
                     sent += 1
                 if kill and sent:
+                    yield bytes(out)
                     raise StreamKilled(f"request {req.request_id}: connection cut (die_mid_stream_rate)")
                 if reason is not None:
                     break
-            if include_usage:
-                yield _sse({**head, "choices": [], "usage": _stream_usage(usage(req, details=details))})
-            yield DONE
+                if out:
+                    yield bytes(out)
+                    out.clear()
+            if include_usage and reason != "error":
+                out += _sse({**head, "choices": [], "usage": _stream_usage(usage(req, details=details))})
+            out += DONE
+            yield bytes(out)
         finally:
             if not handle.finished:
                 handle.finish("abort")
