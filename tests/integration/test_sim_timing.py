@@ -144,3 +144,11 @@ async def test_lora_requests_pay_the_step_overhead(engine: Engine) -> None:
     await drain(lora)
     assert lora.request.cached_tokens == 0  # adapter-scoped hashes: no hit on the base model's blocks
     assert tpot(lora) > 1.3 * tpot(base)
+
+
+async def test_latency_spikes_slow_every_step(engine: Engine) -> None:
+    prompt = synthetic_ids(31, 100)
+    (calm,) = await run(engine, [prompt], 6)
+    engine.faults = engine.faults.model_copy(update={"latency_spike_rate": 1.0, "latency_spike_factor": 5.0})
+    (spiky,) = await run(engine, [synthetic_ids(32, 100)], 6)
+    assert tpot(spiky) == pytest.approx(5 * tpot(calm), rel=0.05)
