@@ -1,1 +1,11 @@
-"""gateway: the OpenAI-compatible, prefix- and load-aware router."""
+"""gateway: the OpenAI-compatible, prefix- and load-aware router.
+
+``create_app(GatewaySettings(engines=["http://127.0.0.1:8001", ...]))`` builds the ASGI app;
+``live_stats(app)`` reads requests served, per-endpoint in-flight counts and prefix hit ratios.
+"""
+
+from gateway.app import create_app, live_stats
+from gateway.service import EndpointStats, GatewayStats
+from gateway.settings import GatewaySettings, ProfileConfig
+
+__all__ = ["EndpointStats", "GatewaySettings", "GatewayStats", "ProfileConfig", "create_app", "live_stats"]

@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 
-DEFAULT_CAPACITY = 1_000_000
+DEFAULT_CAPACITY = 500_000  # ~80 MiB at ~170 B per entry (docs/benchmarks.md): 18 engines of 27k blocks
 
 
 class MemoryIndex:

@@ -121,7 +121,7 @@ class RedisIndex:
             eps = list(dict.fromkeys(endpoints))
             try:
                 depths = await self._command(
-                    "EVALSHA", self._match_sha, 0, self.namespace, self._ttl_ms, len(eps), *eps, *hashes
+                    "EVALSHA", self._match_sha, 0, self.namespace, len(eps), *eps, *hashes
                 )
             except IndexUnavailable as exc:
                 self._mark_down(exc)

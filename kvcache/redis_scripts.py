@@ -2,14 +2,15 @@
 
 Layout under a namespace prefix ``P`` (default ``flotilla:kv:``), two keys per endpoint:
 
-* ``P h:<endpoint>`` — HASH ``block hash → last-record time (ms)``: what ``match`` reads, one HMGET per
-  candidate endpoint for the whole prompt (8 candidates = 8 server-side calls, whatever the prompt length).
+* ``P s:<endpoint>`` — SET of block hashes: what ``match`` reads with SMISMEMBER (Redis ≥ 6.2), a few calls
+  per candidate endpoint whatever the prompt length, integer replies only.
 * ``P z:<endpoint>`` — ZSET ``block hash → recency score`` (``ms·1024 + rank``; the prompt's first block
   ranks highest, so capacity trimming eats chains from the tail, never their root): the LRU list trimmed to
   ``endpoint_capacity`` and to ``ttl`` on every record.
 
-Both keys get PEXPIRE ``ttl`` on every record, so a vanished endpoint's state disappears by itself;
-``match`` also ignores entries older than ``ttl`` that a trim has not reached yet. Hashes travel as decimal
+TTL without per-entry timestamps in the read path: every record for an endpoint trims its entries older
+than ``ttl`` and refreshes PEXPIRE ``ttl`` on both keys, so an endpoint nobody records for any more vanishes
+entirely ``ttl`` after its last record; between two records an entry may outlive ``ttl`` by at most the gap. Hashes travel as decimal
 strings and are never turned into Lua numbers (doubles would lose bits of a uint64). Time comes from the
 server's TIME, so replicas with skewed clocks agree. Keys are built inside the scripts, so the layout suits a
 standalone or Sentinel-managed Redis, not Redis Cluster.
@@ -17,35 +18,25 @@ standalone or Sentinel-managed Redis, not Redis Cluster.
 
 from __future__ import annotations
 
-# ARGV: prefix, ttl_ms (0 = none), n_endpoints, endpoints..., hashes...
+# ARGV: prefix, n_endpoints, endpoints..., hashes...
 MATCH = """
 local prefix = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local ne = tonumber(ARGV[3])
-local first = 4 + ne
+local ne = tonumber(ARGV[2])
+local first = 3 + ne
 local nh = #ARGV - first + 1
-local horizon = -1
-if ttl > 0 then
-  local t = redis.call('TIME')
-  horizon = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ttl
-end
 local depths = {}
 for i = 1, ne do
-  local key = prefix .. 'h:' .. ARGV[3 + i]
+  local key = prefix .. 's:' .. ARGV[2 + i]
   local d = 0
   local start = 0
-  local chunk = 16  -- grows 16, 32, 64, ...: a miss costs a small HMGET, a long hit few calls
+  local chunk = 16  -- grows 16, 32, 64, ...: a miss costs a small call, a long hit few calls
   while start < nh do
     local stop = math.min(start + chunk, nh)
-    local vals = redis.call('HMGET', key, unpack(ARGV, first + start, first + stop - 1))
+    local held = redis.call('SMISMEMBER', key, unpack(ARGV, first + start, first + stop - 1))
     local k = 1
-    if horizon < 0 then
-      while vals[k] do k = k + 1 end
-    else
-      while vals[k] and tonumber(vals[k]) > horizon do k = k + 1 end
-    end
+    while held[k] == 1 do k = k + 1 end
     d = d + k - 1
-    if k <= #vals then break end
+    if k <= #held then break end
     start = stop
     chunk = math.min(chunk * 2, 1024)
   end
@@ -64,41 +55,40 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local CHUNK = 500
 
-local function hdel_all(hkey, members)
+local function srem_all(skey, members)
   for s = 1, #members, CHUNK do
-    redis.call('HDEL', hkey, unpack(members, s, math.min(s + CHUNK - 1, #members)))
+    redis.call('SREM', skey, unpack(members, s, math.min(s + CHUNK - 1, #members)))
   end
 end
 
 local i = 4
 while i <= #ARGV do
   local op, ep, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local hkey, zkey = prefix .. 'h:' .. ep, prefix .. 'z:' .. ep
+  local skey, zkey = prefix .. 's:' .. ep, prefix .. 'z:' .. ep
   i = i + 3
   if op == 'R' then
     for s = 0, n - 1, CHUNK do
       local e = math.min(s + CHUNK, n) - 1
-      local fields, scores = {}, {}
+      local members, scores = {}, {}
       for k = s, e do
         local h = ARGV[i + k]
-        fields[#fields + 1] = h
-        fields[#fields + 1] = now
+        members[#members + 1] = h
         local rank = 1023 - k
         if rank < 0 then rank = 0 end
         scores[#scores + 1] = now * 1024 + rank
         scores[#scores + 1] = h
       end
-      redis.call('HSET', hkey, unpack(fields))
+      redis.call('SADD', skey, unpack(members))
       redis.call('ZADD', zkey, unpack(scores))
     end
     if ttl > 0 then
       local bound = '(' .. string.format('%.0f', (now - ttl) * 1024)
       local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', bound)
       if #old > 0 then
-        hdel_all(hkey, old)
+        srem_all(skey, old)
         redis.call('ZREMRANGEBYSCORE', zkey, '-inf', bound)
       end
-      redis.call('PEXPIRE', hkey, ttl)
+      redis.call('PEXPIRE', skey, ttl)
       redis.call('PEXPIRE', zkey, ttl)
     end
     if cap > 0 then
@@ -107,17 +97,17 @@ while i <= #ARGV do
         local popped = redis.call('ZPOPMIN', zkey, excess)
         local members = {}
         for k = 1, #popped, 2 do members[#members + 1] = popped[k] end
-        hdel_all(hkey, members)
+        srem_all(skey, members)
       end
     end
   elseif op == 'E' then
     for s = 0, n - 1, CHUNK do
       local e = math.min(s + CHUNK, n)
       redis.call('ZREM', zkey, unpack(ARGV, i + s, i + e - 1))
-      redis.call('HDEL', hkey, unpack(ARGV, i + s, i + e - 1))
+      redis.call('SREM', skey, unpack(ARGV, i + s, i + e - 1))
     end
   elseif op == 'X' then
-    redis.call('UNLINK', hkey, zkey)
+    redis.call('UNLINK', skey, zkey)
   else
     return redis.error_reply('kvcache: unknown op ' .. tostring(op))
   end

@@ -130,6 +130,8 @@ class KVEventSubscriber:
         With ``replay_url`` (the engine's ``replay_endpoint``), the subscriber first replays the engine's
         buffer to learn blocks cached before it subscribed, and refills lost batches instead of resyncing.
         """
+        if self._closed:
+            raise RuntimeError("KVEventSubscriber is closed")
         known = self._engines.get(endpoint)
         if known is not None:
             if (known.zmq_url, known.model, known.replay_url) == (zmq_url, model, replay_url):

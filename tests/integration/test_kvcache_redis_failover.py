@@ -105,3 +105,22 @@ async def test_match_is_one_round_trip_whatever_the_prompt_length(redis_private:
     finally:
         admin.close()
         await index.close()
+
+
+async def test_redis_bounds_endpoint_capacity_tail_first_and_ttl(redis_url: str) -> None:
+    index = RedisIndex(redis_url, endpoint_capacity=4, ttl=1.0)
+    try:
+        assert await index.start()
+        await index.record(A, FIRST)  # 6 blocks into 4 slots: the chain keeps its root, loses its tail
+        await index.flush()
+        assert await index.match(FIRST, [A]) == {A: 4}
+        await index.record(A, SECOND)  # 3 newer blocks: only FIRST's first block survives
+        await index.flush()
+        assert await index.match(FIRST, [A]) == {A: 1}
+        assert await index.match(SECOND, [A]) == {A: 3}
+        assert index.stats.matches_remote == 3
+        await asyncio.sleep(1.3)  # nothing recorded for longer than the TTL: the endpoint's keys expired
+        assert await index.match(SECOND, [A]) == {A: 0}
+        assert index.stats.matches_remote == 4
+    finally:
+        await index.close()

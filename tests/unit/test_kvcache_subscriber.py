@@ -124,3 +124,11 @@ async def test_undecodable_batch_resyncs(sub: KVEventSubscriber) -> None:
 async def test_unknown_endpoint_is_a_clear_error(sub: KVEventSubscriber) -> None:
     with pytest.raises(KeyError, match="add_endpoint"):
         await sub.ingest("nope:1", 0, batch())
+
+
+async def test_closed_subscriber_refuses_new_endpoints(sub: KVEventSubscriber) -> None:
+    await sub.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await sub.add_endpoint("x:1", "tcp://127.0.0.1:2", MODEL)
+    with pytest.raises(RuntimeError, match="closed"):
+        sub.start()

@@ -1,0 +1,66 @@
+"""``flotilla gateway``: run the gateway with uvicorn (uvloop + httptools, no access log: we log per request)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.command("gateway")
+@click.option("--engine", "engines", multiple=True, help="Engine base URL (repeatable): standalone mode.")
+@click.option("--kv-events", multiple=True, help="KV-event ZMQ URL of the --engine at the same position.")
+@click.option(
+    "--engines-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML list of engines.",
+)
+@click.option("--kubernetes", is_flag=True, help="Discover engine pods by the flotilla.dev labels.")
+@click.option("--namespace", help="Namespace to watch (default: all).")
+@click.option("--kubeconfig", help="Kubeconfig file (default: in-cluster config).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--strategy", "default_profile", help="Default routing profile (e.g. default, round-robin, prefix-cache)."
+)
+@click.option("--prefix-mode", type=click.Choice(["approximate", "precise"]))
+@click.option("--block-size", type=int, help="Engines' KV block size (default 16).")
+@click.option("--redis-url", help="Redis URL for the shared prefix index and rate limits.")
+@click.option("--shared", is_flag=True, help="Share index and rate limits through --redis-url.")
+@click.option("--transport", type=click.Choice(["aiohttp", "httpx"]))
+@click.option("--api-keys-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rpm", "rpm_limit", type=int, help="Default requests per minute per key.")
+@click.option("--tpm", "tpm_limit", type=int, help="Default tokens per minute per key.")
+@click.option("--log-json/--log-text", default=None)
+def gateway(**options: Any) -> None:
+    """Run the OpenAI-compatible, prefix- and load-aware gateway. Other settings: FLOTILLA_GATEWAY_* env vars."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+
+    shared = options.pop("shared")
+    values = {k: v for k, v in options.items() if v not in (None, ())}
+    for name in ("engines", "kv_events"):
+        if name in values:
+            values[name] = list(values[name])
+    if shared:
+        if not values.get("redis_url"):
+            raise click.UsageError("--shared needs --redis-url")
+        values["index_backend"] = "redis"
+        values["ratelimit_backend"] = "redis"
+    try:
+        settings = GatewaySettings(**values)
+        app = create_app(settings)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )

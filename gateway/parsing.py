@@ -1,0 +1,117 @@
+"""Request bodies: parsed once with orjson, checked only as far as routing needs, forwarded as the original bytes.
+
+The engine validates sampling parameters itself (and answers 400 in OpenAI shape, which we pass through), so
+the gateway does not re-validate a large body with pydantic on the hot path. It does check what it reads:
+``model``, ``stream``, ``max_tokens``, and the prompt fields it tokenises for prefix routing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from flotilla.tokenizer import Tokenizer
+from gateway.errors import BadRequest
+
+#: expected output tokens when a request sets no max_tokens (load accounting only)
+DEFAULT_EXPECTED_OUTPUT = 256
+
+
+@dataclass(slots=True)
+class ParsedRequest:
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    max_tokens: int
+    #: token ids the engine will see for the (first) prompt; routing hashes their blocks
+    prompt_ids: list[int]
+    #: total prompt tokens across all prompts (rate limiting, load)
+    prompt_tokens: int
+
+
+def _object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise BadRequest("request body is empty; expected a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def _int_field(body: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BadRequest(f"'{name}' must be a non-negative integer", param=name)
+        return value
+    return None
+
+
+def _is_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
+    )
+
+
+def _prompts(value: Any, field: str) -> list[str | list[int]]:
+    """A completion prompt / embedding input: str, [str], [int] or [[int]] → a list of prompts."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(p, str) for p in value):
+            return list(value)
+        if _is_ids(value):
+            return [list(value)]
+        if all(_is_ids(p) and p for p in value):
+            return list(value)
+    raise BadRequest(
+        f"'{field}' must be a string, a list of strings, a list of token ids or a list of lists", param=field
+    )
+
+
+def parse(raw: bytes, kind: str, tokenizer: Tokenizer) -> ParsedRequest:
+    """Parse a ``chat`` / ``completions`` / ``embeddings`` body; raise :class:`BadRequest` on what we cannot route."""
+    body = _object(raw)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a non-empty string", param="model")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", param="stream")
+    max_tokens = _int_field(body, "max_completion_tokens", "max_tokens")
+    if kind == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' must be a non-empty list", param="messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise BadRequest(
+                    f"messages[{i}] must be an object with a string 'role'", param=f"messages.{i}"
+                )
+            content = message.get("content")
+            if content is not None and not isinstance(content, str | list):
+                raise BadRequest(
+                    f"messages[{i}].content must be a string, a list of parts or null",
+                    param=f"messages.{i}.content",
+                )
+        ids = tokenizer.encode_chat(messages)
+        total = len(ids)
+    else:
+        field = "prompt" if kind == "completions" else "input"
+        prompts = _prompts(body.get(field), field)
+        encoded = [p if isinstance(p, list) else tokenizer.encode_prompt(p) for p in prompts]
+        ids = encoded[0]
+        total = sum(map(len, encoded))
+        if kind == "embeddings":
+            stream, max_tokens = False, 0
+    expected = DEFAULT_EXPECTED_OUTPUT if max_tokens is None else max_tokens
+    return ParsedRequest(body, model, stream, expected, ids, total)

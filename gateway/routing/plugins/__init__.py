@@ -1,0 +1,1 @@
+"""One module per routing plugin; each module docstring states its formula and parameters."""

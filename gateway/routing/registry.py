@@ -1,0 +1,79 @@
+"""The one explicit registry of routing plugins, and the built-in profiles (strategies) made from them.
+
+A plugin factory takes the plugin's parameters (floats, from the profile's ``params``) and the gateway's
+prefix mode; unknown parameters are a configuration error, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from gateway.routing.plugins.imbalance import Imbalance
+from gateway.routing.plugins.kv_cost import KVCost
+from gateway.routing.plugins.kv_usage import KVUsage
+from gateway.routing.plugins.least_request import LeastRequest
+from gateway.routing.plugins.lora_affinity import LoraAffinity
+from gateway.routing.plugins.pickers import MaxScore, PowerOfTwo, RandomPicker, RoundRobin
+from gateway.routing.plugins.prefix_match import PrefixMatch
+from gateway.routing.plugins.session_affinity import SessionAffinity
+from gateway.settings import ProfileConfig
+
+Factory = Callable[..., Any]
+
+FILTERS: dict[str, Factory] = {
+    "imbalance": Imbalance,
+}
+
+SCORERS: dict[str, Factory] = {
+    "least-request": LeastRequest,
+    "kv-usage": KVUsage,
+    "prefix-cache": lambda: PrefixMatch("approximate"),
+    "precise-prefix": lambda: PrefixMatch("precise"),
+    "session-affinity": SessionAffinity,
+    "lora-affinity": LoraAffinity,
+    # the cost model reads whichever index the gateway runs (approximate or precise)
+    "kv-cost": KVCost,
+}
+
+PICKERS: dict[str, Factory] = {
+    "max-score": MaxScore,
+    "random": RandomPicker,
+    "round-robin": RoundRobin,
+    "power-of-two": PowerOfTwo,
+}
+
+#: strategy name (x-routing-strategy) -> profile
+BUILTIN_PROFILES: dict[str, ProfileConfig] = {
+    "default": ProfileConfig(scorers={"kv-cost": 1.0, "lora-affinity": 0.2}),
+    "random": ProfileConfig(picker="random"),
+    "round-robin": ProfileConfig(picker="round-robin"),
+    "least-request": ProfileConfig(scorers={"least-request": 1.0}),
+    "least-kv-usage": ProfileConfig(scorers={"kv-usage": 1.0, "least-request": 0.01}),
+    "power-of-two": ProfileConfig(picker="power-of-two"),
+    "session-affinity": ProfileConfig(scorers={"session-affinity": 1.0, "least-request": 0.1}),
+    "prefix-cache": ProfileConfig(
+        filters=["imbalance"], scorers={"prefix-cache": 1.0, "least-request": 0.01}
+    ),
+    "precise-prefix": ProfileConfig(
+        filters=["imbalance"], scorers={"precise-prefix": 1.0, "least-request": 0.01}
+    ),
+    "lora-affinity": ProfileConfig(scorers={"lora-affinity": 1.0, "least-request": 0.5}),
+}
+
+
+def build(kind: dict[str, Factory], name: str, params: dict[str, float], prefix_mode: str) -> Any:
+    try:
+        factory = kind[name]
+    except KeyError:
+        raise ValueError(f"unknown routing plugin {name!r}; known: {', '.join(sorted(kind))}") from None
+    target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
+    accepted = set(inspect.signature(target).parameters) - {"self", "rng"}
+    unknown = set(params) - accepted
+    if unknown:
+        raise ValueError(f"routing plugin {name!r} has no parameter(s) {sorted(unknown)}")
+    kwargs: dict[str, Any] = dict(params)
+    if "mode" in accepted:
+        kwargs["mode"] = prefix_mode
+    return factory(**kwargs)

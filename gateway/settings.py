@@ -1,0 +1,122 @@
+"""Gateway configuration: one pydantic-settings object, built by the caller and passed to ``create_app``.
+
+Every field can come from the environment (``FLOTILLA_GATEWAY_<FIELD>``, lists and dicts as JSON) or from the
+``flotilla gateway`` command line. Defaults are chosen for a small fleet of vLLM pods on one node pool; each
+comment says why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProfileConfig(BaseModel):
+    """A routing profile: which filters, which weighted scorers and which picker (see docs/gateway.md)."""
+
+    filters: list[str] = Field(default_factory=list)
+    scorers: dict[str, float] = Field(default_factory=dict)
+    picker: str = "max-score"
+    #: plugin parameters by plugin name, e.g. {"kv-cost": {"overlap_weight": 1.0}}
+    params: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOTILLA_GATEWAY_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # ------------------------------------------------------------------ discovery
+    #: static engine base URLs (standalone mode), e.g. ["http://127.0.0.1:8001"]
+    engines: list[str] = Field(default_factory=list)
+    #: KV-event publisher URLs of the static engines, paired with ``engines`` by position (precise mode)
+    kv_events: list[str] = Field(default_factory=list)
+    #: YAML file with ``engines: [{url, model?, kv_events?}]`` (re-read on SIGHUP is not supported: restart)
+    engines_file: Path | None = None
+    #: watch engine pods in Kubernetes by the label contract (flotilla.labels)
+    kubernetes: bool = False
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    #: extra label selector ANDed with ``flotilla.dev/component=engine``
+    label_selector: str = ""
+
+    # ------------------------------------------------------------------ routing
+    #: profile used when neither the request header nor ``model_profiles`` names one
+    default_profile: str = "default"
+    #: model (or adapter) name -> profile name
+    model_profiles: dict[str, str] = Field(default_factory=dict)
+    #: extra or overriding profiles by name
+    profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
+    #: must equal the engines' --block-size, or prefix matching silently fails (Dynamo PR #1233)
+    block_size: int = Field(default=16, ge=1)
+    hash_seed: int = 0
+    #: at most this many leading blocks are hashed and matched (bounds per-request work on huge prompts)
+    max_prefix_blocks: int = Field(default=512, ge=1)
+    #: where prefix matches come from: learned from routing decisions, or from the engines' KV events
+    prefix_mode: Literal["approximate", "precise"] = "approximate"
+    #: "memory" (per replica) or "redis" (shared by replicas; needs redis_url)
+    index_backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    #: tokenizer spec for flotilla.tokenizer.load_tokenizer (None = the engines' default tokenizer)
+    tokenizer: str | None = None
+
+    # ------------------------------------------------------------------ engines' health and metrics
+    #: scrape interval; load signals older than a few intervals are stale, so keep it short
+    scrape_interval: float = Field(default=0.5, gt=0)
+    scrape_timeout: float = Field(default=2.0, gt=0)
+    #: /v1/models is re-read every this many seconds (adapters come and go)
+    models_interval: float = Field(default=2.0, gt=0)
+    #: consecutive scrape failures before an endpoint is taken out of rotation
+    unhealthy_after: int = Field(default=2, ge=1)
+
+    # ------------------------------------------------------------------ upstream and reliability
+    #: "aiohttp" (httpx over an aiohttp transport) or "httpx" (httpx's own pool); see docs/benchmarks.md
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    max_connections: int = Field(default=1000, ge=1)
+    connect_timeout: float = Field(default=2.0, gt=0)
+    #: time to the response headers (includes queueing and prefill on the engine)
+    first_byte_timeout: float = Field(default=300.0, gt=0)
+    #: longest silence between two chunks of a stream before it is ended with an error event
+    stream_idle_timeout: float = Field(default=120.0, gt=0)
+    #: extra endpoints tried after the first fails before any byte reached the client
+    max_retries: int = Field(default=2, ge=0)
+    #: retries may add at most this fraction of the request rate (plus retry_budget_min per second)
+    retry_budget_ratio: float = Field(default=0.2, ge=0)
+    retry_budget_min: float = Field(default=5.0, ge=0)
+    #: consecutive failures that open an endpoint's circuit, and how long it stays open
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown: float = Field(default=5.0, gt=0)
+    #: request bodies above this are refused with 413 before they are parsed
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: Retry-After (seconds) sent with 503 when no endpoint can serve
+    retry_after: int = Field(default=1, ge=0)
+
+    # ------------------------------------------------------------------ API keys and limits
+    #: plaintext keys (from env); stored only as SHA-256 digests once loaded
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    #: YAML file: ``keys: [{name, key | sha256, rpm?, tpm?}]``
+    api_keys_file: Path | None = None
+    #: default per-key limits (None = unlimited); a key's own rpm/tpm wins
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    #: "redis" shares limits between replicas (falls back to memory while Redis is down)
+    ratelimit_backend: Literal["memory", "redis"] = "memory"
+
+    # ------------------------------------------------------------------ observability
+    log_json: bool = True
+    log_level: str = "INFO"
+
+    @field_validator("engines")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        out = []
+        for url in value:
+            url = url.strip().rstrip("/")
+            if not url.startswith(("http://", "https://")):
+                url = "http://" + url
+            out.append(url)
+        return out

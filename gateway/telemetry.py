@@ -1,0 +1,169 @@
+"""Prometheus metrics (one registry per app, so two apps in one process never collide) and JSON logs."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.endpoints import EndpointPool
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_ITL = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.25, 0.5, 1.0, 2.5)
+_DECISION = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
+_RATIO = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+
+
+class _EndpointCollector(Collector):
+    def __init__(self, pool: EndpointPool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        in_flight = GaugeMetricFamily(
+            "flotilla_gateway_endpoint_in_flight", "Requests in flight per endpoint", labels=["endpoint"]
+        )
+        healthy = GaugeMetricFamily(
+            "flotilla_gateway_endpoint_healthy", "1 if the endpoint is in rotation", labels=["endpoint"]
+        )
+        blocks = GaugeMetricFamily(
+            "flotilla_gateway_endpoint_active_blocks",
+            "KV blocks of in-flight requests (gateway's count)",
+            labels=["endpoint"],
+        )
+        for e in self.pool:
+            in_flight.add_metric([e.key], e.in_flight)
+            healthy.add_metric([e.key], 1.0 if e.available else 0.0)
+            blocks.add_metric([e.key], e.active_blocks)
+        return [in_flight, healthy, blocks]
+
+
+class _StatsCollector(Collector):
+    """Exports the integer fields of a component's ``stats`` dataclass (KV-event subscriber, Redis index)."""
+
+    def __init__(self, name: str, owner: object) -> None:
+        self.name = name
+        self.owner = owner
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        stats = getattr(self.owner, "stats", None)
+        if stats is None or not dataclasses.is_dataclass(stats):
+            return []
+        family = CounterMetricFamily(self.name, f"{self.name} counters", labels=["counter"])
+        for f in dataclasses.fields(stats):
+            value = getattr(stats, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                family.add_metric([f.name], value)
+        return [family]
+
+
+class GatewayMetrics:
+    def __init__(self, pool: EndpointPool) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "flotilla_gateway_requests",
+            "Requests by model, endpoint and status",
+            ["model", "endpoint", "status"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "flotilla_gateway_ttft_seconds",
+            "Time to first byte of the upstream body",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "flotilla_gateway_itl_seconds",
+            "Time between streamed chunks",
+            ["model"],
+            buckets=_ITL,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "flotilla_gateway_e2e_seconds",
+            "Request duration at the gateway",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.decision = Histogram(
+            "flotilla_gateway_routing_decision_seconds",
+            "Routing decision time",
+            ["profile"],
+            buckets=_DECISION,
+            registry=r,
+        )
+        self.match_ratio = Histogram(
+            "flotilla_gateway_prefix_match_ratio",
+            "Matched ÷ total prompt blocks on the chosen endpoint",
+            buckets=_RATIO,
+            registry=r,
+        )
+        self.retries = Counter(
+            "flotilla_gateway_retries", "Retries on another endpoint, by reason", ["reason"], registry=r
+        )
+        self.rejections = Counter(
+            "flotilla_gateway_rejections",
+            "Requests refused by the gateway, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.stream_errors = Counter(
+            "flotilla_gateway_stream_errors", "Streams ended by an upstream failure", ["endpoint"], registry=r
+        )
+        self.backend_errors = Counter(
+            "flotilla_gateway_backend_errors",
+            "Shared index / limiter failures (fallback used)",
+            ["backend"],
+            registry=r,
+        )
+        self.up = Gauge("flotilla_gateway_started_timestamp_seconds", "When this gateway started", registry=r)
+        self.up.set(time.time())
+        r.register(_EndpointCollector(pool))
+
+    def watch(self, name: str, owner: object) -> None:
+        """Export ``owner.stats`` (e.g. the KV-event subscriber's) as ``flotilla_gateway_<name>_total``."""
+        self.registry.register(_StatsCollector(f"flotilla_gateway_{name}", owner))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; extra fields passed as ``extra={"fields": {...}}`` are merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out).decode()
+
+
+def configure_logging(json_logs: bool, level: str) -> Callable[[], None]:
+    """Attach a handler to the ``flotilla.gateway`` logger; returns a function that detaches it."""
+    logger = logging.getLogger("flotilla.gateway")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+    def detach() -> None:
+        logger.removeHandler(handler)
+
+    return detach

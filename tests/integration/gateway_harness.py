@@ -1,0 +1,75 @@
+"""Run a real gateway (uvicorn, real sockets) in a background thread of the test process.
+
+In-process so tests can read ``app.state.gateway`` (pool, stats, metrics) while the official openai client
+talks to it over HTTP exactly as users do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from gateway import GatewaySettings, create_app
+from gateway.service import Gateway
+from tests.support import free_port
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    app: Any
+    server: uvicorn.Server
+    loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def gateway(self) -> Gateway:
+        gw: Gateway = self.app.state.gateway
+        return gw
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def wait_until(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.gateway):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"gateway: {what} not reached in {timeout}s")
+
+    def wait_healthy(self, n: int, timeout: float = 20.0) -> None:
+        self.wait_until(
+            lambda g: sum(1 for e in g.pool if e.available) >= n, timeout, f"{n} healthy endpoints"
+        )
+
+
+@contextlib.contextmanager
+def running_gateway(**settings: Any) -> Iterator[RunningGateway]:
+    port = free_port()
+    settings.setdefault("scrape_interval", 0.2)
+    settings.setdefault("models_interval", 0.5)
+    app = create_app(GatewaySettings(port=port, **settings))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, loop="asyncio", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="gateway-under-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.02)
+    try:
+        yield RunningGateway(f"http://127.0.0.1:{port}", app, server)
+    finally:
+        server.should_exit = True
+        thread.join(15)
