@@ -69,6 +69,8 @@ def _lora_module(value: str) -> tuple[str, str]:
 @click.option(
     "--startup-delay", default=0.0, type=click.FloatRange(0), help="Simulated seconds of cold start."
 )
+@click.option("--wake-up-latency", default=1.0, type=click.FloatRange(0),
+              help="Simulated seconds to wake from sleep level 1 (level 2: 5x).")  # fmt: skip
 @click.option("--log-level", default="warning", type=click.Choice(["debug", "info", "warning", "error"]))
 def sim(**kw: Any) -> None:
     """Serve simulated vLLM engines (OpenAI API, /metrics, KV events, LoRA) on ports P..P+N-1."""
@@ -102,6 +104,7 @@ def sim(**kw: Any) -> None:
             lora_step_overhead=kw["lora_step_overhead"],
             lora_modules=dict(_lora_module(v) for v in kw["lora_modules"]),
             startup_delay=kw["startup_delay"],
+            wake_up_latency=kw["wake_up_latency"],
             faults=Faults(
                 failure_rate=kw["failure_rate"],
                 latency_spike_rate=kw["latency_spike_rate"],

@@ -152,6 +152,8 @@ class EngineConfig(BaseModel):
 
     #: seconds (simulated) before /health turns 200 (cold start); requests get 503 meanwhile
     startup_delay: float = Field(default=0.0, ge=0)
+    #: simulated seconds to wake from sleep level 1 (level 2: five times this); unverified, a knob
+    wake_up_latency: float = Field(default=1.0, ge=0)
     faults: Faults = Field(default_factory=Faults)
 
     @model_validator(mode="after")

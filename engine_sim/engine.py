@@ -118,6 +118,8 @@ class Engine:
         self._step_end = 0.0
         self._ready_at = 0.0
         self._idle_stamp: float | None = None
+        #: 0 awake, 1 weights offloaded, 2 weights discarded (see engine_sim.sleep)
+        self.sleep_level = 0
         self.steps = 0
         self._synced = (0, 0, 0, 0, 0)
 

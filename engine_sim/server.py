@@ -10,9 +10,7 @@ runtime) and ``GET /sim/stats`` (engine state and simulated clock).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from engine_sim.config import EngineConfig, Faults
 from engine_sim.engine import Engine, RequestHandle
 from engine_sim.errors import SimError
-from engine_sim.output import TextAccumulator, sim_headers, usage
+from engine_sim.output import TextAccumulator, embedding, sim_headers, usage
 from engine_sim.protocol import (
     ChatBody,
     CompletionBody,
@@ -38,6 +36,7 @@ from engine_sim.protocol import (
     UnloadLoraBody,
     parse,
 )
+from engine_sim.sleep import sleep_router
 from flotilla import __version__
 from flotilla.tokenizer import VOCAB_SIZE
 
@@ -83,6 +82,8 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
             raise SimError(500, "The engine is dead (fault injection).", "InternalServerError")
         if not engine.ready:
             raise SimError(503, "The engine is starting up.", "ServiceUnavailableError")
+        if engine.sleep_level:
+            raise SimError(503, "The engine is sleeping (POST /wake_up).", "ServiceUnavailableError")
 
     # ------------------------------------------------------------------ generation
     async def generate(request: Request, chat: bool) -> Response:
@@ -296,7 +297,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         for i, item in enumerate(body.items()):
             ids = tok.encode(item) if isinstance(item, str) else item
             total += len(ids)
-            data.append({"object": "embedding", "index": i, "embedding": _embedding(ids, dim)})
+            data.append({"object": "embedding", "index": i, "embedding": embedding(ids, dim)})
         return _json({"object": "list", "data": data, "model": body.model or cfg.name,
                       "usage": {"prompt_tokens": total, "total_tokens": total}})  # fmt: skip
 
@@ -343,6 +344,8 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         engine.reset_prefix_cache()
         return Response(status_code=200)
 
+    app.include_router(sleep_router(engine))
+
     @app.get("/sim/faults")
     async def get_faults() -> Response:
         return _json(engine.faults.model_dump())
@@ -382,14 +385,3 @@ def _stream_usage(u: dict[str, Any]) -> dict[str, Any]:
     if u.get("prompt_tokens_details") is None:
         u.pop("prompt_tokens_details", None)
     return u
-
-
-def _embedding(ids: list[int], dim: int) -> list[float]:
-    """A deterministic unit vector from the token ids (similar prompts are not close; it is a stand-in)."""
-    seed = hashlib.sha256(b"".join(t.to_bytes(4, "little") for t in ids)).digest()
-    out = []
-    for i in range(dim):
-        h = hashlib.blake2b(seed + i.to_bytes(4, "little"), digest_size=4).digest()
-        out.append(int.from_bytes(h, "little") / 2**31 - 1.0)
-    norm = math.sqrt(sum(x * x for x in out)) or 1.0
-    return [x / norm for x in out]
