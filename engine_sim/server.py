@@ -101,6 +101,10 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
                 if any(not 0 <= t < VOCAB_SIZE for t in single):
                     raise SimError(400, f"Token id out of vocabulary range [0, {VOCAB_SIZE})", param="prompt")
                 prompt = single
+        echo = ""
+        if isinstance(body, CompletionBody) and body.echo:
+            # vLLM echoes the prompt as given (text), or decoded when it came as token ids
+            echo = single if isinstance(single, str) else tok.decode(single)
         rate = engine.faults.failure_rate
         if rate and engine.rng.random() < rate:
             raise SimError(500, "Simulated engine failure (failure_rate).", "InternalServerError")
@@ -118,6 +122,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
             model=body.model or cfg.name,
             chat=chat,
             created=int(time.time()),
+            echo=echo,
         )
         acc = TextAccumulator(tok, body.stops())
         if body.stream:
@@ -153,7 +158,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         if ctx.chat:
             choice["message"] = {"role": "assistant", "content": acc.text, "tool_calls": []}
         else:
-            choice["text"] = acc.text
+            choice["text"] = ctx.echo + acc.text
         data = {
             "id": ctx.id,
             "object": "chat.completion" if ctx.chat else "text_completion",
@@ -184,7 +189,8 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
                     {"content": text} if text is not None else {"role": "assistant", "content": ""}
                 )
             else:
-                choice["text"] = text or ""
+                choice["text"] = ctx.echo + (text or "")
+                ctx.echo = ""  # the prompt is echoed once, in the first chunk
             choice["logprobs"] = None
             choice["finish_reason"] = reason
             if reason is not None:
@@ -374,10 +380,10 @@ class _FaultsUpdate(Faults):
 
 
 class _Ctx:
-    __slots__ = ("chat", "created", "id", "model")
+    __slots__ = ("chat", "created", "echo", "id", "model")
 
-    def __init__(self, *, id: str, model: str, chat: bool, created: int) -> None:
-        self.id, self.model, self.chat, self.created = id, model, chat, created
+    def __init__(self, *, id: str, model: str, chat: bool, created: int, echo: str = "") -> None:
+        self.id, self.model, self.chat, self.created, self.echo = id, model, chat, created, echo
 
 
 def _stream_usage(u: dict[str, Any]) -> dict[str, Any]:
