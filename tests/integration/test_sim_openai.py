@@ -209,3 +209,16 @@ def test_completion_echo(client: openai.OpenAI, stream: bool) -> None:
 def test_logprobs_are_refused_clearly(client: openai.OpenAI, call) -> None:
     with pytest.raises(openai.BadRequestError, match="logprobs are not simulated"):
         call(client)
+
+
+def test_token_id_prompts(client: openai.OpenAI, fleet: SimFleet) -> None:
+    ids = [128000, *range(300, 340)]
+    resp = client.completions.create(model=MODEL, prompt=ids, max_tokens=2)
+    assert resp.usage is not None
+    assert resp.usage.prompt_tokens == len(ids)
+    batch_of_one = client.completions.create(model=MODEL, prompt=[ids], max_tokens=2)
+    assert batch_of_one.choices[0].text == resp.choices[0].text
+    with pytest.raises(openai.BadRequestError, match="vocabulary"):
+        client.completions.create(model=MODEL, prompt=[1, 2, 10**7], max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="one prompt"):
+        client.completions.create(model=MODEL, prompt=["a", "b"], max_tokens=2)
