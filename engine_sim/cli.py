@@ -45,6 +45,7 @@ def _lora_module(value: str) -> tuple[str, str]:
     "--max-num-batched-tokens", default=None, type=click.IntRange(1), help="Default from the preset."
 )
 @click.option("--max-model-len", default=131_072, type=click.IntRange(2))
+@click.option("--scheduling-policy", type=click.Choice(["fcfs", "priority"]), default="fcfs")
 @click.option("--no-prefix-caching", is_flag=True, help="Disable the prefix cache.")
 @click.option(
     "--output-len", default="8:256", help="Natural output length range MIN:MAX (when not ignore_eos)."
@@ -92,6 +93,7 @@ def sim(**kw: Any) -> None:
             max_num_batched_tokens=kw["max_num_batched_tokens"],
             max_model_len=kw["max_model_len"],
             enable_prefix_caching=not kw["no_prefix_caching"],
+            scheduling_policy=kw["scheduling_policy"],
             output_len_min=int(lo),
             output_len_max=int(hi or lo),
             tokenizer=kw["tokenizer"],

@@ -123,6 +123,8 @@ class EngineConfig(BaseModel):
     max_num_batched_tokens: int | None = Field(default=None, ge=1)
     max_model_len: int = Field(default=131_072, ge=2)
     enable_prefix_caching: bool = True
+    #: vLLM ``--scheduling-policy``: ``fcfs`` or ``priority`` (requests carry ``priority``, lower first)
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
     #: report ``usage.prompt_tokens_details.cached_tokens`` (vLLM: ``--enable-prompt-tokens-details``)
     enable_prompt_tokens_details: bool = True
 

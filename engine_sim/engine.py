@@ -87,6 +87,7 @@ class Engine:
             max_num_batched_tokens=c.token_budget,
             max_loras=c.max_loras,
             enable_prefix_caching=c.enable_prefix_caching,
+            policy=c.scheduling_policy,
         )
         self.latency = LatencyModel(c.profile)
         self.clock = SimClock(c.time_scale)
@@ -216,9 +217,12 @@ class Engine:
         lora_name: str | None = None,
         cache_salt: str | None = None,
         request_id: str = "",
+        priority: int = 0,
     ) -> RequestHandle:
         if self.faults.dead:
             raise EngineDead()
+        if priority and self.config.scheduling_policy != "priority":
+            raise SimError(400, "Priority scheduling is not enabled.", param="priority")
         n = len(prompt)
         limit = self.max_model_len
         if n >= limit:
@@ -247,6 +251,7 @@ class Engine:
             stream_seed=seed,
             hasher=BlockHasher(self.root_hash, c.block_size, lora_name, cache_salt),
             lora_name=lora_name,
+            priority=priority,
             max_model_len=limit,
             timing=Timing(self._arrival()),
         )

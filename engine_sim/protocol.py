@@ -33,6 +33,7 @@ class SamplingBody(BaseModel):
     stop: str | list[str] | None = None
     ignore_eos: bool = False
     cache_salt: str | None = None
+    priority: int = 0
     logprobs: bool | int | None = None
     prompt_logprobs: int | None = None
     temperature: float | None = Field(default=None, ge=0)

@@ -116,6 +116,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
             lora_name=lora,
             cache_salt=body.cache_salt,
             request_id=rid,
+            priority=body.priority,
         )
         ctx = _Ctx(
             id=("chatcmpl-" if chat else "cmpl-") + rid,

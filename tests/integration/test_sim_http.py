@@ -138,7 +138,7 @@ def test_sim_stats_and_version(fleet: SimFleet) -> None:
 
 
 def test_sleep_mode_last(fleet: SimFleet) -> None:
-    """Runs last in this module: it clears the engine's cache."""
+    """Clears the engine's cache: tests relying on a warm cache must come before it."""
     url = fleet.urls[0]
     body = {"model": MODEL, "prompt": synthetic_text(range(8000, 8100)), "max_tokens": 1}
     post(fleet, "/v1/completions", body)
@@ -161,3 +161,9 @@ def test_sleep_mode_last(fleet: SimFleet) -> None:
     assert httpx.get(url + "/is_sleeping").json() == {"is_sleeping": False}
     # sleeping cleared the KV cache: no prefix hit for the prompt served before
     assert post(fleet, "/v1/completions", body).json()["usage"]["prompt_tokens_details"] is None
+
+
+def test_priority_needs_the_priority_policy(fleet: SimFleet) -> None:
+    r = post(fleet, "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 1, "priority": 3})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "Priority scheduling is not enabled."
