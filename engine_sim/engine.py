@@ -98,7 +98,7 @@ class Engine:
             cache_info=self._cache_info(),
         )
         self.lora = LoraRegistry(
-            max_cpu_loras=c.max_cpu_loras or max(c.max_loras, 1) * 8,
+            max_cpu_loras=c.max_cpu_loras or c.max_loras,
             sleep=self.sleep,
             latency=c.lora_load_latency,
         )
@@ -306,8 +306,12 @@ class Engine:
         if not step.scheduled:
             return False
         dt = self.latency.step_time(step.shape)
-        if self.config.enable_lora and any(r.lora_name for r, _ in step.scheduled):
-            dt *= 1.0 + self.config.lora_step_overhead
+        if self.config.enable_lora:
+            loras = {r.lora_name for r, _ in step.scheduled if r.lora_name}
+            if loras:
+                dt *= 1.0 + self.config.lora_step_overhead
+                reloads = sum(not self.lora.make_resident(name) for name in loras)
+                dt += reloads * self.config.lora_load_latency
         if self.faults.latency_spike_rate and self.rng.random() < self.faults.latency_spike_rate:
             dt *= self.faults.latency_spike_factor
         end = start + dt

@@ -17,16 +17,22 @@ def registry(cap: int = 2) -> tuple[LoraRegistry, list[float]]:
     return LoraRegistry(max_cpu_loras=cap, sleep=sleep, latency=0.7), slept
 
 
-async def test_ids_count_up_and_lru_evicts_least_recently_used() -> None:
+async def test_ids_count_up_and_the_cpu_cache_is_lru() -> None:
     reg, slept = registry(2)
     a = await reg.load("a", "org/a")
     b = await reg.load("b", "org/b")
     assert (a.int_id, b.int_id) == (1, 2)
     assert slept == [0.7, 0.7]
-    assert reg.get("a") is not None  # touch a: b is now least recently used
+    assert reg.make_resident("a")  # used by a step: a is now the most recently used
     c = await reg.load("c", "org/c")
     assert c.int_id == 3
-    assert list(reg.adapters) == ["a", "c"]
+    assert list(reg.resident) == ["a", "c"]
+    # evicted from the CPU cache is not unloaded: b stays listed and usable, and reloads when next used
+    assert set(reg.adapters) == {"a", "b", "c"}
+    assert not reg.make_resident("b")
+    assert list(reg.resident) == ["c", "b"]
+    reg.unload("b")
+    assert "b" not in reg.resident
 
 
 async def test_load_inplace_keeps_the_id() -> None:
