@@ -77,6 +77,11 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
     async def _sim_error(_: Request, exc: SimError) -> Response:
         return _json(exc.body(), exc.status)
 
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> Response:
+        # vLLM's error shape even for bugs; Starlette still re-raises, so uvicorn logs the traceback
+        return _json(SimError(500, f"{type(exc).__name__}: {exc}", "InternalServerError").body(), 500)
+
     def check_ready() -> None:
         if engine.faults.dead:
             raise SimError(500, "The engine is dead (fault injection).", "InternalServerError")
