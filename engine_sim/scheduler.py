@@ -163,9 +163,17 @@ class Scheduler:
                 if victim is req:
                     ok = False
                     break
+                # under the priority policy the victim may have been scheduled earlier in this step:
+                # take it back out and return its tokens to the budget (vLLM does the same)
+                for k, (r, taken) in enumerate(step.scheduled):
+                    if r is victim:
+                        del step.scheduled[k]
+                        budget += taken
+                        i -= 1
+                        break
             if not ok:
                 break
-            self._account(step, req, n)
+            step.scheduled.append((req, n))
             if req.lora_name:
                 scheduled_loras.add(req.lora_name)
             budget -= n
@@ -192,6 +200,8 @@ class Scheduler:
                 budget -= step.scheduled[-1][1]
         # skipped LoRA requests keep their place at the head of the queue
         self.waiting.extendleft(reversed(skipped))
+        for req, n in step.scheduled:
+            self._account(step.shape, req, n)
         return step
 
     def _admit(self, step: Step, req: Request, budget: int) -> bool:
@@ -219,12 +229,11 @@ class Scheduler:
             self.stats.prefix_queries += req.num_tokens
             self.stats.prefix_hits += cached
             step.first_scheduled.append(req)
-        self._account(step, req, n)
+        step.scheduled.append((req, n))
         return True
 
-    def _account(self, step: Step, req: Request, n: int) -> None:
-        step.scheduled.append((req, n))
-        shape = step.shape
+    @staticmethod
+    def _account(shape: StepShape, req: Request, n: int) -> None:
         before = req.num_computed
         if before + n >= req.num_tokens and before >= req.prompt_len:
             shape.decode_tokens += n

@@ -78,6 +78,10 @@ def test_every_request_finishes_and_blocks_balance(items, blocks, budget, max_lo
         loras = {r.lora_name for r, _ in step.scheduled if r.lora_name}
         assert len(loras) <= max_loras
         assert sum(n for _, n in step.scheduled) <= budget
+        assert step.shape.tokens == sum(n for _, n in step.scheduled)
+        scheduled = [r for r, _ in step.scheduled]
+        assert len(set(map(id, scheduled))) == len(scheduled)
+        assert all(r.status is Status.RUNNING for r in scheduled)  # no preempted request left in the step
         assert len(s.running) <= 4
         s.complete(step)
         check_pool(s)
