@@ -103,9 +103,10 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
             if isinstance(single, str):
                 prompt = tok.encode_prompt(single)
             else:
-                if any(not 0 <= t < VOCAB_SIZE for t in single):
-                    raise SimError(400, f"Token id out of vocabulary range [0, {VOCAB_SIZE})", param="prompt")
+                _check_ids(single, "prompt")
                 prompt = single
+            if not prompt:
+                raise SimError(400, "The decoder prompt cannot be empty.", param="prompt")
         echo = ""
         if isinstance(body, CompletionBody) and body.echo:
             # vLLM echoes the prompt as given (text), or decoded when it came as token ids
@@ -307,7 +308,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         dim = body.dimensions or 256
         data, total = [], 0
         for i, item in enumerate(body.items()):
-            ids = tok.encode(item) if isinstance(item, str) else item
+            ids = tok.encode(item) if isinstance(item, str) else _check_ids(item, "input")
             total += len(ids)
             data.append({"object": "embedding", "index": i, "embedding": embedding(ids, dim)})
         return _json({"object": "list", "data": data, "model": body.model or cfg.name,
@@ -390,6 +391,12 @@ class _Ctx:
 
     def __init__(self, *, id: str, model: str, chat: bool, created: int, echo: str = "") -> None:
         self.id, self.model, self.chat, self.created, self.echo = id, model, chat, created, echo
+
+
+def _check_ids(ids: list[int], param: str) -> list[int]:
+    if any(not 0 <= t < VOCAB_SIZE for t in ids):
+        raise SimError(400, f"Token id out of vocabulary range [0, {VOCAB_SIZE})", param=param)
+    return ids
 
 
 def _stream_usage(u: dict[str, Any]) -> dict[str, Any]:
