@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from flotilla.tokenizer import BOS, END_HEADER, EOT, START_HEADER, HFTokenizer, load_tokenizer
+from flotilla.tokenizer import (
+    BOS,
+    END_HEADER,
+    EOT,
+    SPECIAL_TOKENS,
+    START_HEADER,
+    HFTokenizer,
+    load_tokenizer,
+)
 
 WORDS = ["hello", "world", "system", "user", "assistant", "be", "brief", "\n"]
 
@@ -14,9 +22,7 @@ WORDS = ["hello", "world", "system", "user", "assistant", "be", "brief", "\n"]
 def tokenizer_json(tmp_path: Path) -> str:
     vocab = {w: i for i, w in enumerate(["[UNK]", *WORDS])}
     # Llama-3's special tokens, at Llama-3's ids, so the chat layout can be checked id for id
-    for token_id, text in [(BOS, "<|begin_of_text|>"), (START_HEADER, "<|start_header_id|>"),
-                           (END_HEADER, "<|end_header_id|>"), (EOT, "<|eot_id|>")]:  # fmt: skip
-        vocab[text] = token_id
+    vocab.update({SPECIAL_TOKENS[i]: i for i in (BOS, START_HEADER, END_HEADER, EOT)})
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split(pattern="\n", behavior="isolated"), pre_tokenizers.WhitespaceSplit()]
