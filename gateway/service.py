@@ -31,7 +31,7 @@ from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import make_transport
-from kvcache import MemoryIndex, PrefixIndex, block_hashes
+from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex, block_hashes
 
 log = logging.getLogger("flotilla.gateway")
 
@@ -76,10 +76,10 @@ class Gateway:
         )
         self.tokenizer = load_tokenizer(settings.tokenizer)
         self.keys = KeyStore.load(settings.api_keys, settings.api_keys_file)
-        self.index: PrefixIndex = build_index(settings.index_backend, settings.redis_url)
+        self.index = build_index(settings.index_backend, settings.redis_url)
         #: the index fed by engines' KV events (precise mode), and its subscriber
         self.precise_index: PrefixIndex | None = None
-        self.subscriber: Any = None
+        self.subscriber: KVEventSubscriber | None = None
         self.limiter: Limiter = (
             RedisLimiter(settings.redis_url)
             if settings.ratelimit_backend == "redis" and settings.redis_url
@@ -183,6 +183,8 @@ class Gateway:
     async def _sync_subscriber(self) -> None:
         """Follow the KV events of every endpoint that publishes them, once its served model is known
         (block hashes are scoped by model, so the subscriber must use the same name requests do)."""
+        if self.subscriber is None:
+            return
         for endpoint in self.pool:
             if endpoint.spec.kv_events is None or not endpoint.models_known:
                 continue
