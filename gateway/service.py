@@ -282,6 +282,9 @@ class Gateway:
             if a.status >= 500:
                 self.errors += 1
             endpoint = a.endpoint.key if a.endpoint else "none"
+            if hashes and a.endpoint is not None and a.endpoint is not decision.ranked[0] and a.status < 400:
+                # a retry served it elsewhere: that engine now holds the prefix too
+                self._spawn(self.index.record(a.endpoint.key, hashes))
             self.metrics.requests.labels(a.model, endpoint, status).inc()
             elapsed = time.perf_counter() - started
             self.metrics.e2e.labels(a.model).observe(elapsed)
