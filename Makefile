@@ -31,6 +31,7 @@ test: install
 # The e2e tier: a real kube-apiserver/etcd/controller-manager/scheduler + kwok, built on first use
 # (hack/build-control-plane.sh, cached outside the repo).
 e2e: install
+	bash hack/build-control-plane.sh >/dev/null
 	$(BIN)/pytest -m e2e tests/e2e
 
 # README's first command: simulated engines + gateway, no cluster.
@@ -42,6 +43,10 @@ bench: install
 
 bench-quick: install
 	$(BIN)/flotilla bench --quick
+
+# CRD YAML is generated from the pydantic models (flotilla/crds/); a unit test fails when it drifts.
+crds: install
+	$(BIN)/flotilla crds --output-dir charts/flotilla/crds
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist

@@ -301,7 +301,7 @@ async def bench_redis(blocks: int, n: int) -> list[str]:
                 f"| ratio match / PING (p50) | {p50_match / p50_ping:.2f}× | |",
                 f"| EVALSHA calls seen by the server / client round trips / matches | {evalsha} / {trips} / {n} | |",
                 f"| SMISMEMBER calls run inside the script, per match | {others / n:.0f} | |",
-                f"| server time per match script (commandstats usec_per_call) | {server_us:.0f} | |",
+                f"| mean server time per match script (commandstats usec_per_call) | {server_us:.0f} | |",
                 f"| Redis used_memory per (endpoint, block) entry | {redis_mem:.0f} B | |",
             ]
         finally:

@@ -4,9 +4,11 @@
 * :class:`PrefixIndex` — the contract; :class:`MemoryIndex` (in process, bounded) and :class:`RedisIndex`
   (shared by gateway replicas, local mirror when Redis is down) implement it.
 * :class:`KVEventSubscriber` — precise mode: feeds an index from vLLM's KV-cache events.
+* :func:`open_index` — pick a backend from a URL (``memory://``, ``redis://…``).
 * :func:`infinite_cache_hits` — the hit-rate oracle for benchmarks.
 """
 
+from kvcache.backends import BACKENDS, open_index
 from kvcache.errors import EventDecodeError, IndexUnavailable, KVCacheError, ReplayFailed
 from kvcache.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch, decode_batch
 from kvcache.hashing import DEFAULT_BLOCK_SIZE, BlockHasher, block_hashes, root_hash
@@ -17,6 +19,7 @@ from kvcache.redis_index import RedisIndex, RedisIndexStats
 from kvcache.subscriber import KVEventSubscriber, SubscriberStats
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_BLOCK_SIZE",
     "AllBlocksCleared",
     "BlockHasher",
@@ -37,5 +40,6 @@ __all__ = [
     "block_hashes",
     "decode_batch",
     "infinite_cache_hits",
+    "open_index",
     "root_hash",
 ]

@@ -165,7 +165,8 @@ class RedisIndex:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._flusher = self._reconnector = None
-        await self._client.aclose()
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await self._client.aclose()
 
     # ------------------------------------------------------------------ the one redis boundary
 
@@ -182,6 +183,9 @@ class RedisIndex:
                 await self._load_and_replay()
 
     async def _load_and_replay(self) -> None:
+        # drop pooled sockets from before the outage: each would fail once and trigger another replay
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await self._client.connection_pool.disconnect()
         self._match_sha = str(await self._command("SCRIPT", "LOAD", redis_scripts.MATCH), "ascii")
         self._write_sha = str(await self._command("SCRIPT", "LOAD", redis_scripts.WRITE), "ascii")
         for endpoint in self._removed_while_down:

@@ -4,9 +4,10 @@ Layout under a namespace prefix ``P`` (default ``flotilla:kv:``), two keys per e
 
 * ``P s:<endpoint>`` — SET of block hashes: what ``match`` reads with SMISMEMBER (Redis ≥ 6.2), a few calls
   per candidate endpoint whatever the prompt length, integer replies only.
-* ``P z:<endpoint>`` — ZSET ``block hash → recency score`` (``ms·1024 + rank``; the prompt's first block
-  ranks highest, so capacity trimming eats chains from the tail, never their root): the LRU list trimmed to
-  ``endpoint_capacity`` and to ``ttl`` on every record.
+* ``P z:<endpoint>`` — ZSET ``block hash → recency score``: the LRU list, trimmed to ``endpoint_capacity``
+  and to ``ttl`` on every record. Scores come from ``P clock``, a logical microsecond clock shared by all
+  replicas (never behind the server's TIME, +1 per recorded block), and the prompt's first block gets the
+  highest score of its record, so capacity trimming eats chains from the tail, never their root.
 
 TTL without per-entry timestamps in the read path: every record for an endpoint trims its entries older
 than ``ttl`` and refreshes PEXPIRE ``ttl`` on both keys, so an endpoint nobody records for any more vanishes
@@ -52,7 +53,11 @@ local prefix = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wall = tonumber(t[1]) * 1000000 + tonumber(t[2])  -- µs: < 2^53, exact as a Lua number
+-- a logical clock shared by all replicas: never behind the wall clock, strictly increasing per block, so
+-- two records in the same microsecond (or the same script call) still have a definite LRU order
+local now = tonumber(redis.call('GET', prefix .. 'clock') or '0') + 1
+if now < wall then now = wall end
 local CHUNK = 500
 
 local function srem_all(skey, members)
@@ -67,22 +72,22 @@ while i <= #ARGV do
   local skey, zkey = prefix .. 's:' .. ep, prefix .. 'z:' .. ep
   i = i + 3
   if op == 'R' then
+    local base = now + n - 1  -- the prompt's first block gets the highest (most recent) score
+    now = base + 1
     for s = 0, n - 1, CHUNK do
       local e = math.min(s + CHUNK, n) - 1
       local members, scores = {}, {}
       for k = s, e do
         local h = ARGV[i + k]
         members[#members + 1] = h
-        local rank = 1023 - k
-        if rank < 0 then rank = 0 end
-        scores[#scores + 1] = now * 1024 + rank
+        scores[#scores + 1] = string.format('%.0f', base - k)
         scores[#scores + 1] = h
       end
       redis.call('SADD', skey, unpack(members))
       redis.call('ZADD', zkey, unpack(scores))
     end
     if ttl > 0 then
-      local bound = '(' .. string.format('%.0f', (now - ttl) * 1024)
+      local bound = '(' .. string.format('%.0f', wall - ttl * 1000)
       local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', bound)
       if #old > 0 then
         srem_all(skey, old)
@@ -113,5 +118,6 @@ while i <= #ARGV do
   end
   i = i + n
 end
+redis.call('SET', prefix .. 'clock', string.format('%.0f', now))
 return 1
 """

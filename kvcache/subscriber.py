@@ -5,8 +5,8 @@ One ZMQ SUB socket and one owned task per engine keep that engine's events in or
 * **Sequence check.** vLLM numbers batches per publisher from 0. A jump forward means ZMQ dropped batches
   (PUB is at-most-once: HWM, slow joiner), so removals may have been missed: the endpoint is *resynced*
   (its state dropped from the index and from the hash map; it is rebuilt from later events), unless the
-  lost batches can be replayed (below). A jump back
-  means the engine restarted with an empty cache: also a resync. The first batch seen sets the baseline.
+  lost batches can be replayed (below). A jump back means the engine restarted with an empty cache: also a
+  resync. The first batch seen sets the baseline.
 * **BlockStored.** vLLM's own hashes cannot be reproduced outside the engine (pickle/random seed, and the
   event carries only 64 bits of the parent), so, like llm-d and Dynamo, the router hashes are recomputed
   from the event's ``token_ids``, scoped to ``lora_name`` or else the endpoint's model, continuing the chain
@@ -44,6 +44,7 @@ from kvcache.replay import fetch_replay
 log = logging.getLogger("flotilla.kvcache.events")
 
 DEFAULT_MAX_BLOCKS_PER_ENDPOINT = 4_000_000
+_ZMQ_SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 
 @dataclass
@@ -132,6 +133,11 @@ class KVEventSubscriber:
         """
         if self._closed:
             raise RuntimeError("KVEventSubscriber is closed")
+        for url in (zmq_url, replay_url):
+            if url is not None and not url.startswith(_ZMQ_SCHEMES):
+                raise ValueError(
+                    f"not a ZMQ endpoint URL: {url!r} (expected one of {', '.join(_ZMQ_SCHEMES)})"
+                )
         known = self._engines.get(endpoint)
         if known is not None:
             if (known.zmq_url, known.model, known.replay_url) == (zmq_url, model, replay_url):

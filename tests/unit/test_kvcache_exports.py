@@ -6,6 +6,7 @@ import kvcache
 def test_exports_are_pinned() -> None:
     assert sorted(kvcache.__all__) == sorted(
         [
+            "BACKENDS",
             "DEFAULT_BLOCK_SIZE",
             "AllBlocksCleared",
             "BlockHasher",
@@ -26,6 +27,7 @@ def test_exports_are_pinned() -> None:
             "block_hashes",
             "decode_batch",
             "infinite_cache_hits",
+            "open_index",
             "root_hash",
         ]
     )

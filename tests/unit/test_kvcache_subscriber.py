@@ -132,3 +132,16 @@ async def test_closed_subscriber_refuses_new_endpoints(sub: KVEventSubscriber) -
         await sub.add_endpoint("x:1", "tcp://127.0.0.1:2", MODEL)
     with pytest.raises(RuntimeError, match="closed"):
         sub.start()
+
+
+@pytest.mark.parametrize(
+    ("url", "replay"),
+    [
+        pytest.param("127.0.0.1:5557", None, id="no-scheme"),
+        pytest.param("http://127.0.0.1:5557", None, id="http"),
+        pytest.param("tcp://127.0.0.1:5557", "127.0.0.1:5558", id="bad-replay"),
+    ],
+)
+async def test_bad_zmq_urls_are_rejected(sub: KVEventSubscriber, url: str, replay: str | None) -> None:
+    with pytest.raises(ValueError, match="not a ZMQ endpoint URL"):
+        await sub.add_endpoint("y:1", url, MODEL, replay_url=replay)

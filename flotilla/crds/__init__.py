@@ -1,0 +1,48 @@
+"""Flotilla's Kubernetes API (group ``flotilla.dev``, version ``v1alpha1``): models and generated CRDs."""
+
+from __future__ import annotations
+
+from flotilla.crds._base import API_VERSION, GROUP, VERSION, Condition
+from flotilla.crds.crd import RESOURCES, Resource, crd, file_name, manifests, render
+from flotilla.crds.loraadapter import SOURCE_SCHEMES, LoRAAdapter, LoRAAdapterSpec, LoRAAdapterStatus
+from flotilla.crds.modelautoscaler import ModelAutoscaler, ModelAutoscalerSpec, ModelAutoscalerStatus
+from flotilla.crds.modeldeployment import (
+    EngineSpec,
+    KVEventsSpec,
+    LoRASpec,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    PodTemplateOverride,
+    Probes,
+    ResourcesSpec,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "RESOURCES",
+    "SOURCE_SCHEMES",
+    "VERSION",
+    "Condition",
+    "EngineSpec",
+    "KVEventsSpec",
+    "LoRAAdapter",
+    "LoRAAdapterSpec",
+    "LoRAAdapterStatus",
+    "LoRASpec",
+    "ModelAutoscaler",
+    "ModelAutoscalerSpec",
+    "ModelAutoscalerStatus",
+    "ModelDeployment",
+    "ModelDeploymentSpec",
+    "ModelDeploymentStatus",
+    "PodTemplateOverride",
+    "Probes",
+    "Resource",
+    "ResourcesSpec",
+    "crd",
+    "file_name",
+    "manifests",
+    "render",
+]

@@ -1,0 +1,229 @@
+"""Pure manifest builders: a ModelDeployment in, the Deployment and Service it implies out. No I/O.
+
+Everything the operator creates is computed here, so the whole mapping is covered by table-driven unit tests
+and the handlers stay thin. The manifests are *apply configurations*: they list only the fields Flotilla
+owns, and server-side apply merges them with what others (users, the deployment controller) own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from flotilla import labels
+from flotilla.crds import API_VERSION, ModelDeploymentSpec
+from flotilla_operator.errors import InvalidSpec
+from flotilla_operator.merging import merge
+
+ENGINE_CONTAINER = "engine"
+HTTP_PORT_NAME = "http"
+KV_EVENTS_PORT_NAME = "kv-events"
+LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+#: labels users may not set through podTemplate: the gateway, autoscaler and LoRA manager select by them
+RESERVED_PREFIXES = (f"{labels.GROUP}/", labels.MANAGED_BY)
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The Deployment's selector: immutable after creation, so only identity, nothing that can change."""
+    return {labels.DEPLOYMENT: name, labels.COMPONENT: labels.COMPONENT_ENGINE}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(name).items())
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelDeployment",
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def object_labels(name: str) -> dict[str, str]:
+    return {**selector_labels(name), labels.MANAGED_BY: labels.MANAGED_BY_VALUE}
+
+
+def engine_args(spec: ModelDeploymentSpec) -> list[str]:
+    """vLLM ``serve`` arguments derived from the spec, then the user's extra ``engine.args``."""
+    engine = spec.engine
+    args = [
+        "--model", spec.model,
+        "--served-model-name", spec.served_name,
+        "--port", str(engine.port),
+        "--block-size", str(engine.block_size),
+    ]  # fmt: skip
+    if engine.max_model_len is not None:
+        args += ["--max-model-len", str(engine.max_model_len)]
+    if engine.tensor_parallel_size > 1:
+        args += ["--tensor-parallel-size", str(engine.tensor_parallel_size)]
+    if spec.lora.enabled:
+        args += ["--enable-lora", "--max-loras", str(spec.lora.max_loras)]
+        args += ["--max-lora-rank", str(spec.lora.max_lora_rank)]
+        if spec.lora.max_cpu_loras is not None:
+            args += ["--max-cpu-loras", str(spec.lora.max_cpu_loras)]
+    if spec.kv_events.enabled:
+        config = {
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": f"tcp://*:{spec.kv_events.port}",
+            "topic": spec.kv_events.topic,
+        }
+        args += ["--kv-events-config", json.dumps(config, separators=(",", ":"))]
+    return args + list(engine.args)
+
+
+def pod_labels(name: str, spec: ModelDeploymentSpec) -> dict[str, str]:
+    return {
+        **object_labels(name),
+        labels.MODEL: labels.label_value(spec.served_name),
+        labels.KV_EVENTS: str(spec.kv_events.enabled).lower(),
+        labels.LORA_ENABLED: str(spec.lora.enabled).lower(),
+    }
+
+
+def pod_annotations(spec: ModelDeploymentSpec) -> dict[str, str]:
+    out = {
+        labels.ENGINE_PORT: str(spec.engine.port),
+        labels.SERVED_MODEL_NAME: spec.served_name,
+        labels.ROUTING_PROFILE: spec.routing_profile,
+        # vLLM serves Prometheus metrics on the API port
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.engine.port),
+        "prometheus.io/path": "/metrics",
+    }
+    if spec.kv_events.enabled:
+        out[labels.KV_EVENTS_PORT] = str(spec.kv_events.port)
+    return out
+
+
+def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    res = spec.resources
+    amounts: dict[str, str] = {}
+    if res.cpu is not None:
+        amounts["cpu"] = str(res.cpu)
+    if res.memory is not None:
+        amounts["memory"] = str(res.memory)
+    if res.gpus:
+        amounts["nvidia.com/gpu"] = str(res.gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _probe(spec: ModelDeploymentSpec, *, failure_threshold: int, period: int) -> dict[str, Any]:
+    probes = spec.engine.probes
+    return {
+        "httpGet": {"path": probes.path, "port": HTTP_PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": probes.timeout_seconds,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def engine_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    engine, probes = spec.engine, spec.engine.probes
+    ports = [{"name": HTTP_PORT_NAME, "containerPort": engine.port, "protocol": "TCP"}]
+    if spec.kv_events.enabled:
+        ports.append({"name": KV_EVENTS_PORT_NAME, "containerPort": spec.kv_events.port, "protocol": "TCP"})
+    env = list(engine.env)
+    if spec.lora.enabled and not any(e.get("name") == LORA_ENV for e in env):
+        # without it vLLM does not register /v1/load_lora_adapter (env names are a list-map key: no duplicates)
+        env.append({"name": LORA_ENV, "value": "true"})
+    container: dict[str, Any] = {
+        "name": ENGINE_CONTAINER,
+        "image": engine.image,
+        "imagePullPolicy": engine.image_pull_policy,
+        "args": engine_args(spec),
+        "ports": ports,
+        # a startup probe lets a slow weight load take minutes without a lenient liveness probe afterwards
+        "startupProbe": _probe(
+            spec, period=10, failure_threshold=max(1, math.ceil(probes.startup_timeout_seconds / 10))
+        ),
+        "readinessProbe": _probe(
+            spec, period=probes.period_seconds, failure_threshold=probes.failure_threshold
+        ),
+        "livenessProbe": _probe(
+            spec, period=probes.period_seconds, failure_threshold=probes.failure_threshold
+        ),
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    if env:
+        container["env"] = env
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _check_reserved(extra: dict[str, str]) -> None:
+    bad = sorted(k for k in extra if k.startswith(RESERVED_PREFIXES))
+    if bad:
+        raise InvalidSpec(
+            f"podTemplate.metadata.labels may not set Flotilla's reserved labels: {', '.join(bad)}"
+        )
+
+
+def pod_template(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    override = spec.pod_template
+    _check_reserved(override.metadata.labels)
+    pod_spec: dict[str, Any] = {
+        "containers": [engine_container(spec)],
+        # vLLM's workers share tensors through /dev/shm; the container default (64 MiB) is too small
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+    }
+    if spec.resources.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
+    if spec.resources.tolerations:
+        pod_spec["tolerations"] = list(spec.resources.tolerations)
+    if override.spec:
+        pod_spec = merge(pod_spec, override.spec)
+        names = [c.get("name") for c in pod_spec.get("containers", [])]
+        if ENGINE_CONTAINER not in names:  # pragma: no cover - merge by name cannot drop it
+            raise InvalidSpec("podTemplate.spec removed the engine container")
+    return {
+        "metadata": {
+            "labels": {**override.metadata.labels, **pod_labels(name, spec)},
+            "annotations": {**override.metadata.annotations, **pod_annotations(spec)},
+        },
+        "spec": pod_spec,
+    }
+
+
+def deployment(name: str, namespace: str, uid: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """The engine Deployment (same name as the ModelDeployment)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": object_labels(name),
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(name)},
+            "template": pod_template(name, spec),
+        },
+    }
+
+
+def service(name: str, namespace: str, uid: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """A ClusterIP Service for in-cluster clients; Flotilla itself routes to pod IPs, not through it."""
+    ports = [
+        {"name": HTTP_PORT_NAME, "port": spec.engine.port, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"}
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": object_labels(name),
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "spec": {"type": "ClusterIP", "selector": selector_labels(name), "ports": ports},
+    }
