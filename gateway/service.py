@@ -103,7 +103,8 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self.transport = make_transport(s.transport, max_connections=s.max_connections)
-        self.scrape_client = httpx.AsyncClient(timeout=s.scrape_timeout)
+        # trust_env=False: engines are dialled directly, never through an HTTP(S)_PROXY from the environment
+        self.scrape_client = httpx.AsyncClient(timeout=s.scrape_timeout, trust_env=False)
         self.proxy = Proxy(
             self.transport,
             self.metrics,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -176,3 +177,28 @@ def test_metrics_and_stats(gw: RunningGateway, client: openai.OpenAI) -> None:
     assert len(stats.endpoints) == 3
     assert all(e.in_flight == 0 for e in stats.endpoints)
     assert httpx.get(gw.url + "/ready").status_code == 200
+
+
+def test_stream_is_relayed_without_buffering(gw: RunningGateway) -> None:
+    """The first chunk reaches the client long before the engine finishes (no store-and-forward)."""
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "count slowly"}],
+        "max_tokens": 300,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    start = time.monotonic()
+    first = None
+    chunks = 0
+    with httpx.stream("POST", gw.base_url + "/chat/completions", json=body, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                chunks += 1
+                if first is None:
+                    first = time.monotonic() - start
+    total = time.monotonic() - start
+    assert first is not None
+    assert chunks > 10
+    assert first < total / 3, (first, total)
