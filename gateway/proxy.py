@@ -193,6 +193,7 @@ class Proxy:
             if response is not None:
                 return response
         if attempt.tries == 0:
+            self.metrics.rejections.labels("no_endpoint").inc()
             raise NoEndpoint(
                 f"no healthy endpoint can serve model '{attempt.model}' right now",
                 headers={"retry-after": str(self.retry_after)},
