@@ -13,6 +13,7 @@ import pytest
 
 from flotilla.tokenizer import synthetic_ids, synthetic_text
 from gateway.proxy import ENDPOINT_HEADER
+from gateway.routing.registry import BUILTIN_PROFILES
 from tests.fleet import SimFleet, sim_fleet
 from tests.integration.gateway_harness import RunningGateway, running_gateway
 
@@ -202,3 +203,17 @@ def test_stream_is_relayed_without_buffering(gw: RunningGateway) -> None:
     assert first is not None
     assert chunks > 10
     assert first < total / 3, (first, total)
+
+
+@pytest.mark.parametrize("strategy", sorted(BUILTIN_PROFILES))
+def test_every_strategy_serves_through_the_gateway(
+    client: openai.OpenAI, fleet: SimFleet, strategy: str
+) -> None:
+    seen = set()
+    for i in range(6):
+        raw = chat(
+            client, f"{strategy} {i}", extra_headers={"x-routing-strategy": strategy, "x-session-id": "s"}
+        )
+        assert raw.parse().choices[0].message.content is not None
+        seen.add(raw.headers[ENDPOINT_HEADER])
+    assert seen <= {u.removeprefix("http://") for u in fleet.urls}
