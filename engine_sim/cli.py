@@ -45,6 +45,7 @@ def _lora_module(value: str) -> tuple[str, str]:
     "--max-num-batched-tokens", default=None, type=click.IntRange(1), help="Default from the preset."
 )
 @click.option("--max-model-len", default=131_072, type=click.IntRange(2))
+@click.option("--scheduling-policy", type=click.Choice(["fcfs", "priority"]), default="fcfs")
 @click.option("--no-prefix-caching", is_flag=True, help="Disable the prefix cache.")
 @click.option(
     "--output-len", default="8:256", help="Natural output length range MIN:MAX (when not ignore_eos)."
@@ -69,6 +70,8 @@ def _lora_module(value: str) -> tuple[str, str]:
 @click.option(
     "--startup-delay", default=0.0, type=click.FloatRange(0), help="Simulated seconds of cold start."
 )
+@click.option("--wake-up-latency", default=1.0, type=click.FloatRange(0),
+              help="Simulated seconds to wake from sleep level 1 (level 2: 5x).")  # fmt: skip
 @click.option("--log-level", default="warning", type=click.Choice(["debug", "info", "warning", "error"]))
 def sim(**kw: Any) -> None:
     """Serve simulated vLLM engines (OpenAI API, /metrics, KV events, LoRA) on ports P..P+N-1."""
@@ -90,6 +93,7 @@ def sim(**kw: Any) -> None:
             max_num_batched_tokens=kw["max_num_batched_tokens"],
             max_model_len=kw["max_model_len"],
             enable_prefix_caching=not kw["no_prefix_caching"],
+            scheduling_policy=kw["scheduling_policy"],
             output_len_min=int(lo),
             output_len_max=int(hi or lo),
             tokenizer=kw["tokenizer"],
@@ -102,6 +106,7 @@ def sim(**kw: Any) -> None:
             lora_step_overhead=kw["lora_step_overhead"],
             lora_modules=dict(_lora_module(v) for v in kw["lora_modules"]),
             startup_delay=kw["startup_delay"],
+            wake_up_latency=kw["wake_up_latency"],
             faults=Faults(
                 failure_rate=kw["failure_rate"],
                 latency_spike_rate=kw["latency_spike_rate"],

@@ -123,6 +123,8 @@ class EngineConfig(BaseModel):
     max_num_batched_tokens: int | None = Field(default=None, ge=1)
     max_model_len: int = Field(default=131_072, ge=2)
     enable_prefix_caching: bool = True
+    #: vLLM ``--scheduling-policy``: ``fcfs`` or ``priority`` (requests carry ``priority``, lower first)
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
     #: report ``usage.prompt_tokens_details.cached_tokens`` (vLLM: ``--enable-prompt-tokens-details``)
     enable_prompt_tokens_details: bool = True
 
@@ -152,6 +154,8 @@ class EngineConfig(BaseModel):
 
     #: seconds (simulated) before /health turns 200 (cold start); requests get 503 meanwhile
     startup_delay: float = Field(default=0.0, ge=0)
+    #: simulated seconds to wake from sleep level 1 (level 2: five times this); unverified, a knob
+    wake_up_latency: float = Field(default=1.0, ge=0)
     faults: Faults = Field(default_factory=Faults)
 
     @model_validator(mode="after")

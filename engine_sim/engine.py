@@ -53,6 +53,17 @@ class RequestHandle:
             if event.finish_reason is not None:
                 return
 
+    async def batches(self) -> AsyncIterator[list[TokenEvent]]:
+        """Like iteration, but yields everything queued at once (for consumers that may fall behind)."""
+        queue = self.queue
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            yield batch
+            if any(ev.finish_reason is not None for ev in batch):
+                return
+
     def finish(self, reason: str = "abort") -> None:
         self.engine.finish(self, reason)
 
@@ -76,6 +87,7 @@ class Engine:
             max_num_batched_tokens=c.token_budget,
             max_loras=c.max_loras,
             enable_prefix_caching=c.enable_prefix_caching,
+            policy=c.scheduling_policy,
         )
         self.latency = LatencyModel(c.profile)
         self.clock = SimClock(c.time_scale)
@@ -86,7 +98,7 @@ class Engine:
             cache_info=self._cache_info(),
         )
         self.lora = LoraRegistry(
-            max_cpu_loras=c.max_cpu_loras or max(c.max_loras, 1) * 8,
+            max_cpu_loras=c.max_cpu_loras or c.max_loras,
             sleep=self.sleep,
             latency=c.lora_load_latency,
         )
@@ -107,6 +119,8 @@ class Engine:
         self._step_end = 0.0
         self._ready_at = 0.0
         self._idle_stamp: float | None = None
+        #: 0 awake, 1 weights offloaded, 2 weights discarded (see engine_sim.sleep)
+        self.sleep_level = 0
         self.steps = 0
         self._synced = (0, 0, 0, 0, 0)
 
@@ -203,9 +217,12 @@ class Engine:
         lora_name: str | None = None,
         cache_salt: str | None = None,
         request_id: str = "",
+        priority: int = 0,
     ) -> RequestHandle:
         if self.faults.dead:
             raise EngineDead()
+        if priority and self.config.scheduling_policy != "priority":
+            raise SimError(400, "Priority scheduling is not enabled.", param="priority")
         n = len(prompt)
         limit = self.max_model_len
         if n >= limit:
@@ -234,6 +251,7 @@ class Engine:
             stream_seed=seed,
             hasher=BlockHasher(self.root_hash, c.block_size, lora_name, cache_salt),
             lora_name=lora_name,
+            priority=priority,
             max_model_len=limit,
             timing=Timing(self._arrival()),
         )
@@ -288,8 +306,12 @@ class Engine:
         if not step.scheduled:
             return False
         dt = self.latency.step_time(step.shape)
-        if self.config.enable_lora and any(r.lora_name for r, _ in step.scheduled):
-            dt *= 1.0 + self.config.lora_step_overhead
+        if self.config.enable_lora:
+            loras = {r.lora_name for r, _ in step.scheduled if r.lora_name}
+            if loras:
+                dt *= 1.0 + self.config.lora_step_overhead
+                reloads = sum(not self.lora.make_resident(name) for name in loras)
+                dt += reloads * self.config.lora_load_latency
         if self.faults.latency_spike_rate and self.rng.random() < self.faults.latency_spike_rate:
             dt *= self.faults.latency_spike_factor
         end = start + dt

@@ -2,8 +2,11 @@
 
 * Each new name gets the next integer id (a counter, as vLLM's ``lora_int_id``).
 * Loading takes ``lora_load_latency`` simulated seconds; loads of one name are serialised.
-* At most ``max_cpu_loras`` adapters stay loaded (LRU by last use); the scheduler separately limits a step to
-  ``max_loras`` distinct adapters (GPU slots).
+* A loaded adapter stays registered (listed, usable) until unloaded. Only ``max_cpu_loras`` of them are
+  *resident* in the worker's CPU cache (LRU, vLLM's default capacity = ``max_loras``); a step that needs a
+  non-resident adapter reloads it and takes ``lora_load_latency`` longer, as vLLM's worker loads adapters
+  synchronously before running the batch. The scheduler separately limits a step to ``max_loras`` distinct
+  adapters (GPU slots).
 * "No adapter found": a path that looks like a local file path (``/…``, ``./…``, ``file://…``) and does not
   exist. Any other path (hub id, ``s3://…``) loads, since the simulator has no weights to read.
 """
@@ -31,17 +34,25 @@ class LoraRegistry:
         self, *, max_cpu_loras: int, sleep: Callable[[float], Awaitable[None]], latency: float
     ) -> None:
         self.max_cpu_loras = max_cpu_loras
-        self.adapters: OrderedDict[str, Adapter] = OrderedDict()
+        self.adapters: dict[str, Adapter] = {}
+        self.resident: OrderedDict[str, None] = OrderedDict()
         self._next_id = 1
         self._locks: dict[str, asyncio.Lock] = {}
         self._sleep = sleep
         self._latency = latency
 
     def get(self, name: str) -> Adapter | None:
-        adapter = self.adapters.get(name)
-        if adapter is not None:
-            self.adapters.move_to_end(name)
-        return adapter
+        return self.adapters.get(name)
+
+    def make_resident(self, name: str) -> bool:
+        """Mark ``name`` used by a step; False if it had to be (re)loaded into the CPU cache first."""
+        if name in self.resident:
+            self.resident.move_to_end(name)
+            return True
+        self.resident[name] = None
+        while len(self.resident) > self.max_cpu_loras:
+            self.resident.popitem(last=False)
+        return False
 
     def ids(self) -> dict[str, int]:
         return {a.name: a.int_id for a in self.adapters.values()}
@@ -50,6 +61,7 @@ class LoraRegistry:
         adapter = Adapter(name, path, self._next_id)
         self._next_id += 1
         self.adapters[name] = adapter
+        self.make_resident(name)
         return adapter
 
     async def load(self, name: str, path: str, *, load_inplace: bool = False) -> Adapter:
@@ -74,9 +86,7 @@ class LoraRegistry:
             if old is None:
                 self._next_id += 1
             self.adapters[name] = adapter
-            self.adapters.move_to_end(name)
-            while len(self.adapters) > self.max_cpu_loras:
-                self.adapters.popitem(last=False)
+            self.make_resident(name)
             return adapter
 
     def unload(self, name: str) -> None:
@@ -84,6 +94,7 @@ class LoraRegistry:
             raise SimError(
                 400, "'lora_name' needs to be provided to unload a LoRA adapter.", "InvalidUserInput"
             )
+        self.resident.pop(name, None)
         if self.adapters.pop(name, None) is None:
             raise SimError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
 

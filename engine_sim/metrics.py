@@ -102,10 +102,20 @@ class EngineMetrics:
         self.req_n = hist("vllm:request_params_n", "The n request parameter.", N_BUCKETS)
         self.iteration = hist("vllm:iteration_tokens_total", "Tokens per engine step.", ITERATION_BUCKETS)
 
+        sleep = Gauge("vllm:engine_sleep_state", "Engine sleep state (1 = current).", (*labels, "sleep_state"),
+                      registry=r)  # fmt: skip
+        self._sleep = {
+            state: sleep.labels(*lv, state) for state in ("awake", "weights_offloaded", "discard_all")
+        }
+        self.sleep_state("awake")
         info = Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig.",
                      tuple(cache_info), registry=r)  # fmt: skip
         info.labels(**cache_info).set(1)
         self._lora_info: Gauge | None = None
+
+    def sleep_state(self, current: str) -> None:
+        for state, gauge in self._sleep.items():
+            gauge.set(1 if state == current else 0)
 
     def enable_lora_info(self) -> None:
         self._lora_info = Gauge(

@@ -7,6 +7,8 @@ a stop string split across tokens is never half-emitted.
 
 from __future__ import annotations
 
+import hashlib
+import math
 from typing import Any
 
 from engine_sim.request import Request
@@ -72,3 +74,14 @@ def sim_headers(req: Request) -> dict[str, str]:
     if t.first_token is not None and t.last_token is not None and req.num_output > 1:
         out["x-sim-tpot"] = f"{(t.last_token - t.first_token) / (req.num_output - 1):.6f}"
     return out
+
+
+def embedding(ids: list[int], dim: int) -> list[float]:
+    """A deterministic unit vector from the token ids (similar prompts are not close; it is a stand-in)."""
+    seed = hashlib.sha256(b"".join(t.to_bytes(4, "little") for t in ids)).digest()
+    out = []
+    for i in range(dim):
+        h = hashlib.blake2b(seed + i.to_bytes(4, "little"), digest_size=4).digest()
+        out.append(int.from_bytes(h, "little") / 2**31 - 1.0)
+    norm = math.sqrt(sum(x * x for x in out)) or 1.0
+    return [x / norm for x in out]

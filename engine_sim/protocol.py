@@ -33,6 +33,9 @@ class SamplingBody(BaseModel):
     stop: str | list[str] | None = None
     ignore_eos: bool = False
     cache_salt: str | None = None
+    priority: int = 0
+    logprobs: bool | int | None = None
+    prompt_logprobs: int | None = None
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
 
@@ -50,6 +53,13 @@ class SamplingBody(BaseModel):
     def _positive(cls, v: int | None) -> int | None:
         if v is not None and v < 1:
             raise ValueError(f"max_tokens must be at least 1, got {v}.")
+        return v
+
+    @field_validator("logprobs", "top_logprobs", "prompt_logprobs", check_fields=False)
+    @classmethod
+    def _no_logprobs(cls, v: object) -> object:
+        if v not in (None, False, 0):
+            raise ValueError("logprobs are not simulated by engine_sim")
         return v
 
     @model_validator(mode="after")
@@ -70,6 +80,7 @@ class SamplingBody(BaseModel):
 class ChatBody(SamplingBody):
     messages: list[dict[str, Any]] = Field(min_length=1)
     max_completion_tokens: int | None = None
+    top_logprobs: int | None = None
     add_generation_prompt: bool = True
 
     def token_limit(self) -> int | None:

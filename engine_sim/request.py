@@ -86,6 +86,8 @@ class Request:
     stream_seed: int
     hasher: BlockHasher
     lora_name: str | None = None
+    #: lower is served first under the ``priority`` scheduling policy
+    priority: int = 0
     max_model_len: int = 1 << 30
     status: Status = Status.WAITING
     num_computed: int = 0

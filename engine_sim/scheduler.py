@@ -5,7 +5,8 @@ A step has a budget of ``max_num_batched_tokens`` tokens and at most ``max_num_s
 1. Running requests first, in order: each gets its remaining prefill (chunked to the budget) or one decode
    token. If its KV blocks cannot grow, the **most recently added** running request is preempted (blocks
    freed, progress reset, put at the **front** of the waiting queue) until the allocation fits or the
-   request preempted itself.
+   request preempted itself. Under the ``priority`` policy the victim is the running request with the largest
+   (priority, arrival) instead, and the waiting queue is ordered by (priority, arrival).
 2. Then, unless something was preempted this step, waiting requests are admitted FCFS while budget, slots,
    KV blocks and LoRA slots (at most ``max_loras`` distinct adapters per step) allow. On admission the longest
    cached prefix chain is reused (capped at ⌊(P−1)/B⌋ blocks: the last prompt token is always recomputed),
@@ -62,7 +63,11 @@ class Scheduler:
         max_num_batched_tokens: int,
         max_loras: int = 1,
         enable_prefix_caching: bool = True,
+        policy: str = "fcfs",
     ) -> None:
+        if policy not in ("fcfs", "priority"):
+            raise ValueError(f"unknown scheduling policy {policy!r}")
+        self.policy = policy
         self.pool = pool
         self.max_num_seqs = max_num_seqs
         self.budget = max_num_batched_tokens
@@ -75,6 +80,18 @@ class Scheduler:
     # ------------------------------------------------------------------ lifecycle
     def add(self, req: Request) -> None:
         req.status = Status.WAITING
+        if self.policy == "priority":
+            self._insert_by_priority(req)
+        else:
+            self.waiting.append(req)
+
+    def _insert_by_priority(self, req: Request) -> None:
+        """Keep the queue ordered by (priority, arrival): lower values first, as vLLM's priority queue."""
+        key = (req.priority, req.timing.arrival)
+        for i, other in enumerate(self.waiting):
+            if key < (other.priority, other.timing.arrival):
+                self.waiting.insert(i, req)
+                return
         self.waiting.append(req)
 
     def has_work(self) -> bool:
@@ -113,12 +130,19 @@ class Scheduler:
         return True
 
     def _preempt(self, step: Step) -> Request:
-        victim = self.running.pop()
+        if self.policy == "priority":
+            victim = max(self.running, key=lambda r: (r.priority, r.timing.arrival))
+            self.running.remove(victim)
+        else:
+            victim = self.running.pop()
         self._free(victim)
         victim.num_computed = 0
         victim.num_preemptions += 1
         victim.status = Status.WAITING
-        self.waiting.appendleft(victim)
+        if self.policy == "priority":
+            self._insert_by_priority(victim)
+        else:
+            self.waiting.appendleft(victim)
         self.stats.preemptions += 1
         step.preempted.append(victim)
         return victim
@@ -139,9 +163,17 @@ class Scheduler:
                 if victim is req:
                     ok = False
                     break
+                # under the priority policy the victim may have been scheduled earlier in this step:
+                # take it back out and return its tokens to the budget (vLLM does the same)
+                for k, (r, taken) in enumerate(step.scheduled):
+                    if r is victim:
+                        del step.scheduled[k]
+                        budget += taken
+                        i -= 1
+                        break
             if not ok:
                 break
-            self._account(step, req, n)
+            step.scheduled.append((req, n))
             if req.lora_name:
                 scheduled_loras.add(req.lora_name)
             budget -= n
@@ -168,6 +200,8 @@ class Scheduler:
                 budget -= step.scheduled[-1][1]
         # skipped LoRA requests keep their place at the head of the queue
         self.waiting.extendleft(reversed(skipped))
+        for req, n in step.scheduled:
+            self._account(step.shape, req, n)
         return step
 
     def _admit(self, step: Step, req: Request, budget: int) -> bool:
@@ -195,12 +229,11 @@ class Scheduler:
             self.stats.prefix_queries += req.num_tokens
             self.stats.prefix_hits += cached
             step.first_scheduled.append(req)
-        self._account(step, req, n)
+        step.scheduled.append((req, n))
         return True
 
-    def _account(self, step: Step, req: Request, n: int) -> None:
-        step.scheduled.append((req, n))
-        shape = step.shape
+    @staticmethod
+    def _account(shape: StepShape, req: Request, n: int) -> None:
         before = req.num_computed
         if before + n >= req.num_tokens and before >= req.prompt_len:
             shape.decode_tokens += n

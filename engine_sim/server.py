@@ -10,9 +10,7 @@ runtime) and ``GET /sim/stats`` (engine state and simulated clock).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from engine_sim.config import EngineConfig, Faults
 from engine_sim.engine import Engine, RequestHandle
 from engine_sim.errors import SimError
-from engine_sim.output import TextAccumulator, sim_headers, usage
+from engine_sim.output import TextAccumulator, embedding, sim_headers, usage
 from engine_sim.protocol import (
     ChatBody,
     CompletionBody,
@@ -38,6 +36,7 @@ from engine_sim.protocol import (
     UnloadLoraBody,
     parse,
 )
+from engine_sim.sleep import sleep_router
 from flotilla import __version__
 from flotilla.tokenizer import VOCAB_SIZE
 
@@ -78,11 +77,18 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
     async def _sim_error(_: Request, exc: SimError) -> Response:
         return _json(exc.body(), exc.status)
 
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> Response:
+        # vLLM's error shape even for bugs; Starlette still re-raises, so uvicorn logs the traceback
+        return _json(SimError(500, f"{type(exc).__name__}: {exc}", "InternalServerError").body(), 500)
+
     def check_ready() -> None:
         if engine.faults.dead:
             raise SimError(500, "The engine is dead (fault injection).", "InternalServerError")
         if not engine.ready:
             raise SimError(503, "The engine is starting up.", "ServiceUnavailableError")
+        if engine.sleep_level:
+            raise SimError(503, "The engine is sleeping (POST /wake_up).", "ServiceUnavailableError")
 
     # ------------------------------------------------------------------ generation
     async def generate(request: Request, chat: bool) -> Response:
@@ -97,9 +103,14 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
             if isinstance(single, str):
                 prompt = tok.encode_prompt(single)
             else:
-                if any(not 0 <= t < VOCAB_SIZE for t in single):
-                    raise SimError(400, f"Token id out of vocabulary range [0, {VOCAB_SIZE})", param="prompt")
+                _check_ids(single, "prompt")
                 prompt = single
+            if not prompt:
+                raise SimError(400, "The decoder prompt cannot be empty.", param="prompt")
+        echo = ""
+        if isinstance(body, CompletionBody) and body.echo:
+            # vLLM echoes the prompt as given (text), or decoded when it came as token ids
+            echo = single if isinstance(single, str) else tok.decode(single)
         rate = engine.faults.failure_rate
         if rate and engine.rng.random() < rate:
             raise SimError(500, "Simulated engine failure (failure_rate).", "InternalServerError")
@@ -111,12 +122,14 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
             lora_name=lora,
             cache_salt=body.cache_salt,
             request_id=rid,
+            priority=body.priority,
         )
         ctx = _Ctx(
             id=("chatcmpl-" if chat else "cmpl-") + rid,
             model=body.model or cfg.name,
             chat=chat,
             created=int(time.time()),
+            echo=echo,
         )
         acc = TextAccumulator(tok, body.stops())
         if body.stream:
@@ -152,7 +165,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         if ctx.chat:
             choice["message"] = {"role": "assistant", "content": acc.text, "tool_calls": []}
         else:
-            choice["text"] = acc.text
+            choice["text"] = ctx.echo + acc.text
         data = {
             "id": ctx.id,
             "object": "chat.completion" if ctx.chat else "text_completion",
@@ -183,7 +196,8 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
                     {"content": text} if text is not None else {"role": "assistant", "content": ""}
                 )
             else:
-                choice["text"] = text or ""
+                choice["text"] = ctx.echo + (text or "")
+                ctx.echo = ""  # the prompt is echoed once, in the first chunk
             choice["logprobs"] = None
             choice["finish_reason"] = reason
             if reason is not None:
@@ -193,31 +207,46 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
                 data["usage"] = _stream_usage(usage(req, details=details))
             return _sse(data)
 
+        # Tokens already queued when this consumer wakes are coalesced into one chunk and one socket write,
+        # as vLLM's output handler merges deltas for a consumer that fell behind; the role chunk goes out
+        # with the first output, as in vLLM (it is emitted on the first engine output, after prefill).
         try:
-            if ctx.chat:
-                yield chunk(None, None)
+            out = bytearray(chunk(None, None) if ctx.chat else b"")
             sent = 0
-            async for ev in handle:
-                text = acc.feed(ev.token) if ev.token >= 0 else ""
-                if acc.stopped_by is not None:
-                    handle.finish("stop")
-                reason = req.finish_reason if (ev.finish_reason or acc.stopped_by) else None
+            reason: str | None = None
+            async for batch in handle.batches():
+                parts = []
+                for ev in batch:
+                    if ev.token >= 0:
+                        parts.append(acc.feed(ev.token))
+                    if acc.stopped_by is not None:
+                        handle.finish("stop")
+                    if ev.finish_reason or acc.stopped_by:
+                        reason = req.finish_reason
+                        break
+                text = "".join(parts)
                 if reason is not None:
                     text += acc.flush()
                 if reason == "error":
-                    err = SimError(500, "The engine failed while generating.", "InternalServerError")
-                    yield _sse(err.body())
+                    out += _sse(
+                        SimError(500, "The engine failed while generating.", "InternalServerError").body()
+                    )
                     break
                 if text or reason:
-                    yield chunk(text, reason)
+                    out += chunk(text, reason)
                     sent += 1
                 if kill and sent:
+                    yield bytes(out)
                     raise StreamKilled(f"request {req.request_id}: connection cut (die_mid_stream_rate)")
                 if reason is not None:
                     break
-            if include_usage:
-                yield _sse({**head, "choices": [], "usage": _stream_usage(usage(req, details=details))})
-            yield DONE
+                if out:
+                    yield bytes(out)
+                    out.clear()
+            if include_usage and reason != "error":
+                out += _sse({**head, "choices": [], "usage": _stream_usage(usage(req, details=details))})
+            out += DONE
+            yield bytes(out)
         finally:
             if not handle.finished:
                 handle.finish("abort")
@@ -279,9 +308,9 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         dim = body.dimensions or 256
         data, total = [], 0
         for i, item in enumerate(body.items()):
-            ids = tok.encode(item) if isinstance(item, str) else item
+            ids = tok.encode(item) if isinstance(item, str) else _check_ids(item, "input")
             total += len(ids)
-            data.append({"object": "embedding", "index": i, "embedding": _embedding(ids, dim)})
+            data.append({"object": "embedding", "index": i, "embedding": embedding(ids, dim)})
         return _json({"object": "list", "data": data, "model": body.model or cfg.name,
                       "usage": {"prompt_tokens": total, "total_tokens": total}})  # fmt: skip
 
@@ -328,6 +357,8 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         engine.reset_prefix_cache()
         return Response(status_code=200)
 
+    app.include_router(sleep_router(engine))
+
     @app.get("/sim/faults")
     async def get_faults() -> Response:
         return _json(engine.faults.model_dump())
@@ -356,10 +387,16 @@ class _FaultsUpdate(Faults):
 
 
 class _Ctx:
-    __slots__ = ("chat", "created", "id", "model")
+    __slots__ = ("chat", "created", "echo", "id", "model")
 
-    def __init__(self, *, id: str, model: str, chat: bool, created: int) -> None:
-        self.id, self.model, self.chat, self.created = id, model, chat, created
+    def __init__(self, *, id: str, model: str, chat: bool, created: int, echo: str = "") -> None:
+        self.id, self.model, self.chat, self.created, self.echo = id, model, chat, created, echo
+
+
+def _check_ids(ids: list[int], param: str) -> list[int]:
+    if any(not 0 <= t < VOCAB_SIZE for t in ids):
+        raise SimError(400, f"Token id out of vocabulary range [0, {VOCAB_SIZE})", param=param)
+    return ids
 
 
 def _stream_usage(u: dict[str, Any]) -> dict[str, Any]:
@@ -367,14 +404,3 @@ def _stream_usage(u: dict[str, Any]) -> dict[str, Any]:
     if u.get("prompt_tokens_details") is None:
         u.pop("prompt_tokens_details", None)
     return u
-
-
-def _embedding(ids: list[int], dim: int) -> list[float]:
-    """A deterministic unit vector from the token ids (similar prompts are not close; it is a stand-in)."""
-    seed = hashlib.sha256(b"".join(t.to_bytes(4, "little") for t in ids)).digest()
-    out = []
-    for i in range(dim):
-        h = hashlib.blake2b(seed + i.to_bytes(4, "little"), digest_size=4).digest()
-        out.append(int.from_bytes(h, "little") / 2**31 - 1.0)
-    norm = math.sqrt(sum(x * x for x in out)) or 1.0
-    return [x / norm for x in out]

@@ -23,6 +23,7 @@ the same in every request and can be cached per string.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
@@ -212,6 +213,8 @@ class HFTokenizer:
             raise RuntimeError(
                 "an HF tokenizer.json needs the 'tokenizers' package: pip install 'flotilla[hf]'"
             ) from exc
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"tokenizer file not found: {path}")
         self._tok = _HF.from_file(path)
         self.name = f"hf:{path}"
         specials = {}

@@ -82,7 +82,9 @@ def _configure(settings: kopf.OperatorSettings, config: OperatorConfig, **_: Any
     settings.peering.name = config.peering_name
     settings.peering.priority = config.priority or 0
     settings.peering.standalone = config.standalone
-    settings.peering.clusterwide = not config.namespaces
+    # One ClusterKopfPeering (shipped by the chart) even when only some namespaces are watched: per-namespace
+    # KopfPeering objects would have to exist in every watched namespace before the operator could start.
+    settings.peering.clusterwide = True
     settings.peering.mandatory = not config.standalone
     # A lost watch must not go unnoticed for long; the server closes watches after this many seconds.
     settings.watching.server_timeout = 300

@@ -52,7 +52,9 @@ def crds(output_dir: Path | None) -> None:
 )
 @click.option("--workers", default=16, show_default=True, help="Handler worker threads.")
 @click.option(
-    "--liveness", default=None, help="Serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz."
+    "--liveness",
+    default=None,
+    help="Serve kopf's liveness probe at this URL, e.g. http://$(POD_IP):8080/healthz.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def operator(

@@ -3,7 +3,7 @@ kube-scheduler and kwok (one fake node), started as plain processes for the e2e 
 
 Why this and not kind: no Docker engine and no GPU here, yet the operator must be proven against a real API
 server (validation, CEL, /scale, SSA, garbage collection, RBAC). kwok plays the kubelet: pods are scheduled
-onto its fake node and marked Running with IPs from 127.1.0.0/16, so a test can run one engine simulator per
+onto its fake node and marked Running with IPs from a 127.N.0.0/16 range, so a test can run one engine simulator per
 pod on that pod's own loopback address (see ``podsim.py``).
 
 Safety (docs/e2e.md): every listener binds 127.0.0.1, kwok hands out 127.x pod IPs, the node IP is
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +38,6 @@ BUILD_SCRIPT = REPO / "hack" / "build-control-plane.sh"
 #: the ``flotilla`` entry point of the running interpreter's environment
 FLOTILLA = str(Path(sys.executable).parent / "flotilla")
 TOKEN = "flotilla-e2e-admin-token"
-POD_CIDR = "127.1.0.0/16"
 #: ClusterIPs are API data only here (nothing routes or dials them); /20 leaves room for the 1000 Services of
 #: the operator benchmark, where envtest's /24 would run out
 SERVICE_CIDR = "10.0.0.0/20"
@@ -62,6 +63,27 @@ class ControlPlaneError(RuntimeError):
     pass
 
 
+def pick_pod_cidr() -> str:
+    """A 127.N.0.0/16 range nobody on this machine serves engines in.
+
+    Loopback is shared by every process on the host (other test sessions, other developers' simulators on
+    127.1.x.y), and a simulator that finds its pod's address taken would leave the port to a stranger. So the
+    second octet is random, and a range is skipped when anything answers on its first addresses.
+    """
+    rng = random.SystemRandom()
+    for _ in range(20):
+        octet = rng.randint(64, 254)
+        if not any(_listening(f"127.{octet}.0.{i}", 8000) for i in range(1, 9)):
+            return f"127.{octet}.0.0/16"
+    raise ControlPlaneError("no free 127.N.0.0/16 pod range found")
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
 def binaries(timeout: float = 3600.0) -> Path:
     """The bin directory, building it first if needed (the first build takes tens of minutes)."""
     override = os.environ.get("FLOTILLA_CONTROLPLANE_BIN")
@@ -83,6 +105,12 @@ class ControlPlane:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flotilla-cp-", dir=_tmpfs())))
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     api_port: int = 0
+    pod_cidr: str = field(default_factory=pick_pod_cidr)
+
+    @property
+    def pod_prefix(self) -> str:
+        """``127.N.`` — every pod IP of this cluster starts with it."""
+        return self.pod_cidr.rsplit(".", 2)[0] + "."
 
     @property
     def kubeconfig(self) -> Path:
@@ -237,7 +265,7 @@ class ControlPlane:
                 f"--kubeconfig={kc}",
                 "--manage-all-nodes=true",
                 "--node-ip=127.0.0.1",
-                f"--cidr={POD_CIDR}",
+                f"--cidr={self.pod_cidr}",
                 "--node-lease-duration-seconds=40",
                 f"--config={stages}",
             ],

@@ -1,6 +1,6 @@
 """Stand-in engines for kwok's fake pods: one ``flotilla sim`` process per Running engine pod.
 
-kwok marks pods Running and gives each a 127.1.x.y IP, but nothing listens there. This watcher polls the API
+kwok marks pods Running and gives each a 127.N.x.y IP, but nothing listens there. This watcher polls the API
 server for engine pods (``flotilla.dev/component=engine``) and starts a simulator bound to the pod's own IP
 and engine port, serving the pod's served model name; when the pod goes (or its IP changes) the process is
 stopped. Every component under test then reaches "pods" over real HTTP at ``status.podIP``, exactly as it
@@ -110,6 +110,11 @@ class PodSimulator:
             key = PodKey(str(meta["namespace"]), str(meta["name"]), str(meta["uid"]))
             wanted[key] = (ip, port, model)
         with self._lock:
+            for key, sim in list(self.sims.items()):
+                if sim.proc.poll() is not None:  # e.g. its pod address was taken: never let that pass quietly
+                    self.errors.append(f"simulator of {key.namespace}/{key.name} on {sim.ip}:{sim.port} exited "
+                                       f"with {sim.proc.returncode} (log in {self.log_dir})")  # fmt: skip
+                    del self.sims[key]
             for key in [k for k in self.sims if wanted.get(k) != self._spec(k)]:
                 self._kill(key)
             for key, (ip, port, model) in wanted.items():

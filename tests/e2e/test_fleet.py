@@ -88,3 +88,4 @@ def test_openai_client_through_the_gateway_reaches_every_pod_of_a_model_deployme
 
     # the gateway learns pods from its watch: allow it to catch up with the scale-up
     eventually(all_pods_served, 90, "every pod served requests through the gateway")
+    assert not pod_sims.errors, pod_sims.errors

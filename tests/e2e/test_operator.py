@@ -66,7 +66,7 @@ def test_model_deployment_becomes_deployment_service_and_ready_pods(
         cluster.kubectl("get", "pods", "-n", ns, "-l", f"{labels.DEPLOYMENT}=llama", "-o", "json").stdout
     )
     assert [p["status"]["phase"] for p in pods["items"]] == ["Running", "Running"]
-    assert all(p["status"]["podIP"].startswith("127.1.") for p in pods["items"])
+    assert all(p["status"]["podIP"].startswith(cluster.pod_prefix) for p in pods["items"])
 
     table = cluster.kubectl("get", "md", "-n", ns).stdout.splitlines()
     assert table[0].split() == ["NAME", "MODEL", "READY", "REPLICAS", "AGE"]
@@ -306,7 +306,7 @@ def test_simulated_pods_answer_on_their_pod_ips(
     )
     ips = sorted(p["status"]["podIP"] for p in pods["items"])
     assert len(ips) == 2
-    assert all(ip.startswith("127.1.") for ip in ips)
+    assert all(ip.startswith(cluster.pod_prefix) for ip in ips)
 
     def serving() -> list[str]:
         return sorted(ip for ip, port, model in pod_sims.endpoints() if ip in ips and port == 8000)

@@ -135,3 +135,35 @@ def test_sim_stats_and_version(fleet: SimFleet) -> None:
     stats = httpx.get(fleet.urls[0] + "/sim/stats").json()
     assert {"running", "waiting", "steps", "sim_time", "kv_usage", "free_blocks"} <= set(stats)
     assert httpx.get(fleet.urls[0] + "/version").json()["version"].startswith("engine_sim-")
+
+
+def test_sleep_mode_last(fleet: SimFleet) -> None:
+    """Clears the engine's cache: tests relying on a warm cache must come before it."""
+    url = fleet.urls[0]
+    body = {"model": MODEL, "prompt": synthetic_text(range(8000, 8100)), "max_tokens": 1}
+    post(fleet, "/v1/completions", body)
+    assert httpx.get(url + "/is_sleeping").json() == {"is_sleeping": False}
+    assert httpx.post(url + "/sleep?level=3").status_code == 400
+    assert httpx.post(url + "/sleep?level=1").status_code == 200
+    assert httpx.get(url + "/is_sleeping").json() == {"is_sleeping": True}
+    assert (
+        metric(
+            fleet,
+            'vllm:engine_sleep_state{engine="0",model_name="' + MODEL + '",sleep_state="weights_offloaded"}',
+        )
+        == 1
+    )
+    asleep = post(fleet, "/v1/completions", body)
+    assert asleep.status_code == 503
+    assert "sleeping" in asleep.json()["error"]["message"]
+    assert httpx.get(url + "/health").status_code == 200  # alive, just asleep
+    assert httpx.post(url + "/wake_up", timeout=30).status_code == 200
+    assert httpx.get(url + "/is_sleeping").json() == {"is_sleeping": False}
+    # sleeping cleared the KV cache: no prefix hit for the prompt served before
+    assert post(fleet, "/v1/completions", body).json()["usage"]["prompt_tokens_details"] is None
+
+
+def test_priority_needs_the_priority_policy(fleet: SimFleet) -> None:
+    r = post(fleet, "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 1, "priority": 3})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "Priority scheduling is not enabled."

@@ -43,6 +43,7 @@ EXPECTED = {
     "vllm:request_prefill_kv_computed_tokens": "histogram",
     "vllm:iteration_tokens_total": "histogram",
     "vllm:cache_config_info": "gauge",
+    "vllm:engine_sleep_state": "gauge",
     "vllm:lora_requests_info": "gauge",
 }
 

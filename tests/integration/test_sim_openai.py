@@ -177,3 +177,48 @@ def test_bad_bodies_get_vllm_400(fleet: SimFleet, raw: bytes) -> None:
     assert err["code"] == 400
     assert err["type"] == "BadRequestError"
     assert "validation error" in err["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_completion_echo(client: openai.OpenAI, stream: bool) -> None:
+    kw = {
+        "model": MODEL,
+        "prompt": " ka zu be",
+        "max_tokens": 3,
+        "echo": True,
+        "extra_body": {"ignore_eos": True},
+    }
+    if stream:
+        text = "".join(c.choices[0].text for c in client.completions.create(stream=True, **kw) if c.choices)  # type: ignore[call-overload]
+    else:
+        text = client.completions.create(**kw).choices[0].text  # type: ignore[call-overload]
+    assert text.startswith(" ka zu be ")
+    assert len(text.split()) == 3 + 3  # the prompt as given, then 3 generated words
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.completions.create(model=MODEL, prompt="x", max_tokens=2, logprobs=2),
+        lambda c: c.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], logprobs=True
+        ),
+    ],
+    ids=["completion-logprobs", "chat-logprobs"],
+)
+def test_logprobs_are_refused_clearly(client: openai.OpenAI, call) -> None:
+    with pytest.raises(openai.BadRequestError, match="logprobs are not simulated"):
+        call(client)
+
+
+def test_token_id_prompts(client: openai.OpenAI, fleet: SimFleet) -> None:
+    ids = [128000, *range(300, 340)]
+    resp = client.completions.create(model=MODEL, prompt=ids, max_tokens=2)
+    assert resp.usage is not None
+    assert resp.usage.prompt_tokens == len(ids)
+    batch_of_one = client.completions.create(model=MODEL, prompt=[ids], max_tokens=2)
+    assert batch_of_one.choices[0].text == resp.choices[0].text
+    with pytest.raises(openai.BadRequestError, match="vocabulary"):
+        client.completions.create(model=MODEL, prompt=[1, 2, 10**7], max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="one prompt"):
+        client.completions.create(model=MODEL, prompt=["a", "b"], max_tokens=2)

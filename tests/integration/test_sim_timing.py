@@ -144,3 +144,36 @@ async def test_lora_requests_pay_the_step_overhead(engine: Engine) -> None:
     await drain(lora)
     assert lora.request.cached_tokens == 0  # adapter-scoped hashes: no hit on the base model's blocks
     assert tpot(lora) > 1.3 * tpot(base)
+
+
+async def test_latency_spikes_slow_every_step(engine: Engine) -> None:
+    prompt = synthetic_ids(31, 100)
+    (calm,) = await run(engine, [prompt], 6)
+    engine.faults = engine.faults.model_copy(update={"latency_spike_rate": 1.0, "latency_spike_factor": 5.0})
+    (spiky,) = await run(engine, [synthetic_ids(32, 100)], 6)
+    assert tpot(spiky) == pytest.approx(5 * tpot(calm), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        {
+            "enable_lora": True,
+            "max_loras": 1,
+            "lora_modules": {"a": "org/a", "b": "org/b"},
+            "lora_load_latency": 0.2,
+        }
+    ],
+    indirect=True,
+    ids=["one-cpu-slot"],
+)
+async def test_switching_adapters_beyond_the_cpu_cache_reloads_them(engine: Engine) -> None:
+    async def one(name: str, seed: int) -> float:
+        h = engine.submit(synthetic_ids(seed, 50), max_tokens=2, ignore_eos=True, lora_name=name)
+        await drain(h)
+        return ttft(h)
+
+    warm = await one("b", 1)  # b was loaded last: resident
+    cold = await one("a", 2)  # a was evicted from the single CPU slot: reload
+    assert cold > warm + 0.15
+    assert await one("a", 3) < cold - 0.15  # resident again

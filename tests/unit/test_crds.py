@@ -127,3 +127,18 @@ def test_autoscaler_defaults() -> None:
     assert (spec.algorithm, spec.min_replicas, spec.windows.stable_seconds) == ("KPA", 1, 180)
     with pytest.raises(ValidationError):
         ModelAutoscalerSpec.model_validate({"scaleTargetRef": {"name": "x"}, "maxReplicas": 4, "metrics": []})
+
+
+def test_flotilla_crds_prints_every_manifest_and_writes_files(tmp_path: Path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from flotilla.cli import cli
+
+    printed = CliRunner().invoke(cli, ["crds"])
+    assert printed.exit_code == 0, printed.output
+    kinds = [doc["spec"]["names"]["kind"] for doc in yaml.safe_load_all(printed.output)]
+    assert kinds == ["ModelDeployment", "LoRAAdapter", "ModelAutoscaler", "ClusterKopfPeering", "KopfPeering"]
+    written = CliRunner().invoke(cli, ["crds", "--output-dir", str(tmp_path)])
+    assert written.exit_code == 0, written.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in CRD_DIR.glob("*.yaml"))

@@ -173,3 +173,34 @@ def test_presets_match_the_reference_figures() -> None:
     h100 = LatencyModel(PRESETS["h100-llama3-8b"])
     assert h100.step_time(StepShape(decode_tokens=1, context_tokens=300)) < itl
     assert LatencyModel(PRESETS["zero"]).step_time(StepShape(decode_tokens=5, prefill_tokens=100)) < 1e-9
+
+
+def test_priority_policy_orders_the_queue_and_preempts_the_least_important() -> None:
+    s = Scheduler(BlockPool(8, BS), max_num_seqs=1, max_num_batched_tokens=256, policy="priority")
+    reqs = {}
+    for rid, prio, arrival in [("low", 5, 0.0), ("high", 0, 1.0), ("mid", 2, 2.0), ("high2", 0, 3.0)]:
+        r = make(rid, list(range(100 * len(reqs), 100 * len(reqs) + 10)))
+        r.priority, r.timing.arrival = prio, arrival
+        reqs[rid] = r
+        s.add(r)
+    assert [r.request_id for r in s.waiting] == ["high", "high2", "mid", "low"]
+
+    s2 = Scheduler(BlockPool(8, BS), max_num_seqs=4, max_num_batched_tokens=256, policy="priority")
+    a, b = make("a", list(range(40)), max_tokens=60), make("b", list(range(200, 240)), max_tokens=60)
+    a.priority, b.priority = 9, 1  # a is admitted first (arrival) but matters least
+    b.timing.arrival = 1.0
+    s2.add(a)
+    s2.add(b)
+    for _ in range(200):
+        step = s2.schedule()
+        s2.complete(step)
+        if step.preempted:
+            assert step.preempted[0] is a
+            break
+    else:
+        pytest.fail("no preemption happened")
+
+
+def test_unknown_policy_is_rejected() -> None:
+    with pytest.raises(ValueError, match="policy"):
+        Scheduler(BlockPool(8, BS), max_num_seqs=1, max_num_batched_tokens=8, policy="lottery")

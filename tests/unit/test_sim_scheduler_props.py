@@ -41,10 +41,16 @@ def check_pool(s: Scheduler) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(workload, st.integers(12, 40), st.integers(4, 64), st.integers(1, 2))
-def test_every_request_finishes_and_blocks_balance(items, blocks, budget, max_loras) -> None:
+@given(
+    workload,
+    st.integers(12, 40),
+    st.integers(4, 64),
+    st.integers(1, 2),
+    st.sampled_from(["fcfs", "priority"]),
+)
+def test_every_request_finishes_and_blocks_balance(items, blocks, budget, max_loras, policy) -> None:
     pool = BlockPool(blocks, BS)
-    s = Scheduler(pool, max_num_seqs=4, max_num_batched_tokens=budget, max_loras=max_loras)
+    s = Scheduler(pool, max_num_seqs=4, max_num_batched_tokens=budget, max_loras=max_loras, policy=policy)
     prefixes = [list(range(1000 * p, 1000 * p + 8)) for p in range(3)]
     capacity = pool.usable * BS
     reqs = []
@@ -63,6 +69,7 @@ def test_every_request_finishes_and_blocks_balance(items, blocks, budget, max_lo
             lora_name=lora,
             max_model_len=capacity,
         )
+        r.priority = abort_at % 3
         reqs.append((r, abort_at))
         s.add(r)
     steps = 0
@@ -71,6 +78,10 @@ def test_every_request_finishes_and_blocks_balance(items, blocks, budget, max_lo
         loras = {r.lora_name for r, _ in step.scheduled if r.lora_name}
         assert len(loras) <= max_loras
         assert sum(n for _, n in step.scheduled) <= budget
+        assert step.shape.tokens == sum(n for _, n in step.scheduled)
+        scheduled = [r for r, _ in step.scheduled]
+        assert len(set(map(id, scheduled))) == len(scheduled)
+        assert all(r.status is Status.RUNNING for r in scheduled)  # no preempted request left in the step
         assert len(s.running) <= 4
         s.complete(step)
         check_pool(s)
