@@ -121,7 +121,22 @@ class FastPath:
             if response is None:
                 return  # the client left before the first byte; the upstream request was cancelled
         except GatewayError as exc:
-            response = error_response(exc, request.headers.get("x-request-id"))
+            request_id = request.headers.get("x-request-id")
+            log.info(
+                "%s refused: %s %s",
+                scope["path"],
+                exc.status,
+                exc.type,
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "status": exc.status,
+                        "error": exc.type,
+                        "param": exc.param,
+                    }
+                },
+            )
+            response = error_response(exc, request_id)
         except Exception:  # a bug must still answer in OpenAI shape, and be logged with its traceback
             log.exception("internal error on %s", scope["path"])
             response = error_response(
