@@ -7,7 +7,11 @@ pinned to CPU 0 (taskset); the stub and this load generator share CPU 1. Reporte
 
 1. added latency at a fixed request rate (p50/p99 minus direct), non-streaming ~8 KB chat bodies;
 2. max requests/s, closed loop at fixed concurrency, and the ratio to the bare proxy;
-3. streamed chunks/s (many concurrent streams of back-to-back chunks) and the ratio to the bare proxy.
+3. streamed chunks/s (many concurrent streams of back-to-back chunks) and the ratio to the bare proxy;
+4. the proxy process's CPU time per request and per chunk (from /proc), which is less sensitive than
+   throughput to other load on a shared machine.
+
+Contenders run in ``--rounds`` interleaved rounds; each figure is the median over rounds.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -47,8 +52,13 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"port {port} did not open")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def process(args: list[str], port: int, cpu: str, env: dict[str, str] | None = None) -> Iterator[None]:
+def process(args: list[str], port: int, cpu: str, env: dict[str, str] | None = None) -> Iterator[int]:
     proc = subprocess.Popen(
         ["taskset", "-c", cpu, sys.executable, *args],
         cwd=HERE,
@@ -59,7 +69,7 @@ def process(args: list[str], port: int, cpu: str, env: dict[str, str] | None = N
     try:
         wait_port(port)
         time.sleep(0.5)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -125,51 +135,79 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if len(values) > 2 else float("nan")
 
 
+def measure(url: str, pid: int | None, args: argparse.Namespace, seconds: float) -> dict[str, float]:
+    asyncio.run(closed_loop(url, 4, 0.5, False))  # warm-up
+    lat = asyncio.run(fixed_rate(url, args.rate, seconds))
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    t0 = time.perf_counter()
+    rps, _ = asyncio.run(closed_loop(url, args.concurrency, seconds, False))
+    cpu1 = cpu_seconds(pid) if pid else 0.0
+    requests = rps * (time.perf_counter() - t0)
+    t1 = time.perf_counter()
+    _, cps = asyncio.run(closed_loop(url, args.concurrency, seconds, True))
+    chunks = cps * (time.perf_counter() - t1)
+    cpu2 = cpu_seconds(pid) if pid else 0.0
+    return {
+        "p50": pct(lat, 50),
+        "p99": pct(lat, 99),
+        "rps": rps,
+        "cps": cps,
+        "cpu_req_us": (cpu1 - cpu0) / requests * 1e6 if pid and requests else float("nan"),
+        "cpu_chunk_us": (cpu2 - cpu1) / chunks * 1e6 if pid and chunks else float("nan"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="short runs, one round (smoke test)")
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="run only these contenders (direct and bare always run)")
     args = parser.parse_args()
-    seconds = 2.0 if args.quick else args.seconds
+    seconds, rounds = (2.0, 1) if args.quick else (args.seconds, args.rounds)
     os.sched_setaffinity(0, {1})
     stub_port = free_port()
     stub_env = {"STUB_CHUNK_MS": "0", "STUB_CHUNKS": "64"}
-    results: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
     with process(["-m", "bench.stub_engine", str(stub_port)], stub_port, "1", stub_env):
-        contenders: list[tuple[str, list[str] | None, dict[str, str]]] = [
-            ("direct", None, {}),
-            ("bare", ["-m", "bench.passthrough_proxy", "{port}", "http://127.0.0.1:{stub}"], {}),
-            ("gateway-aiohttp", [*CLI, "gateway", "--port", "{port}", "--engine", "http://127.0.0.1:{stub}", "--transport", "aiohttp"], {}),
-            ("gateway-httpx", [*CLI, "gateway", "--port", "{port}", "--engine", "http://127.0.0.1:{stub}", "--transport", "httpx"], {}),
+        contenders: list[tuple[str, list[str] | None]] = [
+            ("direct", None),
+            ("bare", ["-m", "bench.passthrough_proxy", "{port}", "http://127.0.0.1:{stub}"]),
+            ("gateway-aiohttp", [*CLI, "gateway", "--port", "{port}", "--engine", "http://127.0.0.1:{stub}", "--transport", "aiohttp"]),
+            ("gateway-httpx", [*CLI, "gateway", "--port", "{port}", "--engine", "http://127.0.0.1:{stub}", "--transport", "httpx"]),
         ]  # fmt: skip
-        for name, argv, env in contenders:
-            if args.only and name not in (*args.only, "direct", "bare"):
-                continue
-            port = stub_port if argv is None else free_port()
-            ctx = contextlib.nullcontext() if argv is None else process(
-                [a.format(port=port, stub=stub_port) for a in argv], port, "0", env
-            )  # fmt: skip
-            with ctx:
-                url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                asyncio.run(closed_loop(url, 4, 0.5, False))  # warm-up
-                lat = asyncio.run(fixed_rate(url, args.rate, seconds))
-                rps, _ = asyncio.run(closed_loop(url, args.concurrency, seconds, False))
-                _, cps = asyncio.run(closed_loop(url, args.concurrency, seconds, True))
-                results[name] = {"p50": pct(lat, 50), "p99": pct(lat, 99), "rps": rps, "cps": cps}
-                print(f"{name:16s} p50 {results[name]['p50']:.2f} ms  p99 {results[name]['p99']:.2f} ms  "
-                      f"{rps:,.0f} req/s  {cps:,.0f} chunks/s", flush=True)  # fmt: skip
-    d, b = results["direct"], results["bare"]
-    print("\n| contender | added p50 (ms) | added p99 (ms) | req/s (1 core) | vs bare | chunks/s | vs bare |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r in results.items():
+        for r in range(rounds):
+            for name, argv in contenders:
+                if args.only and name not in (*args.only, "direct", "bare"):
+                    continue
+                if argv is None:
+                    result = measure(f"http://127.0.0.1:{stub_port}/v1/chat/completions", None, args, seconds)
+                else:
+                    port = free_port()
+                    with process([a.format(port=port, stub=stub_port) for a in argv], port, "0") as pid:
+                        result = measure(f"http://127.0.0.1:{port}/v1/chat/completions", pid, args, seconds)
+                runs.setdefault(name, []).append(result)
+                print(
+                    f"round {r + 1} {name:16s} " + "  ".join(f"{k} {v:,.2f}" for k, v in result.items()),
+                    flush=True,
+                )
+    med = {name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()}
+    d, b = med["direct"], med["bare"]
+    print(
+        "\n| contender | added p50 (ms) | added p99 (ms) | req/s (1 core) | vs bare | CPU µs/req | vs bare "
+        "| chunks/s | vs bare | CPU µs/chunk | vs bare |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, m in med.items():
         if name == "direct":
             continue
         print(
-            f"| {name} | {r['p50'] - d['p50']:+.2f} | {r['p99'] - d['p99']:+.2f} | {r['rps']:,.0f} | "
-            f"{r['rps'] / b['rps']:.2f} | {r['cps']:,.0f} | {r['cps'] / b['cps']:.2f} |"
+            f"| {name} | {m['p50'] - d['p50']:+.2f} | {m['p99'] - d['p99']:+.2f} | {m['rps']:,.0f} | "
+            f"{m['rps'] / b['rps']:.2f} | {m['cpu_req_us']:.0f} | {m['cpu_req_us'] / b['cpu_req_us']:.2f} | "
+            f"{m['cps']:,.0f} | {m['cps'] / b['cps']:.2f} | {m['cpu_chunk_us']:.1f} | "
+            f"{m['cpu_chunk_us'] / b['cpu_chunk_us']:.2f} |"
         )
 
 

@@ -10,10 +10,12 @@ runtime) and ``GET /sim/stats`` (engine state and simulated clock).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -144,7 +146,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
                 media_type="text/event-stream",
                 headers={"x-request-id": rid},
             )  # fmt: skip
-        return await complete(handle, acc, ctx)
+        return await _unless_disconnected(request, complete(handle, acc, ctx))
 
     async def complete(handle: RequestHandle, acc: TextAccumulator, ctx: _Ctx) -> Response:
         try:
@@ -404,3 +406,30 @@ def _stream_usage(u: dict[str, Any]) -> dict[str, Any]:
     if u.get("prompt_tokens_details") is None:
         u.pop("prompt_tokens_details", None)
     return u
+
+
+async def _until_disconnected(request: Request) -> None:
+    # The body has been read, so the next ASGI message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Response]) -> Response:
+    """Run a non-streaming handler, cancelling it when the client goes away (vLLM's ``with_cancellation``).
+
+    Cancellation reaches ``complete``'s ``finally``, which aborts the engine request and frees its KV blocks.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return Response(status_code=499)  # nobody is listening; the status shows in access logs

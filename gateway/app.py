@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -58,6 +60,35 @@ _COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 log = logging.getLogger("flotilla.gateway")
 
+
+async def until_disconnect(work: Coroutine[Any, Any, Response], receive: Receive) -> Response | None:
+    """Run ``work`` (routing + waiting for the engine's first byte) unless the client disconnects first.
+
+    Cancelling ``work`` closes the upstream connection, so the engine aborts the request instead of generating
+    for nobody. Once a response exists, Starlette's streaming response watches for disconnects itself.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # we are cancelled ourselves (shutdown): take the work down with us
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
 #: path -> request kind, for the routes proxied to engines
 PROXIED = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
 
@@ -84,9 +115,28 @@ class FastPath:
         request = Request(scope, receive)
         try:
             raw = await read_body(request, self.limit)
-            response = await self.gateway.handle(scope["path"], kind, raw, request.headers)
+            response = await until_disconnect(
+                self.gateway.handle(scope["path"], kind, raw, request.headers), receive
+            )
+            if response is None:
+                return  # the client left before the first byte; the upstream request was cancelled
         except GatewayError as exc:
-            response = error_response(exc, request.headers.get("x-request-id"))
+            request_id = request.headers.get("x-request-id")
+            log.info(
+                "%s refused: %s %s",
+                scope["path"],
+                exc.status,
+                exc.type,
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "status": exc.status,
+                        "error": exc.type,
+                        "param": exc.param,
+                    }
+                },
+            )
+            response = error_response(exc, request_id)
         except Exception:  # a bug must still answer in OpenAI shape, and be logged with its traceback
             log.exception("internal error on %s", scope["path"])
             response = error_response(

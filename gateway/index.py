@@ -11,37 +11,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from kvcache import MemoryIndex, PrefixIndex
+from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex, RedisIndex
 
 
-def build_index(backend: str, redis_url: str | None) -> PrefixIndex:
+def build_index(backend: str, redis_url: str | None) -> MemoryIndex | RedisIndex:
     if backend == "memory":
         return MemoryIndex()
     if not redis_url:
         raise ValueError("index_backend 'redis' needs redis_url")
-    try:
-        from kvcache import RedisIndex  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:
-        raise ValueError("this build of kvcache has no RedisIndex; use index_backend 'memory'") from exc
-    index: PrefixIndex = RedisIndex(redis_url)
-    return index
+    return RedisIndex(redis_url)
 
 
-def build_subscriber(index: PrefixIndex, *, block_size: int, seed: int) -> Any:
-    """A started :class:`kvcache.KVEventSubscriber` feeding ``index``."""
-    try:
-        from kvcache import KVEventSubscriber  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:
-        raise ValueError("prefix_mode 'precise' needs kvcache.KVEventSubscriber") from exc
+def build_subscriber(index: PrefixIndex, *, block_size: int, seed: int) -> KVEventSubscriber:
+    """A started subscriber feeding ``index`` (endpoints are added as they are discovered)."""
     subscriber = KVEventSubscriber(index, block_size=block_size, seed=seed)
     subscriber.start()
     return subscriber
 
 
-async def start_index(index: PrefixIndex) -> None:
-    """Connect an index that has a ``start`` (RedisIndex) now rather than on the first request."""
-    start = getattr(index, "start", None)
-    if start is not None:
-        await start()
+async def start_index(index: MemoryIndex | RedisIndex) -> None:
+    """Connect a Redis index now rather than on the first request (it never raises: it falls back)."""
+    if isinstance(index, RedisIndex):
+        await index.start()

@@ -14,12 +14,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -71,6 +74,8 @@ class Attempt:
     errors: list[str] = field(default_factory=list)
     #: why the last try failed: connect | timeout | status_5xx | read
     reason: str = ""
+    #: the current try's load is counted on ``endpoint``
+    held: bool = False
 
 
 #: response header naming the endpoint that served the request (debugging, tests)
@@ -124,11 +129,15 @@ class Proxy:
         endpoint.in_flight += 1
         endpoint.active_blocks += attempt.blocks
         endpoint.breaker.on_attempt()
+        attempt.held = True
 
     @staticmethod
     def _release(endpoint: Endpoint, attempt: Attempt) -> None:
-        endpoint.in_flight -= 1
-        endpoint.active_blocks -= attempt.blocks
+        """Give back the load counted by :meth:`_acquire`; safe to call more than once per try."""
+        if attempt.held:
+            attempt.held = False
+            endpoint.in_flight -= 1
+            endpoint.active_blocks -= attempt.blocks
 
     def _failed(self, endpoint: Endpoint, attempt: Attempt, reason: str, detail: str) -> None:
         endpoint.breaker.on_failure()
@@ -172,48 +181,19 @@ class Proxy:
             attempt.tries += 1
             attempt.endpoint = endpoint
             self._acquire(endpoint, attempt)
-            request = httpx.Request(
-                "POST", self._url(endpoint, path), content=body, headers=headers, extensions=extensions
-            )
             try:
-                upstream = await self.transport.handle_async_request(request)
-            except httpx.HTTPError as exc:
-                self._release(endpoint, attempt)
-                self._failed(endpoint, attempt, self._reason(exc), f"{type(exc).__name__} {exc}")
-                continue
-            if upstream.status_code >= 500:
-                await upstream.aclose()
-                self._release(endpoint, attempt)
-                self._failed(endpoint, attempt, "status_5xx", f"HTTP {upstream.status_code}")
-                continue
-            endpoint.breaker.on_success()
-            attempt.status = upstream.status_code
-            is_sse = stream and upstream.status_code == 200
-            if not is_sse:
-                try:
-                    content = await upstream.aread()
-                except httpx.HTTPError as exc:
-                    self._release(endpoint, attempt)
-                    self._failed(endpoint, attempt, self._reason(exc), f"{type(exc).__name__} {exc}")
-                    continue
-                finally:
-                    await upstream.aclose()
-                self._release(endpoint, attempt)
-                endpoint.served += 1
-                self.metrics.ttft.labels(attempt.model).observe(time.perf_counter() - started)
-                on_done(attempt)
-                return Response(
-                    content,
-                    status_code=upstream.status_code,
-                    headers=response_headers(upstream, attempt),
+                response = await self._try(
+                    endpoint, path, body, headers, extensions, stream, attempt, started, on_done
                 )
-            closer = _Closer(self, upstream, endpoint, attempt, on_done)
-            return RelayResponse(
-                self._relay(upstream, endpoint, attempt, started, closer),
-                closer,
-                headers=response_headers(upstream, attempt),
-            )
+            except asyncio.CancelledError:  # the client went away before the first byte: abort upstream too
+                self._release(endpoint, attempt)
+                attempt.status = 499
+                on_done(attempt)
+                raise
+            if response is not None:
+                return response
         if attempt.tries == 0:
+            self.metrics.rejections.labels("no_endpoint").inc()
             raise NoEndpoint(
                 f"no healthy endpoint can serve model '{attempt.model}' right now",
                 headers={"retry-after": str(self.retry_after)},
@@ -230,6 +210,58 @@ class Proxy:
         raise UpstreamError(
             f"upstream failed after {attempt.tries} attempt(s): {'; '.join(attempt.errors[-3:])}",
             headers={"retry-after": str(self.retry_after)},
+        )
+
+    async def _try(
+        self,
+        endpoint: Endpoint,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        extensions: dict[str, Any],
+        stream: bool,
+        attempt: Attempt,
+        started: float,
+        on_done: Callable[[Attempt], None],
+    ) -> Response | None:
+        """One try on ``endpoint`` (already acquired). None = failed before the first byte (released)."""
+        request = httpx.Request(
+            "POST", self._url(endpoint, path), content=body, headers=headers, extensions=extensions
+        )
+        try:
+            upstream = await self.transport.handle_async_request(request)
+        except httpx.HTTPError as exc:
+            self._release(endpoint, attempt)
+            self._failed(endpoint, attempt, self._reason(exc), f"{type(exc).__name__} {exc}")
+            return None
+        if upstream.status_code >= 500:
+            await upstream.aclose()
+            self._release(endpoint, attempt)
+            self._failed(endpoint, attempt, "status_5xx", f"HTTP {upstream.status_code}")
+            return None
+        endpoint.breaker.on_success()
+        attempt.status = upstream.status_code
+        if stream and upstream.status_code == 200:
+            closer = _Closer(self, upstream, endpoint, attempt, on_done)
+            return RelayResponse(
+                self._relay(upstream, endpoint, attempt, started, closer),
+                closer,
+                headers=response_headers(upstream, attempt),
+            )
+        try:
+            content = await upstream.aread()
+        except httpx.HTTPError as exc:
+            self._release(endpoint, attempt)
+            self._failed(endpoint, attempt, self._reason(exc), f"{type(exc).__name__} {exc}")
+            return None
+        finally:
+            await upstream.aclose()
+        self._release(endpoint, attempt)
+        endpoint.served += 1
+        self.metrics.ttft.labels(attempt.model).observe(time.perf_counter() - started)
+        on_done(attempt)
+        return Response(
+            content, status_code=upstream.status_code, headers=response_headers(upstream, attempt)
         )
 
     async def _relay(
@@ -254,6 +286,9 @@ class Proxy:
             attempt.status = 502
             log.warning("stream from %s broke: %s: %s", endpoint.key, type(exc).__name__, exc)
             yield sse_error(f"upstream {endpoint.key} failed mid-stream: {type(exc).__name__}")
+        except (asyncio.CancelledError, GeneratorExit):
+            attempt.status = 499  # the client went away mid-stream; closing upstream aborts the engine's work
+            raise
         finally:
             await closer()
 
@@ -299,5 +334,7 @@ class RelayResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except (OSError, ClientDisconnect):  # the client went away mid-stream (nothing to answer)
+            self._closer.attempt.status = 499
         finally:
             await self._closer()

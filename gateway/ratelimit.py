@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,11 +69,12 @@ class Limiter(Protocol):
 
 
 class MemoryLimiter:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._counts: dict[str, tuple[int, int, int]] = {}  # key -> (window, requests, tokens)
+        self._clock = clock
 
     async def acquire(self, key_id: str, tokens: int, rpm: int | None, tpm: int | None) -> Verdict:
-        now = time.time()
+        now = self._clock()
         window = int(now // WINDOW)
         w, r, t = self._counts.get(key_id, (window, 0, 0))
         if w != window:

@@ -58,7 +58,10 @@ class Scraper:
 
     async def run(self) -> None:
         while True:
-            await self.scrape_all()
+            try:
+                await self.scrape_all()
+            except Exception:  # a bug here must not freeze every endpoint's health: log it and keep going
+                log.exception("scrape cycle failed")
             await asyncio.sleep(self.interval)
 
     async def scrape_all(self) -> None:

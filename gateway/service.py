@@ -31,7 +31,7 @@ from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import make_transport
-from kvcache import MemoryIndex, PrefixIndex, block_hashes
+from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex, block_hashes
 
 log = logging.getLogger("flotilla.gateway")
 
@@ -76,10 +76,10 @@ class Gateway:
         )
         self.tokenizer = load_tokenizer(settings.tokenizer)
         self.keys = KeyStore.load(settings.api_keys, settings.api_keys_file)
-        self.index: PrefixIndex = build_index(settings.index_backend, settings.redis_url)
+        self.index = build_index(settings.index_backend, settings.redis_url)
         #: the index fed by engines' KV events (precise mode), and its subscriber
         self.precise_index: PrefixIndex | None = None
-        self.subscriber: Any = None
+        self.subscriber: KVEventSubscriber | None = None
         self.limiter: Limiter = (
             RedisLimiter(settings.redis_url)
             if settings.ratelimit_backend == "redis" and settings.redis_url
@@ -103,7 +103,8 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self.transport = make_transport(s.transport, max_connections=s.max_connections)
-        self.scrape_client = httpx.AsyncClient(timeout=s.scrape_timeout)
+        # trust_env=False: engines are dialled directly, never through an HTTP(S)_PROXY from the environment
+        self.scrape_client = httpx.AsyncClient(timeout=s.scrape_timeout, trust_env=False)
         self.proxy = Proxy(
             self.transport,
             self.metrics,
@@ -183,6 +184,8 @@ class Gateway:
     async def _sync_subscriber(self) -> None:
         """Follow the KV events of every endpoint that publishes them, once its served model is known
         (block hashes are scoped by model, so the subscriber must use the same name requests do)."""
+        if self.subscriber is None:
+            return
         for endpoint in self.pool:
             if endpoint.spec.kv_events is None or not endpoint.models_known:
                 continue
@@ -280,6 +283,9 @@ class Gateway:
             if a.status >= 500:
                 self.errors += 1
             endpoint = a.endpoint.key if a.endpoint else "none"
+            if hashes and a.endpoint is not None and a.endpoint is not decision.ranked[0] and a.status < 400:
+                # a retry served it elsewhere: that engine now holds the prefix too
+                self._spawn(self.index.record(a.endpoint.key, hashes))
             self.metrics.requests.labels(a.model, endpoint, status).inc()
             elapsed = time.perf_counter() - started
             self.metrics.e2e.labels(a.model).observe(elapsed)

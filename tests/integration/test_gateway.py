@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import pytest
 
 from flotilla.tokenizer import synthetic_ids, synthetic_text
 from gateway.proxy import ENDPOINT_HEADER
+from gateway.routing.registry import BUILTIN_PROFILES
 from tests.fleet import SimFleet, sim_fleet
 from tests.integration.gateway_harness import RunningGateway, running_gateway
 
@@ -176,3 +178,42 @@ def test_metrics_and_stats(gw: RunningGateway, client: openai.OpenAI) -> None:
     assert len(stats.endpoints) == 3
     assert all(e.in_flight == 0 for e in stats.endpoints)
     assert httpx.get(gw.url + "/ready").status_code == 200
+
+
+def test_stream_is_relayed_without_buffering(gw: RunningGateway) -> None:
+    """The first chunk reaches the client long before the engine finishes (no store-and-forward)."""
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "count slowly"}],
+        "max_tokens": 300,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    start = time.monotonic()
+    first = None
+    chunks = 0
+    with httpx.stream("POST", gw.base_url + "/chat/completions", json=body, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                chunks += 1
+                if first is None:
+                    first = time.monotonic() - start
+    total = time.monotonic() - start
+    assert first is not None
+    assert chunks > 10
+    assert first < total / 3, (first, total)
+
+
+@pytest.mark.parametrize("strategy", sorted(BUILTIN_PROFILES))
+def test_every_strategy_serves_through_the_gateway(
+    client: openai.OpenAI, fleet: SimFleet, strategy: str
+) -> None:
+    seen = set()
+    for i in range(6):
+        raw = chat(
+            client, f"{strategy} {i}", extra_headers={"x-routing-strategy": strategy, "x-session-id": "s"}
+        )
+        assert raw.parse().choices[0].message.content is not None
+        seen.add(raw.headers[ENDPOINT_HEADER])
+    assert seen <= {u.removeprefix("http://") for u in fleet.urls}

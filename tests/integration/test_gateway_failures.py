@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import openai
 import pytest
 
+from flotilla.vllm_metrics import parse_metrics
 from gateway.proxy import ENDPOINT_HEADER
 from tests.fleet import sim_fleet
 from tests.integration.gateway_harness import running_gateway
@@ -165,3 +167,43 @@ def test_redis_killed_routing_and_limits_continue(redis_private: RedisServer) ->
         assert results == [200] * 10
         assert gw.gateway.limiter.errors >= 1  # type: ignore[attr-defined]
         redis_private.start()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_client_disconnect_aborts_the_engine_request(stream: bool) -> None:
+    with sim_fleet(1, extra_args=["--time-scale", "1"]) as fleet, running_gateway(engines=fleet.urls) as gw:
+        gw.wait_healthy(1)
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "a long answer please"}],
+            "max_tokens": 2000,  # ~20 s of decoding on the simulated A100
+            "ignore_eos": True,
+            "stream": stream,
+        }
+
+        def abandon() -> None:
+            with httpx.Client(timeout=httpx.Timeout(10, read=1.0)) as client:
+                if stream:
+                    with client.stream("POST", gw.base_url + "/chat/completions", json=body) as r:
+                        for _ in r.iter_raw():
+                            raise httpx.ReadTimeout("the client gives up after the first chunk")
+                else:
+                    client.post(gw.base_url + "/chat/completions", json=body)
+
+        with pytest.raises(httpx.ReadTimeout):
+            abandon()
+        # the gateway stops waiting at once and records the abandoned request as 499
+        gw.wait_until(lambda g: all(e.in_flight == 0 for e in g.pool), timeout=5, what="in-flight released")
+        assert 'status="499"' in httpx.get(gw.url + "/metrics").text
+        if not stream:
+            # engine_sim (unlike vLLM's with_cancellation) finishes non-streaming requests whose client left,
+            # so the engine side is only checked for streams
+            return
+        # the engine stops working on it long before the 20 s it would take
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            if parse_metrics(httpx.get(fleet.urls[0] + "/metrics").text).running == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("engine still running the abandoned request")

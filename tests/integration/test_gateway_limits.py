@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,13 @@ def keys_file(tmp_path: Path) -> Path:
     return path
 
 
+def _fresh_window() -> None:
+    """Limits use wall-clock minutes: start a test's requests well inside one, so no reset lands mid-test."""
+    left = 60 - time.time() % 60
+    if left < 10:
+        time.sleep(left + 0.1)
+
+
 def _ask(client: openai.OpenAI, max_tokens: int = 2):
     return client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=max_tokens
@@ -55,6 +63,7 @@ def test_keys_and_limits(fleet: SimFleet, keys_file: Path) -> None:
     logging.getLogger("flotilla.gateway").addHandler(records)
     with running_gateway(engines=fleet.urls, api_keys_file=keys_file) as gw:
         gw.wait_healthy(1)
+        _fresh_window()
         with (
             openai.OpenAI(base_url=gw.base_url, api_key="sk-wrong", max_retries=0) as c,
             pytest.raises(openai.AuthenticationError),
@@ -100,6 +109,7 @@ def test_limits_are_shared_by_replicas_through_redis(
         replicas = [stack.enter_context(running_gateway(**settings)) for _ in range(2)]
         for r in replicas:
             r.wait_healthy(1)
+        _fresh_window()
         clients = [
             stack.enter_context(openai.OpenAI(base_url=r.base_url, api_key="sk-team-a-secret", max_retries=0))
             for r in replicas

@@ -71,6 +71,19 @@ def test_client_disconnect_aborts_the_request(fleet: SimFleet) -> None:
     assert httpx.get(fleet.urls[0] + "/sim/stats").json()["running"] == 0
 
 
+def test_client_disconnect_aborts_a_non_streaming_request(fleet: SimFleet) -> None:
+    abort = 'vllm:request_success_total{engine="0",finished_reason="abort"'
+    before = metric(fleet, abort)
+    body = {"model": MODEL, "prompt": "long wait", "max_tokens": 5000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(fleet.urls[0] + "/v1/completions", json=body, timeout=httpx.Timeout(30, read=0.5))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and metric(fleet, abort) == before:
+        time.sleep(0.05)
+    assert metric(fleet, abort) == before + 1
+    assert httpx.get(fleet.urls[0] + "/sim/stats").json()["running"] == 0
+
+
 def test_continuous_usage_stats(fleet: SimFleet) -> None:
     body = {
         "model": MODEL,

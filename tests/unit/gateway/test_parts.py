@@ -114,7 +114,8 @@ def test_bad_keys_file(data) -> None:
 
 
 async def test_memory_limiter_rpm_tpm_and_headers() -> None:
-    limiter = MemoryLimiter()
+    now = [120.0]
+    limiter = MemoryLimiter(clock=lambda: now[0])
     first = await limiter.acquire("k", 10, 2, 100)
     assert first.allowed
     assert first.headers["x-ratelimit-remaining-requests"] == "1"
@@ -125,6 +126,8 @@ async def test_memory_limiter_rpm_tpm_and_headers() -> None:
     assert int(third.headers["retry-after"]) >= 1
     assert not (await limiter.acquire("t", 101, None, 100)).allowed  # one request over the token limit
     assert (await limiter.acquire("t", 100, None, 100)).allowed  # the refused one consumed nothing
+    now[0] += 60  # the next minute starts afresh
+    assert (await limiter.acquire("k", 10, 2, 100)).allowed
 
 
 def test_circuit_breaker_opens_half_opens_and_closes() -> None:

@@ -1,0 +1,59 @@
+"""The gateway's Kubernetes discovery against the real API server: pods join and leave the rotation by watch.
+
+The gateway runs in-process (its pool is inspected directly); the operator, kwok pods and the simulators on the
+pod IPs are the shared e2e fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from flotilla import labels
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.controlplane import ControlPlane
+from tests.e2e.helpers import eventually, md_manifest, wait_ready
+from tests.e2e.podsim import PodSimulator
+from tests.integration.gateway_harness import running_gateway
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(240),
+    # the e2e apiserver's certificate is self-signed (kubeconfig: insecure-skip-tls-verify)
+    pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),
+]
+
+
+def _pod_ips(cluster: ControlPlane, ns: str) -> list[str]:
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-n", ns, "-l", f"{labels.DEPLOYMENT}=disc", "-o", "json").stdout
+    )
+    return sorted(p["status"]["podIP"] for p in pods["items"] if p["status"].get("podIP"))
+
+
+def test_pods_join_and_leave_the_rotation(
+    operator: OperatorProcess, pod_sims: PodSimulator, cluster: ControlPlane, ns: str
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=md_manifest("disc", ns, servedModelName="disc-8b", replicas=2))
+    wait_ready(cluster, "disc", ns, 2)
+    with running_gateway(kubernetes=True, kubeconfig=str(cluster.kubeconfig), namespace=ns) as gw:
+
+        def keys() -> set[str]:
+            return {e.key.rsplit(":", 1)[0] for e in gw.gateway.pool if e.available}
+
+        ips = _pod_ips(cluster, ns)
+        eventually(lambda: keys() == set(ips), 60, "both pods in rotation")
+        assert all(e.spec.model == "disc-8b" for e in gw.gateway.pool)
+
+        cluster.kubectl("scale", "md/disc", "-n", ns, "--replicas=1")
+        eventually(lambda: len(_pod_ips(cluster, ns)) == 1, 60, "scaled down")
+        survivor = _pod_ips(cluster, ns)
+        eventually(lambda: keys() == set(survivor), 60, "the removed pod left the rotation")
+        with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=30) as client:
+            for _ in range(4):
+                raw = client.chat.completions.with_raw_response.create(
+                    model="disc-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+                )
+                assert raw.headers["x-flotilla-endpoint"].rsplit(":", 1)[0] == survivor[0]
