@@ -8,6 +8,14 @@ Three watch streams feed them:
   drift against the builders' output (restoring deleted or edited children) and, for Deployments, mirrored
   into the owner's status.
 
+Status mirroring (``mirror_status``) never trusts a handler's own snapshots: it re-reads the Deployment and
+the ModelDeployment under a per-ModelDeployment lock. Several handlers mirror one owner concurrently, each
+holding a snapshot of a different age — ``reconcile``, the Deployment's event stream, and the stream of a
+deleted predecessor Deployment (kopf keys its streams by uid) — and the status in kopf's index lags behind
+the operator's own writes. Comparing against that stale status once skipped the one write that mattered
+(a ModelDeployment stuck at "4/1 ready" after a reverted scale edit); writing from an older Deployment
+snapshot after a newer one regresses the status the same way.
+
 Errors: ``InvalidSpec``/``Rejected`` become a Degraded=True/InvalidSpec condition, a Warning event and
 ``kopf.PermanentError`` (no retries: the user must change the spec); ``Unavailable`` becomes
 ``kopf.TemporaryError`` so kopf retries with the server's delay.
@@ -19,6 +27,7 @@ import contextlib
 import copy
 import datetime
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +43,10 @@ from flotilla_operator.kube import Kube
 
 log = logging.getLogger("flotilla.operator")
 
+#: status writes are serialised per ModelDeployment through one of this many locks (striped by uid, so the
+#: memory stays bounded however many ModelDeployments come and go)
+STATUS_LOCKS = 64
+
 
 @dataclass
 class State:
@@ -42,9 +55,15 @@ class State:
     kube: Kube
     #: counters for the benchmark and logs: what the operator actually wrote
     writes: dict[str, int] = field(default_factory=dict)
+    locks: tuple[threading.Lock, ...] = field(
+        default_factory=lambda: tuple(threading.Lock() for _ in range(STATUS_LOCKS))
+    )
 
     def count(self, what: str) -> None:
         self.writes[what] = self.writes.get(what, 0) + 1
+
+    def status_lock(self, uid: str) -> threading.Lock:
+        return self.locks[hash(uid) % len(self.locks)]
 
 
 def now() -> str:
@@ -102,6 +121,33 @@ def write_status(state: State, md: dict[str, Any], new: dict[str, Any]) -> None:
         state.kube.patch_md_status(meta["namespace"], meta["name"], new)
 
 
+def mirror_status(
+    state: State, md: dict[str, Any], spec: ModelDeploymentSpec, *, observed_generation: int | None = None
+) -> None:
+    """Mirror the Deployment as it is *now* into the status of ``md`` (whose spec and generation are used).
+
+    Under the owner's lock, the Deployment and the current status are read afresh, so whichever handler writes
+    last wrote from a Deployment read after the last change that produced an event, and the skip-if-unchanged
+    check compares with what the API server holds, not with a cached copy of the operator's own older write.
+    """
+    meta = md["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    with state.status_lock(meta["uid"]):
+        current = state.kube.get(API_VERSION, "ModelDeployment", namespace, name)
+        if current is None or current["metadata"].get("uid") != meta["uid"]:
+            return  # deleted (or deleted and recreated) meanwhile: nothing of ours to report on
+        deployment = state.kube.get("apps/v1", "Deployment", namespace, name)
+        new = status.mirror(
+            md={**md, "status": current.get("status") or {}},
+            deployment=deployment,
+            served_model_name=spec.served_name,
+            selector=builders.selector_string(name),
+            now=now(),
+            observed_generation=observed_generation,
+        )
+        write_status(state, current, new)
+
+
 def _reject(state: State, md: dict[str, Any], error: Exception) -> kopf.PermanentError:
     message = str(error)
     post_event(state, md, "InvalidSpec", message, warning=True)
@@ -129,16 +175,8 @@ def reconcile(
     if changed:
         verb = "Created" if reason == "create" else "Applied"
         post_event(memo, md, verb, f"{verb} {' and '.join(changed)} {name}")
-    new = status.mirror(
-        md=md,
-        deployment=results[0][0],
-        served_model_name=parsed.served_name,
-        selector=builders.selector_string(name),
-        now=now(),
-        observed_generation=int(meta.get("generation") or 0),
-    )
     try:
-        write_status(memo, md, new)
+        mirror_status(memo, md, parsed, observed_generation=int(meta.get("generation") or 0))
     except Unavailable as exc:
         raise kopf.TemporaryError(str(exc), delay=exc.retry_after) from exc
 
@@ -192,25 +230,17 @@ def child_event(
     except InvalidSpec:
         return  # reported by reconcile already
     ref = _md_ref(namespace, owner, md["metadata"]["uid"])
-    live: dict[str, Any] | None = copy.deepcopy(dict(body))
     try:
         if event.get("type") == "DELETED":
             memo.count(f"apply/{kind}")
-            live = memo.kube.apply(manifest)
+            memo.kube.apply(manifest)
             post_event(memo, ref, "Restored", f"{kind} {owner} was deleted; recreated it", warning=True)
-        elif not contains(live, manifest):
+        elif not contains(dict(body), manifest):
             memo.count(f"apply/{kind}")
-            live = memo.kube.apply(manifest)
+            memo.kube.apply(manifest)
             post_event(memo, ref, "DriftCorrected", f"{kind} {owner} was changed; re-applied its spec")
         if kind == "Deployment":
-            new = status.mirror(
-                md=md,
-                deployment=live,
-                served_model_name=parsed.served_name,
-                selector=builders.selector_string(owner),
-                now=now(),
-            )
-            write_status(memo, md, new)
+            mirror_status(memo, md, parsed)
     except (Unavailable, Rejected, NotFound) as exc:
         # event handlers are not retried by kopf; the next event (or the resume on restart) tries again
         logger.warning("could not reconcile %s %s/%s: %s", kind, namespace, owner, exc)

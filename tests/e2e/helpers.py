@@ -42,6 +42,15 @@ def conditions(md: dict[str, Any]) -> dict[str, str]:
     return {c["type"]: c["status"] for c in (md.get("status") or {}).get("conditions") or []}
 
 
+def diagnose(cluster: ControlPlane, name: str, ns: str) -> str:
+    """The ModelDeployment and its Deployment as the API server has them now (for failure messages)."""
+    out = []
+    for kind in ("md", "deployment"):
+        proc = cluster.kubectl("get", kind, name, "-n", ns, "-o", "yaml", check=False)
+        out.append(f"--- {kind}/{name} ---\n{proc.stdout or proc.stderr}")
+    return "\n".join(out)
+
+
 def wait_ready(
     cluster: ControlPlane, name: str, ns: str, replicas: int, timeout: float = 90
 ) -> dict[str, Any]:

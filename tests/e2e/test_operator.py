@@ -14,7 +14,7 @@ import yaml
 from flotilla import labels
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.helpers import conditions, eventually, get, md_manifest, wait_ready
+from tests.e2e.helpers import conditions, diagnose, eventually, get, md_manifest, wait_ready
 from tests.e2e.podsim import PodSimulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -114,7 +114,11 @@ def test_deleted_and_edited_children_are_restored(
 
     cluster.kubectl("delete", "service", "drift", "-n", ns)
     eventually(lambda: get(cluster, "service", "drift", ns), 60, "service recreated")
-    wait_ready(cluster, "drift", ns, 1)
+    try:
+        wait_ready(cluster, "drift", ns, 1)
+    except AssertionError as exc:  # what the MD, its Deployment and the operator saw, for the CI log
+        raise AssertionError(f"{exc}\n{diagnose(cluster, 'drift', ns)}\n--- operator log (tail) ---\n"
+                             f"{operator.output()[-8000:]}") from exc  # fmt: skip
     reasons = {
         e["reason"]
         for e in json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
