@@ -133,7 +133,7 @@ class Engine:
             "gpu_memory_utilization": "0.9",
             "num_cpu_blocks": "None",
             "num_gpu_blocks": str(c.num_gpu_blocks),
-            "prefix_caching_hash_algo": "sha256",
+            "prefix_caching_hash_algo": "sha256_cbor",
             "engine": str(c.engine_index),
         }
 
