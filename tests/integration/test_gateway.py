@@ -171,6 +171,7 @@ def test_metrics_and_stats(gw: RunningGateway, client: openai.OpenAI) -> None:
         "flotilla_gateway_routing_decision_seconds_bucket",
         "flotilla_gateway_prefix_match_ratio_bucket",
         "flotilla_gateway_endpoint_in_flight",
+        "flotilla_gateway_endpoint_pending_prefill_blocks",
     ):
         assert family in text
     stats = gw.gateway.stats()
