@@ -2,8 +2,8 @@
 
 Two load signals feed routing, on purpose:
 
-* the gateway's **own exact counters** (``in_flight``, ``active_blocks``) change at request start and end, so
-  back-to-back decisions see each other (a scraped gauge is up to one scrape interval stale, which is how a
+* the gateway's **own exact counters** (``in_flight``, ``active_blocks``, ``prefilling``, ``pending_blocks``)
+  change at request start, first byte and end, so back-to-back decisions see each other (a scraped gauge is up to one scrape interval stale, which is how a
   burst piles onto one pod);
 * the **scraped engine metrics** (queue, KV usage, LoRA slots) include traffic of other gateway replicas.
 
@@ -101,6 +101,9 @@ class Endpoint:
     # exact gateway-side load
     in_flight: int = 0
     active_blocks: int = 0
+    #: in-flight requests that have not sent a byte back yet, and their uncached prompt blocks (queued prefill)
+    prefilling: int = 0
+    pending_blocks: int = 0
     served: int = 0
     failed: int = 0
 
@@ -143,6 +146,7 @@ class EndpointPool:
         endpoint = Endpoint(spec=spec, breaker=CircuitBreaker(*self._breaker))
         if current is not None:  # keep live counters across a spec change (e.g. a label edit)
             endpoint.in_flight, endpoint.active_blocks = current.in_flight, current.active_blocks
+            endpoint.prefilling, endpoint.pending_blocks = current.prefilling, current.pending_blocks
             endpoint.healthy, endpoint.metrics = current.healthy, current.metrics
         self._by_key[spec.key] = endpoint
         self.generation += 1

@@ -76,6 +76,12 @@ class Attempt:
     reason: str = ""
     #: the current try's load is counted on ``endpoint``
     held: bool = False
+    #: prompt blocks and the routing-time prefix matches (endpoint key -> leading blocks held), for the
+    #: endpoint's queued-prefill count; ``prefill`` is what the current try added there until its first byte
+    prompt_blocks: int = 0
+    matches: dict[str, int] = field(default_factory=dict)
+    prefill: int = 0
+    prefilling: bool = False
 
 
 #: response header naming the endpoint that served the request (debugging, tests)
@@ -128,12 +134,25 @@ class Proxy:
     def _acquire(endpoint: Endpoint, attempt: Attempt) -> None:
         endpoint.in_flight += 1
         endpoint.active_blocks += attempt.blocks
+        attempt.prefill = max(0, attempt.prompt_blocks - attempt.matches.get(endpoint.key, 0))
+        endpoint.pending_blocks += attempt.prefill
+        endpoint.prefilling += 1
+        attempt.prefilling = True
         endpoint.breaker.on_attempt()
         attempt.held = True
 
     @staticmethod
+    def _first_byte(endpoint: Endpoint, attempt: Attempt) -> None:
+        """The engine answered: this try's prefill is no longer queued there. Idempotent."""
+        if attempt.prefilling:
+            attempt.prefilling = False
+            endpoint.prefilling -= 1
+            endpoint.pending_blocks -= attempt.prefill
+
+    @staticmethod
     def _release(endpoint: Endpoint, attempt: Attempt) -> None:
         """Give back the load counted by :meth:`_acquire`; safe to call more than once per try."""
+        Proxy._first_byte(endpoint, attempt)
         if attempt.held:
             attempt.held = False
             endpoint.in_flight -= 1
@@ -277,6 +296,7 @@ class Proxy:
                     itl.observe(now - last)
                 else:
                     self.metrics.ttft.labels(model).observe(now - started)
+                    self._first_byte(endpoint, attempt)
                 last = now
                 yield chunk
             endpoint.served += 1

@@ -275,7 +275,13 @@ class Gateway:
         upstream_headers = {h: headers[h] for h in _FORWARDED if h in headers}
         upstream_headers["x-request-id"] = request_id
         upstream_headers["accept-encoding"] = "identity"  # bodies are relayed as raw bytes
-        attempt = Attempt(model=parsed.model, blocks=routing.blocks, request_id=request_id)
+        attempt = Attempt(
+            model=parsed.model,
+            blocks=routing.blocks,
+            request_id=request_id,
+            prompt_blocks=-(-routing.prompt_tokens // routing.block_size),
+            matches=routing.matches,
+        )
 
         def done(a: Attempt) -> None:
             self.requests += 1

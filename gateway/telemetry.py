@@ -37,11 +37,17 @@ class _EndpointCollector(Collector):
             "KV blocks of in-flight requests (gateway's count)",
             labels=["endpoint"],
         )
+        pending = GaugeMetricFamily(
+            "flotilla_gateway_endpoint_pending_prefill_blocks",
+            "Uncached prompt blocks of in-flight requests that have no first byte yet (ttft-cost's queue)",
+            labels=["endpoint"],
+        )
         for e in self.pool:
             in_flight.add_metric([e.key], e.in_flight)
             healthy.add_metric([e.key], 1.0 if e.available else 0.0)
             blocks.add_metric([e.key], e.active_blocks)
-        return [in_flight, healthy, blocks]
+            pending.add_metric([e.key], e.pending_blocks)
+        return [in_flight, healthy, blocks, pending]
 
 
 class _StatsCollector(Collector):

@@ -18,6 +18,7 @@ from gateway.routing.plugins.lora_affinity import LoraAffinity
 from gateway.routing.plugins.pickers import MaxScore, PowerOfTwo, RandomPicker, RoundRobin
 from gateway.routing.plugins.prefix_match import PrefixMatch
 from gateway.routing.plugins.session_affinity import SessionAffinity
+from gateway.routing.plugins.ttft_cost import TTFTCost
 from gateway.settings import ProfileConfig
 
 Factory = Callable[..., Any]
@@ -35,6 +36,7 @@ SCORERS: dict[str, Factory] = {
     "lora-affinity": LoraAffinity,
     # the cost model reads whichever index the gateway runs (approximate or precise)
     "kv-cost": KVCost,
+    "ttft-cost": TTFTCost,
 }
 
 PICKERS: dict[str, Factory] = {
@@ -46,7 +48,9 @@ PICKERS: dict[str, Factory] = {
 
 #: strategy name (x-routing-strategy) -> profile
 BUILTIN_PROFILES: dict[str, ProfileConfig] = {
-    "default": ProfileConfig(scorers={"kv-cost": 1.0, "lora-affinity": 0.2}),
+    "default": ProfileConfig(scorers={"ttft-cost": 1.0, "lora-affinity": 0.2}),
+    # the default until 2026-11: load as KV blocks held (spreads a shared prompt too eagerly; kept to compare)
+    "kv-cost": ProfileConfig(scorers={"kv-cost": 1.0, "lora-affinity": 0.2}),
     "random": ProfileConfig(picker="random"),
     "round-robin": ProfileConfig(picker="round-robin"),
     "least-request": ProfileConfig(scorers={"least-request": 1.0}),

@@ -171,12 +171,14 @@ def test_metrics_and_stats(gw: RunningGateway, client: openai.OpenAI) -> None:
         "flotilla_gateway_routing_decision_seconds_bucket",
         "flotilla_gateway_prefix_match_ratio_bucket",
         "flotilla_gateway_endpoint_in_flight",
+        "flotilla_gateway_endpoint_pending_prefill_blocks",
     ):
         assert family in text
     stats = gw.gateway.stats()
     assert stats.requests > 0
     assert len(stats.endpoints) == 3
     assert all(e.in_flight == 0 for e in stats.endpoints)
+    assert all(e.prefilling == 0 and e.pending_blocks == 0 and e.active_blocks == 0 for e in gw.gateway.pool)
     assert httpx.get(gw.url + "/ready").status_code == 200
 
 
@@ -199,6 +201,11 @@ def test_stream_is_relayed_without_buffering(gw: RunningGateway) -> None:
                 chunks += 1
                 if first is None:
                     first = time.monotonic() - start
+                    # the engine answered: its prefill no longer counts as queued work, the request still runs
+                    pool = list(gw.gateway.pool)
+                    assert sum(e.in_flight for e in pool) == 1
+                    assert sum(e.prefilling for e in pool) == 0
+                    assert sum(e.pending_blocks for e in pool) == 0
     total = time.monotonic() - start
     assert first is not None
     assert chunks > 10

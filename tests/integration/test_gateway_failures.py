@@ -53,7 +53,10 @@ def test_engine_killed_mid_stream_ends_the_stream_with_an_error_promptly() -> No
             assert time.monotonic() - killed_at < 10
             assert received < 400
         # the gateway's counters are released and the next request goes to the survivor
-        gw.wait_until(lambda g: all(e.in_flight == 0 for e in g.pool), what="in-flight released")
+        gw.wait_until(
+            lambda g: all(e.in_flight == e.prefilling == e.pending_blocks == 0 for e in g.pool),
+            what="in-flight released",
+        )
         with _client(gw.base_url) as client:
             ok = client.chat.completions.with_raw_response.create(
                 model=MODEL, messages=[{"role": "user", "content": "still there?"}], max_tokens=2
@@ -193,7 +196,11 @@ def test_client_disconnect_aborts_the_engine_request(stream: bool) -> None:
         with pytest.raises(httpx.ReadTimeout):
             abandon()
         # the gateway stops waiting at once and records the abandoned request as 499
-        gw.wait_until(lambda g: all(e.in_flight == 0 for e in g.pool), timeout=5, what="in-flight released")
+        gw.wait_until(
+            lambda g: all(e.in_flight == e.prefilling == e.pending_blocks == 0 for e in g.pool),
+            timeout=5,
+            what="in-flight released",
+        )
         assert 'status="499"' in httpx.get(gw.url + "/metrics").text
         if not stream:
             # engine_sim (unlike vLLM's with_cancellation) finishes non-streaming requests whose client left,

@@ -9,7 +9,7 @@ cacheable). Prompts shorter than one block score 1.0 everywhere (no information)
   sees evictions.
 
 Alone, either collapses a shared system prompt onto one pod; the built-in profiles pair them with the
-``imbalance`` filter, and the default profile uses ``kv-cost`` instead.
+``imbalance`` filter, and the default profile uses ``ttft-cost`` instead.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ def ep(
     *,
     in_flight: int = 0,
     active_blocks: int = 0,
+    prefilling: int = 0,
+    pending_blocks: int = 0,
     running: float = 0,
     waiting: float = 0,
     kv: float = 0.0,
@@ -19,6 +21,8 @@ def ep(
     e.healthy = True
     e.in_flight = in_flight
     e.active_blocks = active_blocks
+    e.prefilling = prefilling
+    e.pending_blocks = pending_blocks
     e.metrics = EngineMetrics(
         running=running, waiting=waiting, kv_usage=kv, num_gpu_blocks=gpu_blocks, lora=lora
     )

@@ -71,16 +71,42 @@ async def test_default_profile_spreads_a_shared_prefix_under_load() -> None:
         return {k: len(hashes) for k in keys if k in warm}
 
     picks = Counter()
-    for _ in range(30):  # 30 concurrent requests, none finishes
+    for _ in range(30):  # 30 concurrent requests, none finishes (nor sends its first byte: a burst)
+        request = RoutingRequest(model="m", prompt_tokens=1024 + 32, hashes=list(range(64)), max_tokens=128)
+        decision = await router.route(router.profiles["default"], request, endpoints, match)
+        chosen = decision.ranked[0]
+        warm.add(chosen.key)
+        # what Proxy._acquire counts
+        chosen.in_flight += 1
+        chosen.active_blocks += request.blocks
+        chosen.prefilling += 1
+        chosen.pending_blocks += 66 - request.matches.get(chosen.key, 0)
+        picks[chosen.key] += 1
+    assert len(picks) == 3
+    assert max(picks.values()) - min(picks.values()) <= 2
+
+
+async def test_default_profile_spreads_a_shared_prefix_once_decoding() -> None:
+    """Steady state of the same hotspot: every request in flight is past its first byte (decoding). The warm
+    endpoint keeps the prompt only while its extra batch is within saved blocks ÷ decode_weight (66 ÷ 4), then
+    a cold endpoint gets it; it never takes all of them."""
+    router = Router()
+    endpoints = [ep(1), ep(2), ep(3)]
+    warm: set[str] = set()
+
+    async def match(kind, hashes, keys):
+        return {k: len(hashes) for k in keys if k in warm}
+
+    picks = Counter()
+    for _ in range(90):
         request = RoutingRequest(model="m", prompt_tokens=1024 + 32, hashes=list(range(64)), max_tokens=128)
         decision = await router.route(router.profiles["default"], request, endpoints, match)
         chosen = decision.ranked[0]
         warm.add(chosen.key)
         chosen.in_flight += 1
-        chosen.active_blocks += request.blocks
         picks[chosen.key] += 1
     assert len(picks) == 3
-    assert max(picks.values()) - min(picks.values()) <= 2
+    assert max(picks.values()) <= 17 + min(picks.values()), picks
 
 
 async def test_default_profile_prefers_the_warm_endpoint_when_idle() -> None:
