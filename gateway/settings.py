@@ -113,6 +113,9 @@ class GatewaySettings(BaseSettings):
     ratelimit_backend: Literal["memory", "redis"] = "memory"
 
     # ------------------------------------------------------------------ observability
+    #: add ``x-flotilla-endpoint`` (the engine's address) to responses: handy on loopback, a leak of internal
+    #: addresses anywhere else, so off by default
+    debug_headers: bool = False
     log_json: bool = True
     log_level: str = "INFO"
 

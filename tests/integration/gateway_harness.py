@@ -65,6 +65,7 @@ def running_gateway(**settings: Any) -> Iterator[RunningGateway]:
     port = free_port()
     settings.setdefault("scrape_interval", 0.2)
     settings.setdefault("models_interval", 0.5)
+    settings.setdefault("debug_headers", True)  # tests check which engine served (x-flotilla-endpoint)
     app = create_app(GatewaySettings(port=port, **settings))
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, loop="asyncio", log_level="warning", access_log=False
