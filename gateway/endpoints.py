@@ -36,6 +36,8 @@ class EndpointSpec:
     model: str | None = None
     #: ZMQ URL of the engine's KV-event publisher (precise prefix mode)
     kv_events: str | None = None
+    #: routing profile the model's owner asked for (ModelDeployment ``spec.routingProfile``, a pod annotation)
+    routing_profile: str | None = None
 
     @property
     def key(self) -> str:

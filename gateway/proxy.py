@@ -142,6 +142,7 @@ class Proxy:
         self.max_retries = max_retries
         self.budget = budget
         self.retry_after = retry_after
+        self.first_byte_timeout = first_byte_timeout
         self._extensions = {
             True: {"timeout": timeouts(connect=connect_timeout, read=stream_idle_timeout)},
             False: {"timeout": timeouts(connect=connect_timeout, read=first_byte_timeout)},
@@ -169,7 +170,7 @@ class Proxy:
         # connect first: the aiohttp transport reports a refused connection as ConnectTimeout
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return "connect"
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
             return "timeout"
         # anything else — httpx's read errors, or an exception of the transport's own library that httpx-aiohttp
         # does not map (aiohttp's ClientResponseError for an oversized response header) — is a broken response
@@ -264,8 +265,12 @@ class Proxy:
         request = httpx.Request(
             "POST", self._url(endpoint, path), content=body, headers=headers, extensions=extensions
         )
+        # non-streaming: first_byte_timeout bounds the whole response, not each read (an engine dripping a byte
+        # at a time would otherwise hold the request for ever); streams: the per-read idle timeout applies
+        deadline = None if stream else asyncio.get_running_loop().time() + self.first_byte_timeout
         try:
-            upstream = await self.transport.handle_async_request(request)
+            async with asyncio.timeout_at(deadline):
+                upstream = await self.transport.handle_async_request(request)
         except Exception as exc:  # the boundary: any transport failure is this try's failure
             self._failed(lease, attempt, self._reason(exc), f"{type(exc).__name__}")
             return None
@@ -283,7 +288,8 @@ class Proxy:
                 headers=response_headers(upstream, attempt, self.debug_headers),
             )
         try:
-            content = await upstream.aread()
+            async with asyncio.timeout_at(deadline):
+                content = await upstream.aread()
         except Exception as exc:
             self._failed(lease, attempt, self._reason(exc), f"{type(exc).__name__}")
             return None

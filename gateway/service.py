@@ -118,13 +118,12 @@ class Gateway:
             if settings.ratelimit_backend == "redis" and settings.redis_url
             else MemoryLimiter()
         )
-        if settings.ratelimit_backend == "redis" and not settings.redis_url:
-            raise ValueError("ratelimit_backend 'redis' needs redis_url")
         self.transport: httpx.AsyncBaseTransport | None = transport
         self.scrape_client: httpx.AsyncClient | None = None
         self.proxy: Proxy | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers: list[Any] = []
+        self._wanted_profiles: dict[str, str] = {}
         self.requests = 0
         self.errors = 0
         self._match_sum = 0.0
@@ -223,6 +222,13 @@ class Gateway:
 
     def set_endpoints(self, specs: list[EndpointSpec]) -> None:
         """Replace the endpoint set (Kubernetes discovery); new endpoints are scraped right away."""
+        wanted = {s.model: s.routing_profile for s in specs if s.model and s.routing_profile}
+        if wanted != self._wanted_profiles:
+            self._wanted_profiles = wanted
+            for name in self.router.discover_profiles(wanted):
+                log.warning(
+                    "routing profile %r asked for by a model's pods is unknown here; using the default", name
+                )
         for key in self.pool.replace_all(specs):
             self._spawn(self.index.remove_endpoint(key))
             if self.subscriber is not None:

@@ -201,18 +201,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
+#: loggers of the gateway process: its own and the prefix index's (Redis, KV events), all formatted alike
+GATEWAY_LOGGERS = ("flotilla.gateway", "flotilla.kvcache")
+
+
 def configure_logging(json_logs: bool, level: str) -> Callable[[], None]:
-    """Attach a handler to the ``flotilla.gateway`` logger; returns a function that detaches it."""
-    logger = logging.getLogger("flotilla.gateway")
+    """Attach one handler to the gateway's loggers (:data:`GATEWAY_LOGGERS`); returns a function that detaches it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
+    loggers = [logging.getLogger(name) for name in GATEWAY_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False
 
     def detach() -> None:
-        logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
 
     return detach

@@ -6,6 +6,7 @@ malformed rate-limit command that must not switch every key to per-replica limit
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -145,3 +146,36 @@ def test_openai_client_unaffected(gw: RunningGateway) -> None:
         )
     assert reply.usage is not None
     assert _idle(gw)
+
+
+def _raw(gw: RunningGateway, payload: bytes, *, read_timeout: float = 5.0) -> bytes:
+    host, port = gw.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_an_oversized_request_head_is_431_and_closed(gw: RunningGateway) -> None:
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-filler: " + b"a" * 200_000 + b"\r\n\r\n"
+    answer = _raw(gw, head)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert b"request headers too large" in answer
+
+
+def test_a_slow_request_head_is_cut_off(fleet: SimFleet) -> None:
+    with running_gateway(engines=fleet.urls, header_timeout=0.5) as gw:
+        started = time.monotonic()
+        answer = _raw(gw, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-slow: a", read_timeout=10)
+        assert answer == b""  # closed without an answer
+        assert time.monotonic() - started < 5
+        # a normal request on a new connection is unaffected
+        assert httpx.post(gw.base_url + "/chat/completions", json=CHAT).status_code == 200

@@ -162,3 +162,40 @@ async def test_all_endpoints_refusing_connections_is_503_without_addresses() -> 
         )
     assert "127.0.0.1" not in info.value.message
     assert all(_idle(e) for e in endpoints)
+
+
+class DripStream(httpx.AsyncByteStream):
+    """An engine that answers at once and then sends its body a byte at a time, slowly."""
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            yield b"x"
+
+
+class DripTransport(httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=DripStream())
+
+
+async def test_a_non_streaming_response_must_complete_within_the_first_byte_timeout() -> None:
+    e = _endpoint(Clock())
+    proxy = Proxy(
+        DripTransport(),
+        GatewayMetrics(EndpointPool()),
+        max_retries=0,
+        budget=RetryBudget(1.0, 100.0),
+        first_byte_timeout=0.3,  # each read is quick; the whole body would take 5 s
+        stream_idle_timeout=5,
+        connect_timeout=1,
+        retry_after=1,
+    )
+    done: list[Attempt] = []
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(UpstreamError, match="TimeoutError"):
+        await proxy.forward(
+            [e], "/v1/completions", b"{}", {}, stream=False, attempt=_attempt(), on_done=done.append
+        )
+    assert asyncio.get_running_loop().time() - started < 2
+    assert done[0].reason == "timeout"
+    assert _idle(e)
