@@ -1,0 +1,147 @@
+"""The faults: real processes killed, frozen and started again, while the load runs.
+
+* an engine **killed** is SIGKILLed (no goodbye, as a crashed pod) and started again on the same port after
+  ``kill_down`` seconds, cold; then, once it is healthy and ``kill_gap`` seconds later, the next engine dies —
+  one engine down at a time, round the fleet, until the phase ends;
+* an engine **hung** is SIGSTOPped for ``hang_seconds`` (its sockets stay open and accept connections, nothing
+  answers: a wedged process, the hard case for a proxy) and then SIGCONTed;
+* **Redis killed** is SIGKILLed and started again, empty, on its port after ``redis_down`` seconds; **Redis
+  frozen** is SIGSTOPped as long and then SIGCONTed.
+
+Each engine is its own ``flotilla sim`` process (:class:`EngineSet`), so one can die alone. Whatever a fault
+did is undone in ``finally``, so an interrupted run leaves no stopped process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field, replace
+
+from bench.fleet import FleetSpec
+from bench.procs import Proc, RedisProc, free_port, wait_http
+from bench.reliability.spec import Phase, ReliabilitySpec
+
+#: seconds reserved for an engine's cold start when planning the last kill of a phase
+RESTART_MARGIN = 3.0
+
+
+class EngineSet:
+    """N single-engine ``flotilla sim`` processes on fixed loopback ports."""
+
+    def __init__(self, spec: FleetSpec) -> None:
+        self.spec = spec
+        self.ports = [free_port() for _ in range(spec.engines)]
+        self.procs: list[Proc | None] = [None] * spec.engines
+        one = replace(spec, engines=1)
+        self._argv = [one.argv(port, None) for port in self.ports]
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{p}" for p in self.ports]
+
+    async def start(self, i: int, *, within: float = 60.0) -> None:
+        old = self.procs[i]
+        if old is not None:
+            old.stop()
+            old.cleanup()
+        proc = self.procs[i] = Proc(f"sim-{i}", self._argv[i])
+        await wait_http(proc, self.urls[i] + "/health", within=within)
+
+    async def start_all(self) -> None:
+        try:
+            await asyncio.gather(*(self.start(i) for i in range(len(self.ports))))
+        except BaseException:
+            self.stop()
+            raise
+
+    def signal(self, i: int, sig: int) -> None:
+        proc = self.procs[i]
+        if proc is not None:
+            proc.signal(sig)
+
+    def alive(self, i: int) -> bool:
+        proc = self.procs[i]
+        return proc is not None and proc.alive()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc is not None:
+                proc.stop()
+                proc.cleanup()
+        self.procs = [None] * len(self.ports)
+
+
+@dataclass
+class FaultLog:
+    """What was done when (seconds since the load started), for the report."""
+
+    start: float = field(default_factory=time.perf_counter)
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.events.append((round(time.perf_counter() - self.start, 2), text))
+
+
+class Faults:
+    def __init__(self, spec: ReliabilitySpec, engines: EngineSet, redis: RedisProc, log: FaultLog) -> None:
+        self.spec = spec
+        self.engines = engines
+        self.redis = redis
+        self.log = log
+        self._next_victim = 0
+
+    async def run(self, phase: Phase) -> None:
+        """Inject ``phase``'s fault for (at most) its duration; every change is undone before returning."""
+        if phase.fault == "none":
+            return
+        await asyncio.sleep(self.spec.fault_delay)
+        deadline = time.perf_counter() + phase.seconds - self.spec.fault_delay
+        if phase.fault == "engine-kill":
+            await self._kill_engines(deadline)
+        elif phase.fault == "engine-hang":
+            await self._hang_engine()
+        elif phase.fault in ("redis-kill", "redis-freeze"):
+            await self._redis(phase.fault == "redis-kill")
+        else:
+            raise ValueError(f"unknown fault {phase.fault!r}")
+
+    async def _kill_engines(self, deadline: float) -> None:
+        n = len(self.engines.ports)
+        # stop killing early enough that the last victim is back (a cold start takes 1–3 s on a busy machine)
+        # before the phase ends: phases must not overlap, or their outcomes could not be told apart
+        while time.perf_counter() + self.spec.kill_down + RESTART_MARGIN < deadline:
+            i = self._next_victim % n
+            self._next_victim += 1
+            self.engines.signal(i, signal.SIGKILL)
+            self.log.note(f"engine {i} killed (SIGKILL)")
+            try:
+                await asyncio.sleep(self.spec.kill_down)
+            finally:
+                await self.engines.start(i)
+                self.log.note(f"engine {i} restarted and healthy")
+            await asyncio.sleep(min(self.spec.kill_gap, max(0.0, deadline - time.perf_counter())))
+
+    async def _hang_engine(self) -> None:
+        i = self._next_victim % len(self.engines.ports)
+        self.engines.signal(i, signal.SIGSTOP)
+        self.log.note(f"engine {i} hung (SIGSTOP)")
+        try:
+            await asyncio.sleep(self.spec.hang_seconds)
+        finally:
+            self.engines.signal(i, signal.SIGCONT)
+            self.log.note(f"engine {i} resumed (SIGCONT)")
+
+    async def _redis(self, kill: bool) -> None:
+        self.redis.signal(signal.SIGKILL if kill else signal.SIGSTOP)
+        self.log.note("redis killed (SIGKILL)" if kill else "redis frozen (SIGSTOP)")
+        try:
+            await asyncio.sleep(self.spec.redis_down)
+        finally:
+            if kill:
+                await self.redis.start()
+                self.log.note("redis restarted (empty)")
+            else:
+                self.redis.signal(signal.SIGCONT)
+                self.log.note("redis resumed (SIGCONT)")
