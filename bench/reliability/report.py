@@ -71,6 +71,21 @@ def render(result: ReliabilityResult, heading: str = "#") -> str:
         "without one; `truncated` = a stream without `[DONE]`/error event or an incomplete 200 body; "
         "`disconnected` = the client left on purpose before the answer ended. Streaming = normal and slow readers.",
         "",
+        "What the gateway's `/metrics` showed meanwhile (sampled every 0.5 s): the faults were felt, and seen.",
+        "",
+        *table(
+            [
+                "phase",
+                "most requests in flight",
+                "some breaker not closed (s)",
+                "some endpoint out of rotation (s)",
+            ],
+            [
+                [p.name, f"{p.max_in_flight:g}", f"{p.breaker_seconds:g}", f"{p.unhealthy_seconds:g}"]
+                for p in result.phases
+            ],
+        ),
+        "",
         f"{heading}# Outcomes by client behaviour",
         "",
         *table(

@@ -11,6 +11,7 @@ closed and every endpoint healthy (bounded by ``settle_timeout``) → judge the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shutil
 import time
@@ -28,12 +29,13 @@ from bench.procs import RedisProc, wait_http
 from bench.progress import Progress
 from bench.reliability.behaviours import DISCONNECTING, OUTCOMES, Behaviours, Outcome, pick
 from bench.reliability.faults import EngineSet, FaultLog, Faults
-from bench.reliability.gateway_state import GatewayState, wait_settled
+from bench.reliability.gateway_state import GatewayState, read_state, wait_settled
 from bench.reliability.spec import Phase, ReliabilitySpec
 from bench.workloads import BenchRequest, build
 
 MODEL = FleetSpec().model
 STREAMING = ("stream", "slow-reader")
+SAMPLE_EVERY = 0.5
 
 
 @dataclass
@@ -50,6 +52,11 @@ class Tally:
     stream_ok: int = 0
     #: the longest a request of this tally took to end (seconds)
     slowest: float = 0.0
+    #: the gateway's /metrics, sampled every SAMPLE_EVERY s while the phase ran: the most requests in flight,
+    #: and how long some breaker was not closed / some endpoint out of rotation (shows the faults were felt)
+    max_in_flight: float = 0.0
+    breaker_seconds: float = 0.0
+    unhealthy_seconds: float = 0.0
 
     def add(self, o: Outcome) -> None:
         self.sent += 1
@@ -122,9 +129,33 @@ def phase_at(phases: tuple[Phase, ...], t: float) -> Phase:
     return phases[-1]
 
 
+async def watch(
+    client: httpx.AsyncClient, gateway_url: str, spec: ReliabilitySpec, start: float, seen: dict[str, Tally]
+) -> None:
+    """Sample the gateway's gauges until cancelled, into ``seen[phase name]``."""
+    while True:
+        t = time.perf_counter() - start
+        tally = seen.setdefault(phase_at(spec.phases, t).name, Tally(phase_at(spec.phases, t).name))
+        try:
+            state = await read_state(client, gateway_url)
+        except httpx.HTTPError:
+            state = None
+        if state is not None:
+            tally.max_in_flight = max(tally.max_in_flight, sum(e.in_flight for e in state.endpoints))
+            tally.breaker_seconds += SAMPLE_EVERY * any(e.breaker_state != 0 for e in state.endpoints)
+            tally.unhealthy_seconds += SAMPLE_EVERY * any(e.healthy != 1 for e in state.endpoints)
+        await asyncio.sleep(max(0.0, start + t + SAMPLE_EVERY - time.perf_counter()))
+
+
 async def drive(
-    spec: ReliabilitySpec, behaviours: Behaviours, faults: Faults, log: FaultLog, progress: Progress
+    spec: ReliabilitySpec,
+    behaviours: Behaviours,
+    faults: Faults,
+    log: FaultLog,
+    progress: Progress,
+    seen: dict[str, Tally],
 ) -> list[Outcome]:
+    """Send the load and inject the faults; ``seen`` collects what the gateway reported meanwhile."""
     requests, offsets = requests_for(spec)
     rng = random.Random(spec.seed + 2)
     plan = [
@@ -134,6 +165,8 @@ async def drive(
     tasks: list[asyncio.Task[Outcome]] = []
     fault_tasks: list[asyncio.Task[None]] = []
     log.start = start = time.perf_counter()
+    gateway_url = behaviours.url.removesuffix("/v1/chat/completions")
+    watcher = asyncio.create_task(watch(behaviours.client, gateway_url, spec, start, seen))
     current: Phase | None = None
     for request, offset, behaviour, request_rng in plan:
         delay = start + offset - time.perf_counter()
@@ -153,6 +186,9 @@ async def drive(
     if current is not None:
         progress.finish_step()
     log.note("load ends; waiting for the requests still running")
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
     await asyncio.gather(*fault_tasks)
     _done, pending = await asyncio.wait(tasks, timeout=spec.hung_after + 10) if tasks else (set(), set())
     outcomes = []
@@ -167,8 +203,15 @@ async def drive(
     return outcomes
 
 
-def tallies(spec: ReliabilitySpec, outcomes: list[Outcome]) -> tuple[list[Tally], list[Tally], Tally]:
+def tallies(
+    spec: ReliabilitySpec, outcomes: list[Outcome], seen: dict[str, Tally] | None = None
+) -> tuple[list[Tally], list[Tally], Tally]:
     phases = {p.name: Tally(p.name, p.fault) for p in spec.phases}
+    for name, observed in (seen or {}).items():
+        phase = phases[name]
+        phase.max_in_flight = observed.max_in_flight
+        phase.breaker_seconds = observed.breaker_seconds
+        phase.unhealthy_seconds = observed.unhealthy_seconds
     kinds = {b: Tally(b) for b in spec.mix}
     total = Tally("total")
     for o in outcomes:
@@ -234,6 +277,7 @@ async def run_reliability(
     gateway.env.update(spec.gateway_env)
     gateway.env["FLOTILLA_GATEWAY_REDIS_URL"] = redis.url
     log = FaultLog()
+    seen: dict[str, Tally] = {}
     try:
         progress.message(f"starting redis, {spec.engines} engines ({spec.preset}) and the gateway")
         await redis.start()
@@ -250,7 +294,7 @@ async def run_reliability(
                 hung_after=spec.hung_after,
                 slow_pause=spec.slow_read_pause,
             )
-            outcomes = await drive(spec, behaviours, Faults(spec, engines, redis, log), log, progress)
+            outcomes = await drive(spec, behaviours, Faults(spec, engines, redis, log), log, progress, seen)
             for url in engines.urls:  # the faults are over: every engine must be back
                 await wait_http(None, url + "/health", within=30.0)
             progress.message("load drained; waiting for the gateway's counters and breakers to settle")
@@ -265,7 +309,7 @@ async def run_reliability(
         gateway.stop()
         engines.stop()
         redis.stop()
-    phases, kinds, total = tallies(spec, outcomes)
+    phases, kinds, total = tallies(spec, outcomes, seen)
     notes = [f"gateway log: {len(errors)} ERROR lines" + (f", first: {errors[0][:300]}" if errors else "")]
     disconnecting = sum(k.sent for k in kinds if k.name in DISCONNECTING)
     notes.append(f"{disconnecting} requests were sent by clients that disconnect on purpose")
