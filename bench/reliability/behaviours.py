@@ -11,6 +11,8 @@ Outcomes, from the client's side only (what a user of the gateway would see):
 * ``hung`` — no complete answer within ``hung_after`` seconds (the request is then cancelled);
 * ``truncated`` — a silent cut: a stream that ended without ``[DONE]`` (or without a finished choice) and
   without an error event, or a 200 body that is not complete JSON;
+* a deliberately **bad request** (``bad-request``) must be refused with a 4xx OpenAI error; a 5xx or a 200
+  for it counts as ``unclear``;
 * ``disconnected`` — the client left on purpose (one of the disconnecting behaviours) before the answer was
   complete; it has no outcome of its own, but the gateway must release what the request held.
 
@@ -42,7 +44,10 @@ BEHAVIOURS = (
     "cancel-mid-stream",
     "slow-reader",
     "abort-upload",
+    "bad-request",
 )
+#: bad requests the gateway must refuse with a clear 4xx (each once leaked load or crashed a gateway somewhere)
+BAD_REQUESTS = ("9 kB x-request-id", "malformed JSON", "max_tokens 2^63", "unknown model")
 #: behaviours whose client leaves on purpose
 DISCONNECTING = ("cancel-before-first-byte", "cancel-mid-stream", "abort-upload")
 
@@ -159,7 +164,9 @@ class Behaviours:
         leave_at_chunk = rng.randint(1, 3)  # cancel-mid-stream: after this many content chunks
         try:
             async with asyncio.timeout(self.hung_after):
-                if behaviour == "abort-upload":
+                if behaviour == "bad-request":
+                    await self._bad_request(request, out, rng)
+                elif behaviour == "abort-upload":
                     await self._abort_upload(request, rng)
                     out.outcome, out.detail = "disconnected", "closed while sending the body"
                 elif behaviour in ("nonstream", "cancel-before-first-byte"):
@@ -226,6 +233,35 @@ class Behaviours:
                 return
             # after the head, a broken connection is judged by what the stream said before it broke
         out.outcome, out.detail = state.verdict()
+
+    async def _bad_request(self, request: BenchRequest, out: Outcome, rng: random.Random) -> None:
+        kind = rng.choice(BAD_REQUESTS)
+        body: dict[str, Any] = orjson.loads(self.body(request, False))
+        headers = {"content-type": "application/json"}
+        content = b""
+        if kind == "9 kB x-request-id":
+            headers["x-request-id"] = "r" * 9000
+        elif kind == "max_tokens 2^63":
+            body["max_tokens"] = 2**63
+        elif kind == "unknown model":
+            body["model"] = "no-such-model"
+        else:
+            content = orjson.dumps(body)[:-7]
+        try:
+            response = await self.client.post(
+                self.url, content=content or orjson.dumps(body), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            out.outcome, out.detail = "unclear", f"{kind}: no response: {type(exc).__name__}"
+            return
+        out.status = response.status_code
+        out.outcome, detail = classify_json(response.status_code, response.content)
+        if out.outcome == "error" and not 400 <= response.status_code < 500:
+            # a client's mistake answered as the server's (5xx), or served: not a clear refusal
+            out.outcome = "unclear"
+        elif out.outcome == "ok":
+            out.outcome, detail = "unclear", "a bad request was served (HTTP 200)"
+        out.detail = f"{kind}: {detail}"
 
     async def _abort_upload(self, request: BenchRequest, rng: random.Random) -> None:
         """Send the head and part of the body on a raw connection, then close it."""

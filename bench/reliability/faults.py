@@ -3,6 +3,9 @@
 * an engine **killed** is SIGKILLed (no goodbye, as a crashed pod) and started again on the same port after
   ``kill_down`` seconds, cold; then, once it is healthy and ``kill_gap`` seconds later, the next engine dies —
   one engine down at a time, round the fleet, until the phase ends;
+* an engine **failing** answers a share of requests 500 and cuts a share of its streams after the first chunk
+  (engine_sim's ``/sim/faults``) while its ``/health`` stays 200 — a sick GPU, not a dead pod: the health check
+  cannot see it, only the circuit breaker can, so this phase exercises open → half-open → trial → closed;
 * an engine **hung** is SIGSTOPped for ``hang_seconds`` (its sockets stay open and accept connections, nothing
   answers: a wedged process, the hard case for a proxy) and then SIGCONTed;
 * **Redis killed** is SIGKILLed and started again, empty, on its port after ``redis_down`` seconds; **Redis
@@ -18,6 +21,8 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass, field, replace
+
+import httpx
 
 from bench.fleet import FleetSpec
 from bench.procs import Proc, RedisProc, free_port, wait_http
@@ -102,6 +107,8 @@ class Faults:
             await self._kill_engines(deadline)
         elif phase.fault == "engine-hang":
             await self._hang_engine()
+        elif phase.fault == "engine-errors":
+            await self._failing_engine()
         elif phase.fault in ("redis-kill", "redis-freeze"):
             await self._redis(phase.fault == "redis-kill")
         else:
@@ -132,6 +139,24 @@ class Faults:
         finally:
             self.engines.signal(i, signal.SIGCONT)
             self.log.note(f"engine {i} resumed (SIGCONT)")
+
+    async def _failing_engine(self) -> None:
+        i = self._next_victim % len(self.engines.ports)
+        url = self.engines.urls[i] + "/sim/faults"
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+            bad = {"failure_rate": self.spec.error_rate, "die_mid_stream_rate": self.spec.cut_stream_rate}
+            (await client.post(url, json=bad)).raise_for_status()
+            self.log.note(
+                f"engine {i} failing: {self.spec.error_rate:.0%} answered 500, "
+                f"{self.spec.cut_stream_rate:.0%} of streams cut (health still 200)"
+            )
+            try:
+                await asyncio.sleep(self.spec.errors_seconds)
+            finally:
+                (
+                    await client.post(url, json={"failure_rate": 0.0, "die_mid_stream_rate": 0.0})
+                ).raise_for_status()
+                self.log.note(f"engine {i} answers normally again")
 
     async def _redis(self, kill: bool) -> None:
         self.redis.signal(signal.SIGKILL if kill else signal.SIGSTOP)

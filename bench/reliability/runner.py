@@ -221,9 +221,14 @@ def tallies(
     return list(phases.values()), list(kinds.values()), total
 
 
-def judge(spec: ReliabilitySpec, total: Tally, final: GatewayState, settle: float | None) -> list[Check]:
+def judge(
+    spec: ReliabilitySpec, total: Tally, kinds: list[Tally], final: GatewayState, settle: float | None
+) -> list[Check]:
     leaked = [e.endpoint for e in final.endpoints if not e.drained]
     stuck = [f"{e.endpoint}: {e.breaker}, healthy={e.healthy:g}" for e in final.endpoints if not e.recovered]
+    bad = next((k for k in kinds if k.name == "bad-request"), None)
+    bad_refused = bad.count("error") if bad is not None else 0
+    bad_sent = bad.sent if bad is not None else 0
     return [
         Check("no request hung", total.count("hung") == 0, f"{total.count('hung')} hung"),
         Check("no silent truncation", total.count("truncated") == 0, f"{total.count('truncated')} truncated"),
@@ -242,6 +247,11 @@ def judge(spec: ReliabilitySpec, total: Tally, final: GatewayState, settle: floa
             "all closed and healthy" + (f" after {settle:.1f} s" if settle is not None else "")
             if not stuck
             else "; ".join(stuck),
+        ),
+        Check(
+            "bad requests refused with a clear error",
+            bad_refused == bad_sent,
+            f"{bad_refused}/{bad_sent} refused with an OpenAI error body",
         ),
         Check(
             f"non-streaming success ≥ {spec.min_nonstream_success:.1%}",
@@ -339,6 +349,6 @@ async def run_reliability(
         final=final,
         settle_seconds=settle,
         details=frequent_details(outcomes),
-        checks=judge(spec, total, final, settle),
+        checks=judge(spec, total, kinds, final, settle),
         notes=notes,
     )

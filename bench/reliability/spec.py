@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 #: fault kinds (bench/reliability/faults.py acts on them)
-FAULTS = ("none", "engine-kill", "engine-hang", "redis-kill", "redis-freeze")
+FAULTS = ("none", "engine-kill", "engine-hang", "engine-errors", "redis-kill", "redis-freeze")
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,12 @@ class Phase:
 #: client behaviours and their share of requests (bench/reliability/behaviours.py)
 DEFAULT_MIX = {
     "nonstream": 0.40,
-    "stream": 0.25,
+    "stream": 0.22,
     "cancel-before-first-byte": 0.10,
     "cancel-mid-stream": 0.10,
     "slow-reader": 0.10,
     "abort-upload": 0.05,
+    "bad-request": 0.03,
 }
 
 
@@ -55,6 +56,11 @@ class ReliabilitySpec:
     kill_gap: float = 2.0
     #: engine-hang: SIGSTOP this long (longer than the gateway's stream idle timeout), then SIGCONT
     hang_seconds: float = 12.0
+    #: engine-errors: one engine answers this share of requests with 500 and cuts this share of streams after
+    #: the first chunk (engine_sim's /sim/faults) while /health stays 200: only the breaker can take it out
+    error_rate: float = 0.6
+    cut_stream_rate: float = 0.5
+    errors_seconds: float = 15.0
     #: redis-kill / redis-freeze: how long Redis is away
     redis_down: float = 8.0
     #: a fault starts this long into its phase, so every phase begins with requests in flight
@@ -94,6 +100,7 @@ def full(seed: int) -> ReliabilitySpec:
             Phase("baseline", "none", 20.0),
             Phase("engines killed", "engine-kill", 40.0),
             Phase("engine hung", "engine-hang", 25.0),
+            Phase("engine failing", "engine-errors", 20.0),
             Phase("redis killed", "redis-kill", 20.0),
             Phase("redis frozen", "redis-freeze", 20.0),
             Phase("recovery", "none", 20.0),
@@ -103,7 +110,7 @@ def full(seed: int) -> ReliabilitySpec:
 
 
 def quick(seed: int) -> ReliabilitySpec:
-    """Every fault once, 37 s of load (the integration tier runs this).
+    """Every fault once, 41 s of load (the integration tier runs this).
 
     About 200 non-streaming requests cannot show 99.9 % (one failure is 0.5 %), so the quick run asks for 98 %:
     still well above what a gateway without retries reaches while engines die (every request in flight on a
@@ -113,11 +120,12 @@ def quick(seed: int) -> ReliabilitySpec:
         full(seed),
         name="reliability-quick",
         phases=(
-            Phase("baseline", "none", 4.0),
+            Phase("baseline", "none", 3.0),
             Phase("engines killed", "engine-kill", 9.0),
-            Phase("engine hung", "engine-hang", 9.0),
-            Phase("redis killed", "redis-kill", 5.0),
-            Phase("redis frozen", "redis-freeze", 5.0),
+            Phase("engine hung", "engine-hang", 8.0),
+            Phase("engine failing", "engine-errors", 8.0),
+            Phase("redis killed", "redis-kill", 4.0),
+            Phase("redis frozen", "redis-freeze", 4.0),
             Phase("recovery", "none", 5.0),
         ),
         rate=15.0,
@@ -126,8 +134,9 @@ def quick(seed: int) -> ReliabilitySpec:
         min_nonstream_success=0.98,
         kill_down=2.5,
         kill_gap=1.5,
-        hang_seconds=7.0,
-        redis_down=3.0,
+        hang_seconds=6.5,
+        errors_seconds=6.0,
+        redis_down=2.5,
         hung_after=30.0,
         settle_timeout=20.0,
         gateway_env={**GATEWAY_ENV, "FLOTILLA_GATEWAY_STREAM_IDLE_TIMEOUT": "3"},

@@ -39,10 +39,12 @@ def test_quick_reliability_suite_meets_acceptance(tmp_path: Path) -> None:
     # every behaviour and every fault actually happened
     assert {b["name"] for b in results["behaviours"] if b["sent"] > 0} == {
         "nonstream", "stream", "cancel-before-first-byte", "cancel-mid-stream", "slow-reader", "abort-upload",
+        "bad-request",
     }  # fmt: skip
     assert outcomes.get("disconnected", 0) > 0
     events = " | ".join(e for _, e in results["faults"])
     for needle in ("killed (SIGKILL)", "restarted and healthy", "hung (SIGSTOP)", "resumed (SIGCONT)",
+                   "failing:", "answers normally again",
                    "redis killed", "redis restarted", "redis frozen", "redis resumed"):  # fmt: skip
         assert needle in events, events
     # the gateway's own counters, read from its /metrics after the load

@@ -159,14 +159,16 @@ def _outcomes(nonstream_failures: int, extra: str | None = None) -> list[Outcome
         pytest.param(_outcomes(0), GatewayState([EndpointState("a:1", 0, 0, 0, 0, 0)]),
                      {"breakers closed, endpoints healthy"}, id="unhealthy"),
         pytest.param(_outcomes(0), GatewayState([]), {"breakers closed, endpoints healthy"}, id="no-endpoints"),
+        pytest.param([*_outcomes(0), Outcome(0, "baseline", "bad-request", "unclear")], _settled(),
+                     {"every failure stated clearly", "bad requests refused with a clear error"}, id="bad-served"),
     ],
 )  # fmt: skip
 def test_acceptance(outcomes: list[Outcome], state: GatewayState, failed: set[str]) -> None:
     spec = quick(0)
     spec = type(spec)(**{**spec.__dict__, "phases": (Phase("baseline", "none", 1.0),),
                          "min_nonstream_success": 0.999})  # fmt: skip
-    _, _, total = tallies(spec, outcomes)
-    checks = judge(spec, total, state, 1.0)
+    _, kinds, total = tallies(spec, outcomes)
+    checks = judge(spec, total, kinds, state, 1.0)
     assert {c.name for c in checks if not c.passed} == failed
 
 
@@ -183,7 +185,7 @@ def test_report_round_trips_through_results_json() -> None:
             "hung_after": 30.0, "gateway_env": spec.gateway_env},
         phases=phases, behaviours=kinds, total=total, faults=[(1.0, "engine 0 killed (SIGKILL)")],
         drained=drained, final=_settled(), settle_seconds=2.5, details={"truncated": [("stream: cut", 1)]},
-        checks=judge(spec, total, _settled(), 2.5),
+        checks=judge(spec, total, kinds, _settled(), 2.5),
     )  # fmt: skip
     again = from_json(to_json(result))
     assert render(again) == render(result)
