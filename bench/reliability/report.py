@@ -69,7 +69,8 @@ def render(result: ReliabilityResult, heading: str = "#") -> str:
         "",
         "`error` = an OpenAI-shaped JSON error or an in-stream error event then `[DONE]`; `unclear` = a failure "
         "without one; `truncated` = a stream without `[DONE]`/error event or an incomplete 200 body; "
-        "`disconnected` = the client left on purpose before the answer ended. Streaming = normal and slow readers.",
+        "`disconnected` = the client left on purpose before the answer ended. Streaming = normal and slow readers. "
+        "`error` includes the deliberately bad requests, refused as they should be (see by behaviour).",
         "",
         "What the gateway's `/metrics` showed meanwhile (sampled every 0.5 s): the faults were felt, and seen.",
         "",

@@ -266,7 +266,12 @@ def frequent_details(outcomes: list[Outcome], top: int = 5) -> dict[str, list[tu
     for kind in OUTCOMES:
         if kind in ("ok", "disconnected"):
             continue
-        counts = Counter(f"{o.behaviour}: {o.detail}" for o in outcomes if o.outcome == kind)
+        counts = Counter(
+            f"{o.behaviour}: {o.detail}"
+            for o in outcomes
+            if o.outcome == kind
+            and not (o.behaviour == "bad-request" and kind == "error")  # refused as meant
+        )
         if counts:
             out[kind] = counts.most_common(top)
     return out
