@@ -245,3 +245,14 @@ def test_parse_models() -> None:
     assert len(cards) == 2
     with pytest.raises(ValueError, match="model list"):
         parse_models([1])
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.9.0.3", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("10.1.2.3", False), ("gateway.example", False)],
+)  # fmt: skip
+def test_only_loopback_binds_skip_the_no_keys_warning(host: str, loopback: bool) -> None:
+    from gateway.cli import _loopback
+
+    assert _loopback(host) is loopback
