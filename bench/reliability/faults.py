@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 import httpx
 
 from bench.fleet import FleetSpec
-from bench.procs import Proc, RedisProc, free_port, wait_http
+from bench.harness.localhost import RedisServer
+from bench.procs import Proc, free_port, wait_http
 from bench.reliability.spec import Phase, ReliabilitySpec
 
 #: seconds reserved for an engine's cold start when planning the last kill of a phase
@@ -90,7 +91,7 @@ class FaultLog:
 
 
 class Faults:
-    def __init__(self, spec: ReliabilitySpec, engines: EngineSet, redis: RedisProc, log: FaultLog) -> None:
+    def __init__(self, spec: ReliabilitySpec, engines: EngineSet, redis: RedisServer, log: FaultLog) -> None:
         self.spec = spec
         self.engines = engines
         self.redis = redis
@@ -159,14 +160,21 @@ class Faults:
                 self.log.note(f"engine {i} answers normally again")
 
     async def _redis(self, kill: bool) -> None:
-        self.redis.signal(signal.SIGKILL if kill else signal.SIGSTOP)
+        if kill:
+            self.redis.stop()  # SIGKILL
+        else:
+            self._redis_signal(signal.SIGSTOP)
         self.log.note("redis killed (SIGKILL)" if kill else "redis frozen (SIGSTOP)")
         try:
             await asyncio.sleep(self.spec.redis_down)
         finally:
             if kill:
-                await self.redis.start()
+                await asyncio.to_thread(self.redis.start)  # same port; waits for it to listen
                 self.log.note("redis restarted (empty)")
             else:
-                self.redis.signal(signal.SIGCONT)
+                self._redis_signal(signal.SIGCONT)
                 self.log.note("redis resumed (SIGCONT)")
+
+    def _redis_signal(self, sig: int) -> None:
+        if self.redis.proc is not None and self.redis.proc.poll() is None:
+            self.redis.proc.send_signal(sig)

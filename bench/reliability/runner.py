@@ -25,7 +25,8 @@ import httpx
 from bench import contenders
 from bench.arrivals import poisson_schedule
 from bench.fleet import FleetSpec
-from bench.procs import RedisProc, wait_http
+from bench.harness.localhost import RedisServer
+from bench.procs import StartError, wait_http
 from bench.progress import Progress
 from bench.reliability.behaviours import DISCONNECTING, OUTCOMES, Behaviours, Outcome, pick
 from bench.reliability.faults import EngineSet, FaultLog, Faults
@@ -286,7 +287,10 @@ async def run_reliability(
 ) -> ReliabilityResult:
     """Run ``spec``; the gateway's log is copied to ``gateway_log`` when given."""
     fleet = FleetSpec(engines=spec.engines, preset=spec.preset, time_scale=spec.time_scale, seed=spec.seed)
-    redis = RedisProc()
+    try:
+        redis = RedisServer()
+    except RuntimeError as exc:  # no redis-server binary
+        raise StartError(str(exc)) from exc
     engines = EngineSet(fleet)
     gateway = contenders.flotilla("default")
     gateway.env.update(spec.gateway_env)
@@ -295,7 +299,7 @@ async def run_reliability(
     seen: dict[str, Tally] = {}
     try:
         progress.message(f"starting redis, {spec.engines} engines ({spec.preset}) and the gateway")
-        await redis.start()
+        redis.start()
         await engines.start_all()
         await gateway.start(engines.urls, model=MODEL, kv_events=[])
         gateway_url = gateway.base_url.removesuffix("/v1")
@@ -323,7 +327,7 @@ async def run_reliability(
             shutil.copyfile(gateway.proc.log, gateway_log)
         gateway.stop()
         engines.stop()
-        redis.stop()
+        redis.close()  # SIGKILL: also ends a frozen one
     phases, kinds, total = tallies(spec, outcomes, seen)
     notes = [f"gateway log: {len(errors)} ERROR lines" + (f", first: {errors[0][:300]}" if errors else "")]
     disconnecting = sum(k.sent for k in kinds if k.name in DISCONNECTING)
