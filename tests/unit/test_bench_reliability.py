@@ -4,6 +4,7 @@ acceptance checks pass, and that the report survives a results.json round trip."
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import orjson
 import pytest
@@ -194,3 +195,36 @@ def test_report_round_trips_through_results_json() -> None:
     assert "| no silent truncation | **FAIL** | 1 truncated |" in text
     assert "not exported" in text  # b:2 exported nothing: shown, not mistaken for closed
     assert "| engines killed | engine-kill | 2 |" in text
+
+
+def test_cli_rejects_what_does_not_apply_and_rerenders(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import bench
+
+    runner = CliRunner()
+    wrong = runner.invoke(bench, ["--suite", "reliability", "--contenders", "direct", "--out", str(tmp_path)])
+    assert wrong.exit_code == 2
+    assert "do not apply to the reliability suite" in wrong.output
+    missing = runner.invoke(bench, ["--suite", "reliability", "--rerender", "--out", str(tmp_path)])
+    assert missing.exit_code == 1
+    assert "cannot read reliability results" in missing.output
+
+    spec = quick(0)
+    phases, kinds, total = tallies(spec, _outcomes(0))
+    result = ReliabilityResult(
+        suite=spec.name, command="c", setup={
+            "engines": 3, "preset": "p", "time_scale": 1.0, "seed": 0, "rate": 15.0, "seconds": 41.0,
+            "mix": spec.mix, "tokens": [16, 48], "hung_after": 30.0, "gateway_env": {}},
+        phases=phases, behaviours=kinds, total=total, faults=[], drained=_settled(), final=_settled(),
+        settle_seconds=0.0, details={}, checks=judge(spec, total, kinds, _settled(), 0.0),
+    )  # fmt: skip
+    (tmp_path / "results.json").write_bytes(to_json(result))
+    ok = runner.invoke(bench, ["--suite", "reliability", "--rerender", "--out", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+    assert "**PASSED**" in (tmp_path / "report.md").read_text()
+    result.checks[0].passed = False
+    (tmp_path / "results.json").write_bytes(to_json(result))
+    failed = runner.invoke(bench, ["--suite", "reliability", "--rerender", "--out", str(tmp_path)])
+    assert failed.exit_code == 1
+    assert "reliability acceptance failed: no request hung" in failed.output
