@@ -6,6 +6,8 @@
 * an engine **failing** answers a share of requests 500 and cuts a share of its streams after the first chunk
   (engine_sim's ``/sim/faults``) while its ``/health`` stays 200 — a sick GPU, not a dead pod: the health check
   cannot see it, only the circuit breaker can, so this phase exercises open → half-open → trial → closed;
+  when it answers normally again, a few clients leave before their first byte just as its breaker goes
+  half-open (an abandoned trial once kept a healthy engine out for ever);
 * an engine **hung** is SIGSTOPped for ``hang_seconds`` (its sockets stay open and accept connections, nothing
   answers: a wedged process, the hard case for a proxy) and then SIGCONTed;
 * **Redis killed** is SIGKILLed and started again, empty, on its port after ``redis_down`` seconds; **Redis
@@ -27,10 +29,15 @@ import httpx
 from bench.fleet import FleetSpec
 from bench.harness.localhost import RedisServer
 from bench.procs import Proc, free_port, wait_http
+from bench.reliability.gateway_state import GatewayState, read_state
 from bench.reliability.spec import Phase, ReliabilitySpec
 
 #: seconds reserved for an engine's cold start when planning the last kill of a phase
 RESTART_MARGIN = 3.0
+#: after a failing engine recovers: how long to wait for its breaker to go half-open (cooldown 5 s), and how many
+#: clients then leave before their first byte
+TRIAL_WAIT = 7.0
+TRIAL_LEAVERS = 4
 
 
 class EngineSet:
@@ -91,8 +98,16 @@ class FaultLog:
 
 
 class Faults:
-    def __init__(self, spec: ReliabilitySpec, engines: EngineSet, redis: RedisServer, log: FaultLog) -> None:
+    def __init__(
+        self,
+        spec: ReliabilitySpec,
+        engines: EngineSet,
+        redis: RedisServer,
+        log: FaultLog,
+        gateway_url: str | None = None,
+    ) -> None:
         self.spec = spec
+        self.gateway_url = gateway_url
         self.engines = engines
         self.redis = redis
         self.log = log
@@ -153,11 +168,61 @@ class Faults:
             )
             try:
                 await asyncio.sleep(self.spec.errors_seconds)
+                await self._until_open(client, i, url)
             finally:
                 (
                     await client.post(url, json={"failure_rate": 0.0, "die_mid_stream_rate": 0.0})
                 ).raise_for_status()
                 self.log.note(f"engine {i} answers normally again")
+            await self._leave_during_trial(client, i)
+
+    def _breaker(self, state: GatewayState, i: int) -> float | None:
+        key = self.engines.urls[i].removeprefix("http://")
+        return next((e.breaker_state for e in state.endpoints if e.endpoint == key), None)
+
+    async def _until_open(self, client: httpx.AsyncClient, i: int, faults_url: str) -> None:
+        """Fail every request of engine ``i`` until the gateway reports its breaker open (at most TRIAL_WAIT s),
+        so that its recovery always goes through a half-open trial."""
+        if self.gateway_url is None:
+            return
+        (await client.post(faults_url, json={"failure_rate": 1.0})).raise_for_status()
+        deadline = time.perf_counter() + TRIAL_WAIT
+        while time.perf_counter() < deadline:
+            if self._breaker(await read_state(client, self.gateway_url), i) == 2:
+                self.log.note(f"engine {i}'s breaker is open")
+                return
+            await asyncio.sleep(0.05)
+        self.log.note(f"engine {i}'s breaker did not open within {TRIAL_WAIT:g} s")
+
+    async def _leave_during_trial(self, client: httpx.AsyncClient, i: int) -> None:
+        """Clients that leave before the first byte while engine ``i``'s breaker is half-open.
+
+        The engine is healthy again, so the breaker's one trial request would close it — unless the trial's
+        client leaves first. A gateway that kept such an abandoned trial "in flight" refused the healthy engine
+        for ever (issue 11); under the random mix this needs a leaving client to be the trial by chance, so here
+        a few are sent exactly when the gateway reports the breaker half-open.
+        """
+        if self.gateway_url is None:
+            return
+        deadline = time.perf_counter() + TRIAL_WAIT
+        while time.perf_counter() < deadline:
+            breaker = self._breaker(await read_state(client, self.gateway_url), i)
+            if breaker == 0:
+                self.log.note(f"engine {i}'s breaker closed before a half-open trial could be abandoned")
+                return
+            if breaker == 1:
+                body = {"model": self.engines.spec.model, "messages": [{"role": "user", "content": "wait"}],
+                        "max_tokens": 64, "ignore_eos": True}  # fmt: skip
+                url = self.gateway_url + "/v1/chat/completions"
+                sends = [asyncio.ensure_future(client.post(url, json=body)) for _ in range(TRIAL_LEAVERS)]
+                await asyncio.sleep(0.05)  # long before 64 tokens: no byte has come back
+                for send in sends:
+                    send.cancel()
+                await asyncio.gather(*sends, return_exceptions=True)
+                self.log.note(f"{TRIAL_LEAVERS} clients left during engine {i}'s half-open trial")
+                return
+            await asyncio.sleep(0.05)
+        self.log.note(f"engine {i}'s breaker never went half-open within {TRIAL_WAIT:g} s")
 
     async def _redis(self, kill: bool) -> None:
         if kill:

@@ -313,7 +313,9 @@ async def run_reliability(
                 hung_after=spec.hung_after,
                 slow_pause=spec.slow_read_pause,
             )
-            outcomes = await drive(spec, behaviours, Faults(spec, engines, redis, log), log, progress, seen)
+            outcomes = await drive(
+                spec, behaviours, Faults(spec, engines, redis, log, gateway_url), log, progress, seen
+            )
             for url in engines.urls:  # the faults are over: every engine must be back
                 await wait_http(None, url + "/health", within=30.0)
             progress.message("load drained; waiting for the gateway's counters and breakers to settle")

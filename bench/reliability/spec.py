@@ -60,7 +60,7 @@ class ReliabilitySpec:
     #: the first chunk (engine_sim's /sim/faults) while /health stays 200: only the breaker can take it out
     error_rate: float = 0.6
     cut_stream_rate: float = 0.5
-    errors_seconds: float = 15.0
+    errors_seconds: float = 10.0
     #: redis-kill / redis-freeze: how long Redis is away
     redis_down: float = 8.0
     #: a fault starts this long into its phase, so every phase begins with requests in flight
@@ -110,7 +110,7 @@ def full(seed: int) -> ReliabilitySpec:
 
 
 def quick(seed: int) -> ReliabilitySpec:
-    """Every fault once, 41 s of load (the integration tier runs this).
+    """Every fault once, 44 s of load (the integration tier runs this).
 
     About 200 non-streaming requests cannot show 99.9 % (one failure is 0.5 %), so the quick run asks for 98 %:
     still well above what a gateway without retries reaches while engines die (every request in flight on a
@@ -123,7 +123,7 @@ def quick(seed: int) -> ReliabilitySpec:
             Phase("baseline", "none", 3.0),
             Phase("engines killed", "engine-kill", 9.0),
             Phase("engine hung", "engine-hang", 8.0),
-            Phase("engine failing", "engine-errors", 8.0),
+            Phase("engine failing", "engine-errors", 11.0),
             Phase("redis killed", "redis-kill", 4.0),
             Phase("redis frozen", "redis-freeze", 4.0),
             Phase("recovery", "none", 5.0),
@@ -135,7 +135,7 @@ def quick(seed: int) -> ReliabilitySpec:
         kill_down=2.5,
         kill_gap=1.5,
         hang_seconds=6.5,
-        errors_seconds=6.0,
+        errors_seconds=3.0,
         redis_down=2.5,
         hung_after=30.0,
         settle_timeout=20.0,
