@@ -89,7 +89,7 @@ def test_gateway_state_is_read_from_the_gateways_own_metrics() -> None:
     sick = pool.upsert(EndpointSpec(url="http://127.0.0.1:2", model="m"))
     busy.healthy = sick.healthy = True
     metrics = GatewayMetrics(pool)
-    metrics.watch_demand({}, {"m": 1}, lambda: ["m"])
+    metrics.watch_demand({}, {"m": 1}, {}, lambda: ["m"])
     lease = Lease(busy, blocks=4, prefill=3)
     sick.breaker.on_failure()
     state = parse_state(generate_latest(metrics.registry).decode())
