@@ -44,8 +44,10 @@ __all__ = [
     "HELD_SCALE_DOWN_COOLDOWN",
     "HELD_SCALE_UP_COOLDOWN",
     "HELD_WINDOW_FILLING",
+    "LIMITED_DOWN_RATE",
     "LIMITED_MAX",
     "LIMITED_MIN",
+    "LIMITED_UP_RATE",
     "Autoscaler",
     "Decision",
     "ScalerState",
@@ -55,6 +57,9 @@ __all__ = [
 #: ScalingLimited reasons)
 LIMITED_MIN: Final = "TooFewReplicas"
 LIMITED_MAX: Final = "TooManyReplicas"
+#: ``Decision.limited``: the max scale-up / scale-down rate cut the change short (HPA's ScaleUpLimit)
+LIMITED_UP_RATE: Final = "ScaleUpLimit"
+LIMITED_DOWN_RATE: Final = "ScaleDownLimit"
 #: ``Decision.held``: a change the policy wanted and the scaler deferred
 HELD_WINDOW_FILLING: Final = "WindowFilling"
 HELD_METRICS_MISSING: Final = "MetricsMissing"
@@ -87,7 +92,8 @@ class Decision:
     #: metric name → the stable-window load the decision used (fleet totals, see ``sampling``)
     values: Mapping[str, float]
     panic: bool
-    #: LIMITED_MIN / LIMITED_MAX when a bound changed the recommendation, else None
+    #: LIMITED_MIN / LIMITED_MAX when a bound changed the recommendation, LIMITED_UP_RATE /
+    #: LIMITED_DOWN_RATE when a rate bound did, else None
     limited: str | None
     #: one of the HELD_* reasons when a wanted change was deferred, else None
     held: str | None
@@ -173,6 +179,12 @@ class Autoscaler:
             limited = LIMITED_MIN if floor == s.min_replicas else None
         if desired > s.max_replicas:
             desired, limited = s.max_replicas, LIMITED_MAX
+        raw = max(result.per_metric.values()) if result.per_metric else None
+        if limited is None and raw is not None and result.desired is not None:
+            if raw > desired:
+                limited = LIMITED_MAX if desired == s.max_replicas else LIMITED_UP_RATE
+            elif raw < result.desired and not result.panic.active:
+                limited = LIMITED_DOWN_RATE
         if desired < current <= s.max_replicas:
             if now - self._since < s.stable_window:
                 held = HELD_WINDOW_FILLING

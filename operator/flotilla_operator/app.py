@@ -20,7 +20,7 @@ from kubernetes import client
 
 from flotilla import labels
 from flotilla.crds import GROUP, VERSION
-from flotilla_operator import handlers
+from flotilla_operator import autoscaling, handlers
 from flotilla_operator.kube import Kube, api_client
 
 MANAGED = {labels.MANAGED_BY: labels.MANAGED_BY_VALUE}
@@ -46,6 +46,8 @@ class OperatorConfig:
     workers: int = 16
     liveness_endpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the ModelAutoscaler controller (gateway discovery, scrape timeout)
+    autoscaling: autoscaling.AutoscalingOptions = field(default_factory=autoscaling.AutoscalingOptions)
 
 
 def _login(configuration: client.Configuration, **_: Any) -> kopf.ConnectionInfo:
@@ -107,6 +109,12 @@ def create_registry(config: OperatorConfig, configuration: client.Configuration)
         handlers.child_event
     )
     kopf.on.event("", "v1", "services", labels=MANAGED, registry=registry, id="service")(handlers.child_event)
+    options = config.autoscaling
+    if not options.namespaces and config.namespaces:
+        options = dataclasses.replace(options, namespaces=tuple(config.namespaces))
+    kopf.daemon(
+        GROUP, VERSION, "modelautoscalers", registry=registry, id="autoscale", cancellation_timeout=10.0
+    )(functools.partial(autoscaling.autoscale, options=options))
     return registry
 
 
