@@ -163,8 +163,8 @@ class AutoscalerLoop:
         pods, gateways, models = await asyncio.gather(
             self.pods(selector), self.gateways(), self.model_names(target)
         )
-        if self.sampler is None or self.sampler.models != frozenset(models):
-            self.sampler = Sampler(models)
+        if self.sampler is None or (models is not None and self.sampler.models != frozenset(models)):
+            self.sampler = Sampler(models or ())
         scrape = await self.collector.collect(pods, gateways)
         now = time.time()
         sample = self.sampler.sample(scrape, now)
@@ -227,21 +227,31 @@ class AutoscalerLoop:
                     urls.append(url)
         return sorted(set(urls))
 
-    async def model_names(self, target: Target) -> list[str]:
-        """The names gateways count this target's demand under: the served model name (ModelDeployment)."""
+    async def model_names(self, target: Target) -> list[str] | None:
+        """The names gateways count this target's demand under (None: unknown this tick, keep the last ones).
+
+        For a ModelDeployment: its served model name and the names of the LoRAAdapters based on it (a request
+        for an adapter of a model at zero pods is demand for that model's pods too).
+        """
         if target.kind != "ModelDeployment":
             return []
         try:
             md = await self.call("GET", target.path())
         except KubeError:
-            return []
+            return None
         spec = md.get("spec") or {}
-        served = (
-            (md.get("status") or {}).get("servedModelName")
-            or spec.get("servedModelName")
-            or spec.get("model")
-        )
-        return [served] if served else []
+        status = md.get("status") or {}
+        served = status.get("servedModelName") or spec.get("servedModelName") or spec.get("model")
+        names = [served] if served else []
+        try:
+            adapters = await self.call("GET", _path(API_VERSION, "loraadapters", self.namespace))
+        except KubeError:
+            return names  # no LoRAAdapter CRD, or not allowed to list them: the base model's demand only
+        for item in adapters.get("items") or []:
+            aspec = item.get("spec") or {}
+            if aspec.get("baseModelDeployment") == target.name:
+                names.append(aspec.get("adapterName") or item["metadata"]["name"])
+        return names
 
     async def publish(
         self, body: dict[str, Any], new: dict[str, Any], problem: report.Problem | None

@@ -330,3 +330,43 @@ def test_operator_restart_mid_scale_neither_flaps_nor_forgets(
     assert time.monotonic() - restarted > 6
     final = history.stop()
     assert monotone_runs(final) <= 1, f"the count flapped across the restart: {final}"
+
+
+def test_a_model_at_zero_serves_its_first_request_after_a_cold_start(
+    operator: OperatorProcess, pod_sims: PodSimulator, cluster: ControlPlane, ns: str, gateway: Gateway
+) -> None:
+    cold_start = 3.0
+    cluster.kubectl("apply", "-f", "-", input=md_manifest(
+        "cold", ns, servedModelName="cold-8b", replicas=0,
+        podTemplate={"metadata": {"annotations": {SIM_ARGS: f"--startup-delay {cold_start}"}}},
+    ))  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=mas_manifest(
+        "cold", ns, "cold", minReplicas=0, maxReplicas=2, scaleToZeroGraceSeconds=3,
+        metrics=[{"name": "gateway_demand", "target": 4}, {"name": "num_requests_running", "target": 4}],
+        **FAST,
+    ))  # fmt: skip
+    with gateway.client() as client:
+        # the gateway knows the model from the ModelDeployment (its catalog) although no pod serves it
+        eventually(lambda: "cold-8b" in [m.id for m in client.models.list().data], 60, "the catalog lists it")
+    eventually(
+        lambda: mas_status(cluster, "cold", ns).get("currentReplicas") == 0, 30, "the autoscaler reads 0"
+    )
+    time.sleep(3)
+    assert replicas(cluster, "cold", ns) == 0  # no demand, no pod
+    history = Replicas(cluster, "cold", ns)
+    started = time.monotonic()
+    with gateway.client(timeout=60) as client:
+        reply = client.chat.completions.create(
+            model="cold-8b", messages=[{"role": "user", "content": "hello"}], max_tokens=8
+        )
+    waited = time.monotonic() - started
+    assert reply.choices[0].message.content
+    assert waited >= cold_start, waited  # held at the gateway while the pod was loading
+    rescales = [e["message"] for e in events(cluster, ns) if e["reason"] == "SuccessfulRescale"]
+    assert any(m.startswith("New size: 1;") and "waiting at the gateway" in m for m in rescales), rescales
+    # no more traffic: the last pod goes after the grace period (and the down cooldown / stable window)
+    eventually(lambda: replicas(cluster, "cold", ns) == 0, 60, "back to zero after the grace period")
+    assert history.stop() == [0, 1, 0]
+    status = mas_status(cluster, "cold", ns)
+    assert status["lastActiveTime"]
+    assert conditions(status)["ScalingActive"] == ("True", "ValidMetricFound")
