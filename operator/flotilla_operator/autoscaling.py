@@ -292,6 +292,7 @@ async def autoscale(
 ) -> None:  # fmt: skip
     """kopf daemon: one loop per ModelAutoscaler, for as long as it exists and this replica is active."""
     assert namespace is not None, "ModelAutoscaler is namespaced"
+    log.info("autoscaler %s/%s: started", namespace, name)
     async with httpx.AsyncClient() as http:
         loop = AutoscalerLoop(
             memo.kube, Collector(http, timeout=options.scrape_timeout), options, namespace, name

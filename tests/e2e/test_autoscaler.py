@@ -320,7 +320,9 @@ def test_operator_restart_mid_scale_neither_flaps_nor_forgets(
     log_size = len(operator.output())
     operator.start()
     restarted = time.monotonic()
-    eventually(lambda: "autoscale" in operator.output()[log_size:], 60, "the daemon runs again")
+    eventually(
+        lambda: f"autoscaler {ns}/rs: started" in operator.output()[log_size:], 60, "the daemon runs again"
+    )
     # the load is gone, but the last scale-up was < cooldown ago and the new windows are empty: hold
     time.sleep(8)
     status = mas_status(cluster, "rs", ns)
