@@ -151,18 +151,22 @@ class Replicas:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _sample(self) -> None:
+        md = get(self.cluster, "md", self.name, self.ns)
+        if md is not None:
+            value = int(md["spec"].get("replicas", 0))
+            if not self.history or self.history[-1] != value:
+                self.history.append(value)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            md = get(self.cluster, "md", self.name, self.ns)
-            if md is not None:
-                value = int(md["spec"].get("replicas", 0))
-                if not self.history or self.history[-1] != value:
-                    self.history.append(value)
+            self._sample()
             self._stop.wait(0.3)
 
     def stop(self) -> list[int]:
         self._stop.set()
         self._thread.join(10)
+        self._sample()  # the value the caller has just seen, even if the last poll predates it
         return self.history
 
 
