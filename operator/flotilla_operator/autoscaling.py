@@ -303,4 +303,9 @@ async def autoscale(
             except KubeError as exc:
                 log.warning("%s/%s: autoscaler tick failed: %s", namespace, name, exc)
                 period = 5.0
+            except Exception:
+                # a bug in one tick must not end the loop (kopf would only restart the daemon after a backoff,
+                # with empty windows); the traceback goes to the log and the next tick starts afresh
+                log.exception("%s/%s: autoscaler tick crashed", namespace, name)
+                period = 5.0
             await stopped.wait(period)
