@@ -89,6 +89,8 @@ def operator(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # the autoscaler scrapes every pod each sync period: httpx's one INFO line per request would drown the log
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
     run(
         OperatorConfig(
             kubeconfig=kubeconfig,

@@ -380,3 +380,46 @@ def test_a_model_at_zero_serves_its_first_request_after_a_cold_start(
     status = mas_status(cluster, "cold", ns)
     assert status["lastActiveTime"]
     assert conditions(status)["ScalingActive"] == ("True", "ValidMetricFound")
+
+
+def test_only_the_active_operator_replica_runs_autoscalers(
+    operator: OperatorProcess, pod_sims: PodSimulator, cluster: ControlPlane, ns: str, tmp_path: Path
+) -> None:
+    standby = OperatorProcess(cluster, tmp_path / "standby.log", "--priority", "10")
+    standby.start()
+    try:
+
+        def peers() -> list[int]:
+            body = json.loads(cluster.kubectl("get", "clusterkopfpeering", "flotilla", "-o", "json").stdout)
+            return sorted(p["priority"] for p in (body.get("status") or {}).values())
+
+        eventually(lambda: peers() == [10, 100], 60, "both replicas in the peering object")
+        cluster.kubectl("apply", "-f", "-", input=md_manifest("peer", ns, replicas=1))
+        cluster.kubectl("apply", "-f", "-", input=mas_manifest(
+            "peer", ns, "peer", minReplicas=1, maxReplicas=2,
+            metrics=[{"name": "num_requests_running", "target": 4}], **FAST,
+        ))  # fmt: skip
+        started = f"autoscaler {ns}/peer: started"
+        eventually(lambda: started in operator.output(), 60, "the active replica runs the autoscaler")
+        eventually(
+            lambda: mas_status(cluster, "peer", ns).get("readyReplicas") == 1, 60, "it scrapes the pod"
+        )
+        time.sleep(3)
+        assert started not in standby.output()  # the standby stood by
+
+        operator.stop()  # fail-over: the standby resumes and starts the daemon, from the persisted status
+        eventually(lambda: started in standby.output(), 60, "the standby took over the autoscaler")
+        assert replicas(cluster, "peer", ns) == 1
+        # the new active replica acts: a manual scale above maxReplicas (with no load) is undone at once,
+        # past the windows and cooldowns, which only hold back scale-downs within the bounds
+        cluster.kubectl("scale", "md/peer", "-n", ns, "--replicas=3")
+        eventually(
+            lambda: any(e["message"].startswith("New size: 1;") for e in events(cluster, ns)
+                        if e["reason"] == "SuccessfulRescale"),
+            60, "the new active replica scales the target back",
+        )  # fmt: skip
+        assert replicas(cluster, "peer", ns) == 1
+    finally:
+        standby.stop()
+        if operator.proc is None:
+            operator.start()
