@@ -20,6 +20,7 @@ from autoscaler.registry import POLICIES, policy_named
 from autoscaler.sampling import FleetSample, Sampler, histogram_quantile
 from autoscaler.scaler import (
     HELD_METRICS_MISSING,
+    HELD_PODS_NOT_READY,
     HELD_SCALE_DOWN_COOLDOWN,
     HELD_SCALE_UP_COOLDOWN,
     HELD_WINDOW_FILLING,
@@ -47,6 +48,7 @@ __all__ = [
     "APA",
     "DEMAND",
     "HELD_METRICS_MISSING",
+    "HELD_PODS_NOT_READY",
     "HELD_SCALE_DOWN_COOLDOWN",
     "HELD_SCALE_UP_COOLDOWN",
     "HELD_WINDOW_FILLING",

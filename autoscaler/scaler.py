@@ -14,7 +14,9 @@ target's current replica count and the time, and gets a ``Decision``; it applies
 5. **Holds on scale-down** (never flap, never act blind): no scale-down until the windows have been filled
    for a full stable window since this scaler started (after an operator restart the windows are empty and a
    few samples must not undo the previous decision), none while a pod failed to answer (HPA likewise treats
-   missing pods as fully loaded when scaling down), none within ``scale_down_cooldown`` of the last scaling.
+   missing pods as fully loaded when scaling down) or while fewer pods answer than the target has (some are
+   still starting: their load is unknown, and removing pods while others load is how fleets oscillate), none
+   within ``scale_down_cooldown`` of the last scaling.
    A scale-up waits only for ``scale_up_cooldown`` (0 by default): under-provisioning costs SLOs,
    over-provisioning only money, and the down-cooldown then stops the count from bouncing back.
 
@@ -41,6 +43,7 @@ from autoscaler.windows import Window
 
 __all__ = [
     "HELD_METRICS_MISSING",
+    "HELD_PODS_NOT_READY",
     "HELD_SCALE_DOWN_COOLDOWN",
     "HELD_SCALE_UP_COOLDOWN",
     "HELD_WINDOW_FILLING",
@@ -63,6 +66,7 @@ LIMITED_DOWN_RATE: Final = "ScaleDownLimit"
 #: ``Decision.held``: a change the policy wanted and the scaler deferred
 HELD_WINDOW_FILLING: Final = "WindowFilling"
 HELD_METRICS_MISSING: Final = "MetricsMissing"
+HELD_PODS_NOT_READY: Final = "PodsNotReady"
 HELD_SCALE_DOWN_COOLDOWN: Final = "ScaleDownCooldown"
 HELD_SCALE_UP_COOLDOWN: Final = "ScaleUpCooldown"
 
@@ -190,6 +194,8 @@ class Autoscaler:
                 held = HELD_WINDOW_FILLING
             elif sample.missing:
                 held = HELD_METRICS_MISSING
+            elif sample.ready < current:
+                held = HELD_PODS_NOT_READY
             elif state.last_scale_time is not None and now - state.last_scale_time < s.scale_down_cooldown:
                 held = HELD_SCALE_DOWN_COOLDOWN
         elif (

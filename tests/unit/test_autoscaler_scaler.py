@@ -10,6 +10,7 @@ import pytest
 from autoscaler import (
     DEMAND,
     HELD_METRICS_MISSING,
+    HELD_PODS_NOT_READY,
     HELD_SCALE_DOWN_COOLDOWN,
     HELD_WINDOW_FILLING,
     LIMITED_DOWN_RATE,
@@ -242,3 +243,12 @@ def test_down_rate_limit_is_reported():
     d = scaler.recommend(busy(0.0, 8), current=8, now=30.0)
     assert d.desired == 4
     assert d.limited == LIMITED_DOWN_RATE
+
+
+def test_no_scale_down_while_pods_are_still_starting():
+    scaler = Autoscaler(settings())
+    scaler.recommend(busy(0.0, 2), current=4, now=0.0)
+    d = scaler.recommend(busy(0.0, 2), current=4, now=30.0)
+    assert d.desired == 4
+    assert d.held == HELD_PODS_NOT_READY
+    assert scaler.recommend(busy(0.0, 4), current=4, now=32.0).desired == 2
