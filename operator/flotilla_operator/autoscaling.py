@@ -150,9 +150,13 @@ class AutoscalerLoop:
         try:
             scale = await self.call("GET", target.path("scale"))
         except NotFound:
-            problem = report.Problem(
-                report.ABLE_TO_SCALE, "FailedGetScale", f"the target {ref.kind} {ref.name} does not exist"
+            exists = await self.exists(target)
+            message = (
+                f"the target {ref.kind} {ref.name} has no /scale subresource"
+                if exists
+                else f"the target {ref.kind} {ref.name} does not exist"
             )
+            problem = report.Problem(report.ABLE_TO_SCALE, "FailedGetScale", message)
             await self.publish(body, report.status(body.get("status"), generation=generation, now=self.stamp(),
                                                    problem=problem), problem)  # fmt: skip
             return period
@@ -198,6 +202,13 @@ class AutoscalerLoop:
         if current == 0 and not scaled:
             return min(period, ZERO_SYNC_PERIOD)
         return period
+
+    async def exists(self, target: Target) -> bool:
+        try:
+            await self.call("GET", target.path())
+        except KubeError:
+            return False
+        return True
 
     def configure(self, spec: ModelAutoscalerSpec, settings: ScalerSettings, body: dict[str, Any]) -> None:
         if self.scaler is None:

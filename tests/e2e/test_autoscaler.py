@@ -282,7 +282,23 @@ def test_missing_target_is_reported_and_invalid_autoscalers_are_refused(
         c["message"] for c in mas_status(cluster, "orphan", ns)["conditions"] if c["type"] == "AbleToScale"
     )
     assert "ModelDeployment nothing-here does not exist" in message
-    warnings = [e for e in events(cluster, ns) if e["reason"] == "FailedGetScale"]
+    # a target that exists but cannot be scaled is told apart from a missing one
+    cluster.kubectl("create", "configmap", "settings", "-n", ns)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "flotilla.dev/v1alpha1", "kind": "ModelAutoscaler", "metadata": {"name": "cm", "namespace": ns},
+        "spec": {"scaleTargetRef": {"apiVersion": "v1", "kind": "ConfigMap", "name": "settings"}, "maxReplicas": 2,
+                 "metrics": [{"name": "num_requests_running", "target": 4}], "syncPeriodSeconds": 1},
+    }))  # fmt: skip
+
+    def no_scale() -> str:
+        conds = mas_status(cluster, "cm", ns).get("conditions") or []
+        return next((c["message"] for c in conds if c["type"] == "AbleToScale"), "")
+
+    assert "ConfigMap settings has no /scale subresource" in eventually(no_scale, 60, "no /scale reported")
+    warnings = [
+        e for e in events(cluster, ns)
+        if e["reason"] == "FailedGetScale" and e["involvedObject"]["name"] == "orphan"
+    ]  # fmt: skip
     assert len(warnings) == 1
     assert warnings[0]["type"] == "Warning"
 
