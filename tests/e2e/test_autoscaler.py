@@ -10,6 +10,7 @@ simulators (``podsim``), with ``sim.flotilla.test/args`` for cold starts. Window
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import subprocess
@@ -29,7 +30,7 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.controlplane import FLOTILLA, ControlPlane
 from tests.e2e.helpers import eventually, get, md_manifest
 from tests.e2e.podsim import SIM_ARGS, PodSimulator
-from tests.support import wait_for_port
+from tests.support import free_port, wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -64,16 +65,22 @@ def gateway(cluster: ControlPlane, ns: str, tmp_path: Path) -> Iterator[Gateway]
         return ((body or {}).get("status") or {}).get("podIP")
 
     ip = eventually(pod_ip, 60, "the gateway pod has an IP")
-    log = tmp_path / "gateway.log"
+    with run_gateway(cluster, ns, ip, GATEWAY_PORT, tmp_path / "gateway.log") as gw:
+        yield gw
+
+
+@contextlib.contextmanager
+def run_gateway(cluster: ControlPlane, ns: str, host: str, port: int, log: Path) -> Iterator[Gateway]:
+    """``flotilla gateway --kubernetes`` for namespace ``ns`` on ``host:port``."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [FLOTILLA, "gateway", "--kubernetes", "--kubeconfig", str(cluster.kubeconfig), "--namespace", ns,
-             "--host", ip, "--port", str(GATEWAY_PORT), "--strategy", "round-robin"],
+             "--host", host, "--port", str(port), "--strategy", "round-robin"],
             stdout=out, stderr=subprocess.STDOUT, env=cluster.env(),
         )  # fmt: skip
     try:
-        wait_for_port(ip, GATEWAY_PORT, 30)
-        yield Gateway(f"http://{ip}:{GATEWAY_PORT}", proc, log)
+        wait_for_port(host, port, 30)
+        yield Gateway(f"http://{host}:{port}", proc, log)
     finally:
         proc.terminate()
         try:
@@ -439,3 +446,47 @@ def test_only_the_active_operator_replica_runs_autoscalers(
         standby.stop()
         if operator.proc is None:
             operator.start()
+
+
+def test_gateways_given_by_flag_drive_scale_from_zero(
+    operator: OperatorProcess, pod_sims: PodSimulator, cluster: ControlPlane, ns: str, tmp_path: Path
+) -> None:
+    """A gateway outside the cluster (``--gateway-metrics-url``), read by an operator replica that takes over
+    from the session operator by a higher peering priority (and hands back when it stops)."""
+    port = free_port()
+    with run_gateway(cluster, ns, "127.0.0.1", port, tmp_path / "gateway.log") as gw:
+        flagged = OperatorProcess(
+            cluster, tmp_path / "flagged.log", "--priority", "200",
+            "--gateway-metrics-url", gw.url, "--no-gateway-discovery",
+        )  # fmt: skip
+        flagged.start()
+        try:
+
+            def priorities() -> list[int]:
+                body = json.loads(
+                    cluster.kubectl("get", "clusterkopfpeering", "flotilla", "-o", "json").stdout
+                )
+                return [p["priority"] for p in (body.get("status") or {}).values()]
+
+            eventually(lambda: 200 in priorities(), 60, "the flagged replica joined the peering")
+            time.sleep(2)  # the session operator (priority 100) pauses
+            cluster.kubectl(
+                "apply", "-f", "-", input=md_manifest("flag", ns, servedModelName="flag-8b", replicas=0)
+            )
+            cluster.kubectl("apply", "-f", "-", input=mas_manifest(
+                "flag", ns, "flag", minReplicas=0, maxReplicas=1, scaleToZeroGraceSeconds=3,
+                metrics=[{"name": "gateway_demand", "target": 4}], **FAST,
+            ))  # fmt: skip
+            started = f"autoscaler {ns}/flag: started"
+            eventually(lambda: started in flagged.output(), 60, "the flagged replica runs the autoscaler")
+            with gw.client() as client:
+                eventually(lambda: "flag-8b" in [m.id for m in client.models.list().data], 60, "catalog")
+                reply = client.chat.completions.create(
+                    model="flag-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+                )
+            assert reply.choices[0].message.content
+            assert started not in operator.output()  # paused by the higher priority
+            rescales = [e["message"] for e in events(cluster, ns) if e["reason"] == "SuccessfulRescale"]
+            assert any(m.startswith("New size: 1;") for m in rescales), rescales
+        finally:
+            flagged.stop()
