@@ -336,7 +336,7 @@ def test_operator_restart_mid_scale_neither_flaps_nor_forgets(
     ))  # fmt: skip
     cooldown = 20
     cluster.kubectl("apply", "-f", "-", input=mas_manifest(
-        "rs", ns, "rs", minReplicas=1, maxReplicas=4,
+        "rs", ns, "rs", minReplicas=1, maxReplicas=4, algorithm="APA",  # the other policy, end to end
         metrics=[{"name": "num_requests_waiting", "target": 2}],
         **{**FAST, "cooldowns": {"scaleUpSeconds": 0, "scaleDownSeconds": cooldown}},
     ))  # fmt: skip
