@@ -38,7 +38,7 @@ from flotilla import labels
 from flotilla.crds import API_VERSION, GROUP, VERSION, ModelAutoscalerSpec
 from flotilla_operator import autoscaling_status as report
 from flotilla_operator.errors import KubeError, NotFound
-from flotilla_operator.kube import Kube
+from flotilla_operator.kube import Kube, _path
 from flotilla_operator.status import unchanged
 
 log = logging.getLogger("flotilla.operator.autoscaler")
@@ -62,15 +62,6 @@ class AutoscalingOptions:
     namespaces: Sequence[str] = ()
     #: seconds one scrape of one pod or gateway may take
     scrape_timeout: float = 2.0
-
-
-def _path(api_version: str, plural: str, namespace: str, name: str = "", sub: str = "") -> str:
-    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return (
-        f"{prefix}/namespaces/{namespace}/{plural}"
-        + (f"/{name}" if name else "")
-        + (f"/{sub}" if sub else "")
-    )
 
 
 def plural(kind: str) -> str:
