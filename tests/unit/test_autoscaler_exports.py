@@ -4,7 +4,7 @@ so removing or renaming a name must be deliberate."""
 import autoscaler
 
 PINNED = [
-    "APA", "DEMAND", "HELD_METRICS_MISSING", "HELD_PODS_NOT_READY", "HELD_SCALE_DOWN_COOLDOWN",
+    "APA", "ARRIVALS", "DEMAND", "HELD_METRICS_MISSING", "HELD_PODS_NOT_READY", "HELD_SCALE_DOWN_COOLDOWN",
     "HELD_SCALE_UP_COOLDOWN", "HELD_WINDOW_FILLING", "KPA", "KV_CACHE", "LIMITED_DOWN_RATE", "LIMITED_MAX",
     "LIMITED_MIN", "LIMITED_UP_RATE", "METRICS", "POLICIES", "RPS", "RUNNING", "TTFT_P95", "WAITING",
     "Autoscaler", "Collector", "Decision", "FleetSample", "GatewayScrape", "MetricLoad", "MetricTarget",
