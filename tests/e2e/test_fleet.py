@@ -46,7 +46,11 @@ def gateway(cluster: ControlPlane, ns: str, tmp_path: Path) -> Iterator[str]:
 
 
 def served_requests(ip: str) -> float:
-    text = httpx.get(f"http://{ip}:8000/metrics", timeout=5).text
+    """Requests the engine on ``ip`` finished; 0 while its simulator is not listening yet."""
+    try:
+        text = httpx.get(f"http://{ip}:8000/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
     return sum(float(m) for m in re.findall(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
 
 
@@ -68,24 +72,24 @@ def test_openai_client_through_the_gateway_reaches_every_pod_of_a_model_deployme
         lambda: sorted(ip for ip, _, _ in pod_sims.endpoints() if ip in ips) == ips, 60, "3 simulators"
     )
 
-    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=30)
+    with openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=30) as client:
 
-    def models() -> list[str] | None:
-        try:
-            return [m.id for m in client.models.list().data]
-        except openai.APIError:
-            return None
+        def models() -> list[str] | None:
+            try:
+                return [m.id for m in client.models.list().data]
+            except openai.APIError:
+                return None
 
-    assert "fleet-8b" in eventually(models, 60, "the gateway lists the model")
+        assert "fleet-8b" in eventually(models, 60, "the gateway lists the model")
 
-    def all_pods_served() -> bool:
-        for _ in range(6):
-            reply = client.chat.completions.create(
-                model="fleet-8b", messages=[{"role": "user", "content": "hello"}], max_tokens=4
-            )
-            assert reply.choices[0].message.content is not None
-        return all(served_requests(ip) > 0 for ip in ips)
+        def all_pods_served() -> bool:
+            for _ in range(6):
+                reply = client.chat.completions.create(
+                    model="fleet-8b", messages=[{"role": "user", "content": "hello"}], max_tokens=4
+                )
+                assert reply.choices[0].message.content is not None
+            return all(served_requests(ip) > 0 for ip in ips)
 
-    # the gateway learns pods from its watch: allow it to catch up with the scale-up
-    eventually(all_pods_served, 90, "every pod served requests through the gateway")
+        # the gateway learns pods from its watch: allow it to catch up with the scale-up
+        eventually(all_pods_served, 90, "every pod served requests through the gateway")
     assert not pod_sims.errors, pod_sims.errors

@@ -44,9 +44,12 @@ def test_quick_reliability_suite_meets_acceptance(tmp_path: Path) -> None:
     assert outcomes.get("disconnected", 0) > 0
     events = " | ".join(e for _, e in results["faults"])
     for needle in ("killed (SIGKILL)", "restarted and healthy", "hung (SIGSTOP)", "resumed (SIGCONT)",
-                   "failing:", "breaker is open", "answers normally again", "clients left during",
+                   "failing:", "breaker is open", "answers normally again",
                    "redis killed", "redis restarted", "redis frozen", "redis resumed"):  # fmt: skip
         assert needle in events, events
+    # the abandoned half-open trial is staged when the breaker turns half-open, but on a loaded machine the
+    # ordinary traffic's trial may close it first; the deterministic proof is tests/unit/gateway/test_lease.py
+    assert "clients left during" in events or "closed before a half-open trial" in events, events
     # the gateway's own counters, read from its /metrics after the load
     assert len(results["final"]["endpoints"]) == 3
     for endpoint in results["final"]["endpoints"]:
