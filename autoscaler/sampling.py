@@ -13,11 +13,9 @@ the sampler keeps each pod's previous reading and uses the difference; a pod see
 delta yet, and a counter that went down (engine restart) restarts from the new reading. The TTFT quantile is
 Prometheus' ``histogram_quantile`` (linear inside the bucket) over the bucket deltas of all pods merged.
 
-**Arrivals** at the gateways are not counted anywhere, but requests are conserved: every request that arrived
-since the last tick either finished (``flotilla_gateway_requests_total`` grew) or is still queued or in flight
-(demand grew), so ``arrivals = Δfinished + Δ(queued + in flight)`` per gateway, divided by the time between
-the two scrapes. A gateway seen for the first time gives no rate yet; one whose counter went down restarted,
-and everything it reports is new.
+**Arrivals** come from the gateways' per-model arrivals counter (``flotilla.demand``): its difference between
+two scrapes of the same gateway over the time between them. A gateway seen for the first time gives no rate
+yet; one whose counter went down restarted, and everything it reports is new.
 
 **Present vs absent.** A metric with no data this tick (no request got a first token, every pod failed, no
 gateway answered) is left out rather than reported as zero, so a blind spot never looks like an idle fleet.
@@ -75,8 +73,7 @@ def histogram_quantile(q: float, buckets: Collection[tuple[float, float]]) -> fl
 @dataclass(frozen=True, slots=True)
 class _GatewayReading:
     at: float
-    finished: float
-    demand: float
+    arrivals: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,25 +164,17 @@ class Sampler:
         total, rated = 0.0, 0
         current: dict[str, _GatewayReading] = {}
         for g in scrape.gateways:
-            if g.demand is None or g.finished is None:
+            if g.demand is None:
                 continue
-            reading = _GatewayReading(
-                now,
-                sum(g.finished.get(m, 0.0) for m in self.models),
-                sum(g.demand[m].total for m in self.models if m in g.demand),
-            )
+            reading = _GatewayReading(now, sum(g.demand[m].arrivals for m in self.models if m in g.demand))
             current[g.url] = reading
             before = self._gateways.get(g.url)
             if before is None or now <= before.at:
                 continue
-            finished = reading.finished - before.finished
-            arrived = (
-                reading.finished + reading.demand
-                if finished < 0
-                else finished + reading.demand - before.demand
-            )
-            total += max(0.0, arrived) / (now - before.at)
+            arrived = reading.arrivals - before.arrivals
+            total += (arrived if arrived >= 0 else reading.arrivals) / (now - before.at)
             rated += 1
-        failed = {g.url for g in scrape.gateways if g.demand is None or g.finished is None}
+        # keep readings of gateways that failed this once, so one timeout does not cost the next rate
+        failed = {g.url for g in scrape.gateways if g.demand is None}
         self._gateways = {url: r for url, r in self._gateways.items() if url in failed} | current
         return total if rated else None

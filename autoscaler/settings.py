@@ -41,9 +41,9 @@ TTFT_P95: Final = "ttft_p95"
 #: queued + in-flight requests for the model at the gateways (``flotilla.demand``), per pod: Knative's
 #: concurrency, and the only signal that exists when the model has zero pods
 DEMAND: Final = "gateway_demand"
-#: requests per second *arriving* at the gateways for the model: finished (``flotilla_gateway_requests_total``)
-#: plus the change in queued + in flight. Unlike concurrency it does not grow with the backlog of an
-#: under-provisioned fleet, so a per-pod target at the pod's capacity asks for what the load needs
+#: requests per second *arriving* at the gateways for the model (the rate of ``flotilla.demand``'s arrivals
+#: counter). Unlike concurrency it does not grow with the backlog of an under-provisioned fleet, so a per-pod
+#: target at the pod's capacity asks for what the load needs
 ARRIVALS: Final = "gateway_requests_per_second"
 
 METRICS: Final = (WAITING, RUNNING, KV_CACHE, RPS, TTFT_P95, DEMAND, ARRIVALS)

@@ -42,22 +42,23 @@ async def test_collects_load_rates_and_ttft_from_real_engines(fleet: SimFleet) -
                 model=MODEL, prompt="hello " * 50, max_tokens=64, extra_body={"ignore_eos": True}
             )
 
-        load = [asyncio.create_task(one()) for _ in range(12)]
-        deadline = time.monotonic() + 10
-        while True:  # until all 12 have reached the engine (the client needs a moment on a busy machine)
-            busy = sampler.sample(await collector.collect(fleet.urls, [dead]), time.time())
-            if busy.values[RUNNING] + busy.values[WAITING] == 12 or time.monotonic() > deadline:
-                break
+        load = asyncio.gather(*(one() for _ in range(12)))
+        samples = []
+        while not load.done():  # sample the engines while the 12 requests are served
+            samples.append(sampler.sample(await collector.collect(fleet.urls, [dead]), time.time()))
             await asyncio.sleep(0.02)
-        await asyncio.gather(*load)
+        await load
         after = sampler.sample(await collector.collect([*fleet.urls, dead], [dead]), time.time())
-    # 12 requests on one engine with 4 seats: 4 running, 8 waiting, at the first scrape
-    assert busy.values[RUNNING] + busy.values[WAITING] == 12
-    assert busy.values[RUNNING] == 4
-    assert busy.values[KV_CACHE] > 0
-    assert busy.busy
-    assert after.values[RPS] > 0
-    assert after.values[TTFT_P95] > 0
+    # 12 requests on one engine with 4 seats: never more than 4 running, the rest seen waiting
+    assert max(s.values[RUNNING] for s in samples) == 4
+    assert max(s.values[WAITING] for s in samples) > 0
+    assert max(s.values[RUNNING] + s.values[WAITING] for s in samples) <= 12
+    assert max(s.values[KV_CACHE] for s in samples) > 0
+    assert any(s.busy for s in samples)
+    # rates and TTFT come from deltas: some tick saw requests finish and first tokens arrive
+    seen = [*samples, after]
+    assert max(s.values.get(RPS, 0.0) for s in seen) > 0
+    assert max(s.values.get(TTFT_P95, 0.0) for s in seen) > 0
     assert after.ready == 2
     assert after.missing == 1
     scrape = await _collect_once(fleet, dead)
