@@ -20,7 +20,7 @@ from kubernetes import client
 
 from flotilla import labels
 from flotilla.crds import GROUP, VERSION
-from flotilla_operator import handlers
+from flotilla_operator import handlers, lora
 from flotilla_operator.kube import Kube, api_client
 
 MANAGED = {labels.MANAGED_BY: labels.MANAGED_BY_VALUE}
@@ -107,6 +107,7 @@ def create_registry(config: OperatorConfig, configuration: client.Configuration)
         handlers.child_event
     )
     kopf.on.event("", "v1", "services", labels=MANAGED, registry=registry, id="service")(handlers.child_event)
+    lora.register(registry)
     return registry
 
 

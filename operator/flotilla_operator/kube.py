@@ -41,7 +41,13 @@ def _path(api_version: str, kind_plural: str, namespace: str, name: str | None =
     return path
 
 
-_PLURALS = {"Deployment": "deployments", "Service": "services", "ModelDeployment": MD_PLURAL}
+LORA_PLURAL = "loraadapters"
+_PLURALS = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "ModelDeployment": MD_PLURAL,
+    "LoRAAdapter": LORA_PLURAL,
+}
 
 
 def translate(exc: BaseException, what: str) -> KubeError:
@@ -125,6 +131,10 @@ class Kube:
     def patch_md_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the /status subresource (the main endpoint ignores status on CRDs with /status)."""
         path = _path(f"{GROUP}/{VERSION}", MD_PLURAL, namespace, name, sub="status")
+        return self.request("PATCH", path, body={"status": status}, content_type=MERGE)
+
+    def patch_lora_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        path = _path(f"{GROUP}/{VERSION}", LORA_PLURAL, namespace, name, sub="status")
         return self.request("PATCH", path, body={"status": status}, content_type=MERGE)
 
     def post_event(
