@@ -15,12 +15,15 @@ An adapter loaded with another path than the one wanted (its source changed) is 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from lora_manager.engine import EngineClient
 from lora_manager.errors import EngineError
 from lora_manager.placement import Adapter, Plan, Pod, Policy, place
+
+log = logging.getLogger("flotilla.lora")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ async def _observe(
 
 
 async def _unload(client: EngineClient, outcome: Outcome, endpoint: str, adapter: str, pod: str) -> None:
+    log.info("unload %s from %s", adapter, pod)
     try:
         changed = await client.unload(endpoint, adapter)
     except EngineError as exc:
@@ -129,9 +133,11 @@ async def _unload(client: EngineClient, outcome: Outcome, endpoint: str, adapter
 async def _load(
     client: EngineClient, outcome: Outcome, endpoint: str, path: str, adapter: str, pod: str
 ) -> None:
+    log.info("load %s on %s", adapter, pod)
     try:
         changed = await client.load(endpoint, adapter, path)
     except EngineError as exc:
+        log.warning("load %s on %s failed: %s", adapter, pod, exc)
         outcome.errors.setdefault(adapter, []).append(exc)
         return
     outcome.loaded.setdefault(adapter, set()).add(pod)

@@ -33,6 +33,26 @@ def sim_command(ip: str, port: int, model: str) -> list[str]:
             "--model", model]  # fmt: skip
 
 
+#: engine flags of the pod's container that the simulator understands too, forwarded as they are
+#: (``--lora-load-latency`` is the simulator's own: a test sets it through ``engine.args``)
+FORWARDED_VALUE_FLAGS = ("--max-loras", "--max-cpu-loras", "--lora-load-latency")
+FORWARDED_SWITCHES = ("--enable-lora",)
+
+
+def forwarded_flags(pod: dict[str, object]) -> tuple[str, ...]:
+    """The pod's LoRA engine flags, so a LoRA-enabled pod's stand-in serves the runtime LoRA API."""
+    spec: dict[str, object] = pod.get("spec") or {}  # type: ignore[assignment]
+    containers: list[dict[str, object]] = spec.get("containers") or []  # type: ignore[assignment]
+    args: list[str] = [str(a) for c in containers[:1] for a in c.get("args") or []]  # type: ignore[attr-defined]
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg in FORWARDED_SWITCHES:
+            out.append(arg)
+        elif arg in FORWARDED_VALUE_FLAGS and i + 1 < len(args):
+            out += [arg, args[i + 1]]
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class PodKey:
     namespace: str
@@ -46,6 +66,7 @@ class Sim:
     port: int
     model: str
     proc: subprocess.Popen[bytes]
+    flags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -94,7 +115,7 @@ class PodSimulator:
                 self._stop.wait(self.interval)
 
     def _sync(self, pods: list[dict[str, object]]) -> None:
-        wanted: dict[PodKey, tuple[str, int, str]] = {}
+        wanted: dict[PodKey, tuple[str, int, str, tuple[str, ...]]] = {}
         for pod in pods:
             meta: dict[str, object] = pod["metadata"]  # type: ignore[assignment]
             status: dict[str, object] = pod.get("status") or {}  # type: ignore[assignment]
@@ -108,7 +129,7 @@ class PodSimulator:
             port = int(annotations.get(labels.ENGINE_PORT, labels.DEFAULT_ENGINE_PORT))
             model = annotations.get(labels.SERVED_MODEL_NAME, "model")
             key = PodKey(str(meta["namespace"]), str(meta["name"]), str(meta["uid"]))
-            wanted[key] = (ip, port, model)
+            wanted[key] = (ip, port, model, forwarded_flags(pod))
         with self._lock:
             for key, sim in list(self.sims.items()):
                 if sim.proc.poll() is not None:  # e.g. its pod address was taken: never let that pass quietly
@@ -117,22 +138,23 @@ class PodSimulator:
                     del self.sims[key]
             for key in [k for k in self.sims if wanted.get(k) != self._spec(k)]:
                 self._kill(key)
-            for key, (ip, port, model) in wanted.items():
+            for key, (ip, port, model, flags) in wanted.items():
                 if key not in self.sims:
-                    self._spawn(key, ip, port, model)
+                    self._spawn(key, ip, port, model, flags)
 
-    def _spec(self, key: PodKey) -> tuple[str, int, str]:
+    def _spec(self, key: PodKey) -> tuple[str, int, str, tuple[str, ...]]:
         sim = self.sims[key]
-        return (sim.ip, sim.port, sim.model)
+        return (sim.ip, sim.port, sim.model, sim.flags)
 
-    def _spawn(self, key: PodKey, ip: str, port: int, model: str) -> None:
+    def _spawn(self, key: PodKey, ip: str, port: int, model: str, flags: tuple[str, ...] = ()) -> None:
         # an IP reused by kwok after a pod died: the old process must be gone before the new one binds
         for other in [k for k, s in self.sims.items() if (s.ip, s.port) == (ip, port)]:
             self._kill(other)
         out = (self.log_dir / f"{key.namespace}_{key.name}.log").open("ab")
-        proc = subprocess.Popen(self.command(ip, port, model), stdout=out, stderr=subprocess.STDOUT)
+        argv = [*self.command(ip, port, model), *flags]
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         out.close()
-        self.sims[key] = Sim(ip, port, model, proc)
+        self.sims[key] = Sim(ip, port, model, proc, flags)
         log.info("started sim for %s/%s on %s:%d", key.namespace, key.name, ip, port)
 
     def _kill(self, key: PodKey) -> None:
