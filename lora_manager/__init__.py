@@ -3,14 +3,14 @@
 * ``placement`` — the pure decision (pods, wishes, what is loaded → target assignment and actions);
 * ``engine`` — an idempotent, retrying client for ``/v1/load_lora_adapter``, ``/v1/unload_lora_adapter``
   and ``/v1/models``;
-* ``converge`` — one observe → plan → act pass for one base model, used by the operator's controller and by
+* ``converging`` — one observe → plan → act pass for one base model, used by the operator's controller and by
   ``flotilla up --lora``;
 * ``sources`` — how an adapter source URL reaches the engine (``lora_path``).
 
 Nothing here knows about Kubernetes: the operator feeds pods and adapters in and writes status out.
 """
 
-from lora_manager.converge import Action, EnginePod, Outcome, Wanted, converge
+from lora_manager.converging import Action, EnginePod, Outcome, Wanted, converge
 from lora_manager.engine import EngineClient, Retry
 from lora_manager.errors import (
     EngineError,

@@ -1,6 +1,6 @@
 """``flotilla up --lora NAME=PATH[:REPLICAS]``: LoRA adapters on the simulated engines, placed like in a cluster.
 
-The adapters are placed by the same code the operator runs (``lora_manager.converge``: observe each engine's
+The adapters are placed by the same code the operator runs (``lora_manager.converging``: observe each engine's
 ``/v1/models``, plan with the stable placement, load/unload through vLLM's runtime API), so what a user sees
 locally — which engines hold which adapter, what happens with more replicas than slots — is what the cluster
 does. A background task repeats the pass every few seconds, so an engine that restarted (``--engine`` URLs

@@ -1,7 +1,7 @@
 """The LoRA controller: LoRAAdapters → ``lora_manager`` placement → load/unload on engine pods → status, Events.
 
 Placement is per base model, not per adapter: the adapters of one ModelDeployment share its pods' slots, so
-one pass (``lora_manager.converge``) observes every pod of the model, plans all of its adapters together and
+one pass (``lora_manager.converging``) observes every pod of the model, plans all of its adapters together and
 acts. Every trigger therefore names a model key ``(namespace, ModelDeployment name)``:
 
 - LoRAAdapter create / spec update / operator start (resume), and a resync timer per adapter — the timer
@@ -16,7 +16,7 @@ pass that *started* after it asked (it read the indexes after the change that tr
 of pod events costs one or two passes, not one each. Everything comes from kopf indexes (adapters by model,
 pods by model, ModelDeployments), so a pass makes no API reads; it writes a status only when it changed.
 
-The engines' own ``/v1/models`` are the truth about what is loaded (see ``lora_manager.converge``), which is
+The engines' own ``/v1/models`` are the truth about what is loaded (see ``lora_manager.converging``), which is
 what makes a restarted operator converge without duplicate loads: it re-reads the engines, and the
 deterministic placement picks the same pods for anything still in flight.
 """
