@@ -50,8 +50,15 @@ class Placement(ApiModel):
 
     policy: Literal["LeastLoaded", "Packed", "Spread"] = Field(
         default="LeastLoaded",
-        description="LeastLoaded: pods with the fewest resident adapters; Packed: fill pods that already "
-        "serve adapters first (keeps others free); Spread: across nodes first.",
+        description="LeastLoaded: pods with the lowest summed adapter weight per LoRA slot (density); "
+        "Packed: fill pods that already serve adapters first (keeps others free); Spread: across nodes first.",
+    )
+    weight: float = Field(
+        default=1.0,
+        gt=0,
+        le=1_000_000,
+        description="Relative traffic of this adapter (e.g. its requests/s); LeastLoaded keeps the summed "
+        "weight per pod balanced, so two hot adapters do not share a pod while cold ones sit elsewhere.",
     )
 
 

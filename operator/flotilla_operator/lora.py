@@ -222,7 +222,9 @@ def _wanted(body: Mapping[str, Any], ready_pods: int) -> Wanted | None:
     else:
         replicas = min(ready_pods, spec.max_replicas or ready_pods)
     name = spec.adapter_name or str(body["metadata"]["name"])
-    return Wanted(name, engine_path(spec.source), replicas, policy=spec.placement.policy)
+    return Wanted(
+        name, engine_path(spec.source), replicas, spec.placement.weight, policy=spec.placement.policy
+    )
 
 
 def _observe(
