@@ -32,6 +32,11 @@ import click
 @click.option("--api-keys-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rpm", "rpm_limit", type=int, help="Default requests per minute per key.")
 @click.option("--tpm", "tpm_limit", type=int, help="Default tokens per minute per key.")
+@click.option(
+    "--hold-timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds a request for a declared model with no ready endpoint waits for one (default 30).",
+)
 @click.option("--log-json/--log-text", default=None)
 def gateway(**options: Any) -> None:
     """Run the OpenAI-compatible, prefix- and load-aware gateway. Other settings: FLOTILLA_GATEWAY_* env vars."""

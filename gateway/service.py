@@ -19,9 +19,11 @@ from starlette.responses import Response
 
 from flotilla.tokenizer import load_tokenizer
 from gateway.auth import KeyStore
+from gateway.catalog import Catalog
 from gateway.discovery.static import static_specs
 from gateway.endpoints import Endpoint, EndpointPool, EndpointSpec
 from gateway.errors import BadRequest, ModelNotFound, NoEndpoint, RateLimited
+from gateway.holding import Holding
 from gateway.index import build_index, build_subscriber, start_index
 from gateway.parsing import ParsedRequest, parse
 from gateway.proxy import Attempt, Proxy, RetryBudget
@@ -67,7 +69,19 @@ class Gateway:
         self.pool = EndpointPool(
             breaker_failures=settings.breaker_failures, breaker_cooldown=settings.breaker_cooldown
         )
+        #: models and adapters the control plane declares, served or not (gateway/catalog.py)
+        self.catalog = Catalog()
+        self.holding: Holding[list[Endpoint]] = Holding(
+            timeout=settings.hold_timeout,
+            max_queued=settings.hold_max_queued,
+            max_bytes=settings.hold_max_bytes,
+            retry_after=settings.retry_after,
+            refresh=self._refresh,
+        )
+        #: requests dispatched to an engine and not finished, per model (the autoscaler's demand signal)
+        self.in_flight: dict[str, int] = {}
         self.metrics = GatewayMetrics(self.pool)
+        self.metrics.watch_demand(self.holding.queued, self.in_flight, self.catalog.names)
         self.router = Router(
             profiles=settings.profiles,
             default_profile=settings.default_profile,
@@ -91,7 +105,7 @@ class Gateway:
         self.scrape_client: httpx.AsyncClient | None = None
         self.proxy: Proxy | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._watcher: Any = None
+        self._watchers: list[Any] = []
         self.requests = 0
         self.errors = 0
         self._match_sum = 0.0
@@ -123,31 +137,36 @@ class Gateway:
             models_interval=s.models_interval,
             unhealthy_after=s.unhealthy_after,
             on_unhealthy=self._forget,
+            on_scraped=self._after_scrape,
         )
         await start_index(self.index)
         self.metrics.watch("prefix_index", self.index)
         if s.prefix_mode == "precise":
             self.precise_index = MemoryIndex()
             self.subscriber = build_subscriber(self.precise_index, block_size=s.block_size, seed=s.hash_seed)
-            self.scraper.on_scraped = self._sync_subscriber
             self.metrics.watch("kv_events", self.subscriber)
         await self.scraper.scrape_all()  # know models and health before the first request
         self._spawn(self.scraper.run())
         if s.kubernetes:
-            from gateway.discovery.kube import PodWatcher
+            from gateway.discovery.kube import CatalogWatcher, PodWatcher
 
-            self._watcher = PodWatcher(
-                asyncio.get_running_loop(),
-                self.set_endpoints,
-                namespace=s.namespace,
-                label_selector=s.label_selector,
-                kubeconfig=s.kubeconfig,
-            )
-            self._watcher.start()
+            loop = asyncio.get_running_loop()
+            self._watchers = [
+                PodWatcher(
+                    loop,
+                    self.set_endpoints,
+                    namespace=s.namespace,
+                    label_selector=s.label_selector,
+                    kubeconfig=s.kubeconfig,
+                ),
+                CatalogWatcher(loop, self.catalog.declare, namespace=s.namespace, kubeconfig=s.kubeconfig),
+            ]
+            for watcher in self._watchers:
+                watcher.start()
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
+        for watcher in self._watchers:
+            watcher.stop()
         for task in self._tasks:
             task.cancel()
         for task in list(self._tasks):
@@ -177,9 +196,28 @@ class Gateway:
         for endpoint in self.pool:
             if not endpoint.models_known:
                 self._spawn(self.scraper.scrape_one(endpoint))
+        self.holding.wake()
 
     async def _forget(self, endpoint: Endpoint) -> None:
         await self.index.remove_endpoint(endpoint.key)
+
+    async def _after_scrape(self) -> None:
+        self.holding.wake()
+        await self._sync_subscriber()
+
+    async def _refresh(self, model: str) -> None:
+        """Re-read, now, the endpoints that could start serving ``model`` (held requests wait on them):
+        those not reached or not healthy yet, and for an adapter those of its base model."""
+        base = self.catalog.base_of(model)
+        due = [
+            e
+            for e in self.pool
+            if not e.models_known or not e.healthy or (base is not None and e.serves(base))
+        ]
+        for endpoint in due:
+            self.scraper.forget_models(endpoint)  # re-read /v1/models on this scrape
+        if due:
+            await asyncio.gather(*(self.scraper.scrape_one(e) for e in due))
 
     async def _sync_subscriber(self) -> None:
         """Follow the KV events of every endpoint that publishes them, once its served model is known
@@ -200,26 +238,35 @@ class Gateway:
         index = self.precise_index if kind == "precise" and self.precise_index is not None else self.index
         return await index.match(hashes, keys)
 
-    def _candidates(self, model: str) -> list[Endpoint]:
+    def _probe(self, model: str) -> list[Endpoint] | None:
+        """The endpoints to route ``model`` to now; None = worth holding the request; raises = answer now."""
         hosting = self.pool.hosting(model)
+        available = [e for e in hosting if e.available]
+        if available:
+            return available
+        if model in self.catalog:
+            return None  # declared by the control plane: scaling from zero, or an adapter being placed
         if not hosting and any(not e.models_known for e in self.pool):
-            # some endpoint was never reached, so "unknown model" cannot be told from "fleet down"
-            self.metrics.rejections.labels("no_endpoint").inc()
-            raise NoEndpoint(
-                f"no endpoint is reachable to serve model '{model}'",
-                headers={"retry-after": str(self.settings.retry_after)},
-            )
+            return None  # some endpoint was never reached: "unknown model" cannot be told from "not yet"
         if not hosting:
             self.metrics.rejections.labels("model_not_found").inc()
             raise ModelNotFound(f"The model `{model}` does not exist.", param="model")
-        available = [e for e in hosting if e.available]
-        if not available:
+        raise NoEndpoint(
+            f"no healthy endpoint can serve model '{model}' right now",
+            headers={"retry-after": str(self.settings.retry_after)},
+        )
+
+    async def _candidates(self, model: str, size: int) -> list[Endpoint]:
+        try:
+            return await self.holding.wait(model, size, lambda: self._probe(model))
+        except NoEndpoint as exc:
             self.metrics.rejections.labels("no_endpoint").inc()
-            raise NoEndpoint(
-                f"no healthy endpoint can serve model '{model}' right now",
-                headers={"retry-after": str(self.settings.retry_after)},
-            )
-        return available
+            if not self.pool.hosting(model) and model not in self.catalog:
+                # nothing was ever reached: say so, it is the likely misconfiguration
+                raise NoEndpoint(
+                    f"no endpoint is reachable to serve model '{model}'", headers=exc.headers
+                ) from None
+            raise
 
     async def handle(self, path: str, kind: str, raw: bytes, headers: Any) -> Response:
         started = time.perf_counter()
@@ -247,7 +294,7 @@ class Gateway:
                 f"known: {', '.join(sorted(self.router.profiles))}",
                 param="x-routing-strategy",
             )
-        candidates = self._candidates(parsed.model)
+        candidates = await self._candidates(parsed.model, len(raw))
         s = self.settings
         hashes = block_hashes(
             parsed.prompt_ids[: s.max_prefix_blocks * s.block_size],
@@ -283,7 +330,23 @@ class Gateway:
             matches=routing.matches,
         )
 
+        model = parsed.model
+        self.in_flight[model] = self.in_flight.get(model, 0) + 1
+        finished = False
+
+        def release() -> None:
+            nonlocal finished
+            if finished:
+                return
+            finished = True
+            left = self.in_flight[model] - 1
+            if left:
+                self.in_flight[model] = left
+            else:
+                del self.in_flight[model]
+
         def done(a: Attempt) -> None:
+            release()
             self.requests += 1
             status = str(a.status)
             if a.status >= 500:
@@ -318,13 +381,25 @@ class Gateway:
             )
 
         assert self.proxy is not None, "Gateway.start() was not awaited"
-        response = await self.proxy.forward(
-            decision.ranked, path, raw, upstream_headers, stream=parsed.stream, attempt=attempt, on_done=done
-        )
+        try:
+            response = await self.proxy.forward(
+                decision.ranked,
+                path,
+                raw,
+                upstream_headers,
+                stream=parsed.stream,
+                attempt=attempt,
+                on_done=done,
+            )
+        except BaseException:
+            release()  # the proxy raised before it could report the end: the request is over all the same
+            raise
         response.headers.update(limit_headers)
         return response
 
     def models(self) -> dict[str, Any]:
+        """What engines serve, plus what the control plane declares (a model at zero replicas, an adapter
+        being placed): a client can list a model it may use, and a request for it is held, not refused."""
         cards: dict[str, dict[str, Any]] = {}
         for endpoint in self.pool:
             if not endpoint.healthy:
@@ -337,6 +412,18 @@ class Gateway:
                     "object": "model",
                     "owned_by": "flotilla",
                 }
+        for name, base in self.catalog.items():
+            if name not in cards:
+                declared: dict[str, Any] = {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "flotilla",
+                }
+                if base is not None:
+                    declared["parent"] = base
+                    declared["root"] = name
+                cards[name] = declared
         return {"object": "list", "data": sorted(cards.values(), key=lambda c: str(c["id"]))}
 
     def stats(self) -> GatewayStats:

@@ -94,6 +94,12 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     #: Retry-After (seconds) sent with 503 when no endpoint can serve
     retry_after: int = Field(default=1, ge=0)
+    #: a request for a declared model with no ready endpoint (scaled to zero, adapter being placed, engines not
+    #: reached yet) waits this long for one before its 503; cover the engines' cold start (gateway/holding.py)
+    hold_timeout: float = Field(default=30.0, ge=0)
+    #: at most this many requests, and this many body bytes, are held at once; beyond, 503 at once
+    hold_max_queued: int = Field(default=256, ge=0)
+    hold_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
     # ------------------------------------------------------------------ API keys and limits
     #: plaintext keys (from env); stored only as SHA-256 digests once loaded
