@@ -191,6 +191,8 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
                 app = create_app(GatewaySettings(**values))
             except ValueError as exc:
                 raise click.ClickException(f"bad gateway options: {exc}") from exc
+            if opts.loras:  # declared, so a request racing the first /v1/models scrape is held, not 404
+                app.state.gateway.catalog.declare("up", up_lora.catalog(opts.loras, opts.model))
             server = _embedded_server(app)
             task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway")
             while not server.started:

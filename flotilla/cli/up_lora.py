@@ -46,6 +46,11 @@ def parse_lora(value: str) -> LoraOption:
     return LoraOption(name, path, replicas)
 
 
+def catalog(options: Sequence[LoraOption], base_model: str) -> dict[str, str | None]:
+    """What ``gateway.catalog.declare("up", …)`` gets: every adapter with its base model."""
+    return {o.name: base_model for o in options}
+
+
 def describe(outcome: Outcome, urls: Sequence[str]) -> str:
     """One line per adapter for the banner: where it is loaded, and what is missing."""
     names = {f"engine-{i}": url for i, url in enumerate(urls)}

@@ -59,6 +59,9 @@ def test_up_places_adapters_and_serves_them() -> None:
                     raise
                 time.sleep(0.3)
         assert reply.model == "sql"
+        cards = {c["id"]: c for c in httpx.get(base_url + "/models", timeout=5).json()["data"]}
+        for name in ("sql", "chat", "big"):  # declared to the gateway's catalog with their base model
+            assert cards[name].get("parent") == "meta-llama/Llama-3.1-8B-Instruct", cards
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
