@@ -278,3 +278,34 @@ def test_https_sources_at_internal_hosts_are_refused_unless_allow_listed(crds: C
             assert admit(source) == "ok", source
     finally:
         crds.kubectl("delete", "-f", "-", input=rendered, check=False)
+
+
+def test_requests_are_held_not_404_while_the_only_replica_is_re_placed(
+    operator: OperatorProcess, pod_sims: PodSimulator, cluster: ControlPlane, ns: str
+) -> None:
+    # loads take 3 s, so requests arrive while no engine holds the adapter
+    cluster.kubectl("apply", "-f", "-", input=lora_md("solo", ns, replicas=2, max_loras=1, load_latency=3))
+    wait_ready(cluster, "solo", ns, 2)
+    wait_engines_ready(cluster, ns, "solo", 2)
+    cluster.kubectl("apply", "-f", "-", input=adapter("one", ns, "solo", replicas=1))
+    st = eventually(lambda: (s := status(cluster, ns, "one")).get("phase") == "Ready" and s, 30, "one Ready")
+    (host,) = st["loadedPods"]
+    host_ip = pods(cluster, ns, "solo")[host]
+    with running_gateway(kubernetes=True, kubeconfig=str(cluster.kubeconfig), namespace=ns) as gw:
+        eventually(
+            lambda: any("one" in e.adapters for e in gw.gateway.pool if e.available), 30, "adapter seen"
+        )
+        cluster.kubectl("delete", "pod", host, "-n", ns, "--wait=false")
+        eventually(lambda: engine_adapters(host_ip) is None, 10, "the hosting engine is gone")
+        with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=40) as client:
+            served_by = set()
+            for _ in range(4):  # the first ones arrive while no engine has it: held, then served
+                raw = client.chat.completions.with_raw_response.create(
+                    model="one", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+                )
+                assert raw.http_response.status_code == 200
+                served_by.add(raw.headers["x-flotilla-endpoint"].rsplit(":", 1)[0])
+    new_hosts = holders(cluster, ns, "solo", "one")
+    assert len(new_hosts) == 1
+    assert host not in new_hosts
+    assert served_by == {pods(cluster, ns, "solo")[p] for p in new_hosts}
