@@ -116,6 +116,8 @@ class LoraController:
     _last: dict[Key, Outcome | None] = field(default_factory=dict)
     #: status as last written, by adapter uid (the index lags behind our own writes)
     _written: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: passes run, per model (coalescing is visible here)
+    passes: dict[Key, int] = field(default_factory=dict)
 
     def engines(self) -> EngineClient:
         if self._engines is None:
@@ -135,6 +137,7 @@ class LoraController:
             if self._started.get(key, 0) >= ticket:
                 return self._last.get(key)
             self._started[key] = self._asked[key]
+            self.passes[key] = self.passes.get(key, 0) + 1
             outcome = await self._pass(key, state, indexes)
             self._last[key] = outcome
             return outcome
