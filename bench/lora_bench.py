@@ -58,9 +58,9 @@ class LoraBenchSpec:
     adapters: int = 16
     zipf_s: float = 1.0
     base_share: float = 0.3
-    requests: int = 400
+    requests: int = 600
     #: requests/s (wall)
-    rate: float = 12.0
+    rate: float = 48.0
     system_tokens: int = 128
     user_tokens: int = 192
     output_tokens: int = 32
