@@ -10,13 +10,21 @@ placement (as if not ready), so its adapters are re-placed on the pods that do. 
 (they free the slots the loads need); loads run concurrently across pods.
 
 An adapter loaded with another path than the one wanted (its source changed) is unloaded and placed afresh.
+
+**In-flight loads.** A load takes seconds and ``/v1/models`` lists the adapter only when it is done, so a
+controller restarted mid-load cannot see it. Placement from the engines alone would then pick pods afresh —
+and when the inputs differ from the first pass (another adapter appeared meanwhile) it picks *other* pods,
+and the in-flight load becomes a surplus copy. So the caller records each pass's target before acting
+(``on_plan``; the operator writes it to ``status.targetPods``) and hands it back as ``Wanted.pending``: pending
+pairs on answering pods count as placed, and their loads are re-issued (the engine answers "already loaded"
+once the first one finishes, or loads it if that one was lost).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from lora_manager.engine import EngineClient
@@ -45,6 +53,8 @@ class Wanted:
     replicas: int
     weight: float = 1.0
     policy: Policy = "LeastLoaded"
+    #: pods an earlier pass chose for it (loads may still be in flight)
+    pending: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +78,13 @@ class Outcome:
     actions: list[Action] = field(default_factory=list)
 
 
-async def converge(client: EngineClient, pods: Sequence[EnginePod], wanted: Iterable[Wanted]) -> Outcome:
+async def converge(
+    client: EngineClient,
+    pods: Sequence[EnginePod],
+    wanted: Iterable[Wanted],
+    *,
+    on_plan: Callable[[Plan], Awaitable[None]] | None = None,
+) -> Outcome:
     wanted = list(wanted)
     by_name = {w.name: w for w in wanted}
     observed, unreachable = await _observe(client, pods)
@@ -84,22 +100,32 @@ async def converge(client: EngineClient, pods: Sequence[EnginePod], wanted: Iter
             names.add(name)
         loaded[pod] = names
     live = [p for p in pods if p.name in observed]
+    intended = {pod: set(names) for pod, names in loaded.items()}
+    stale_pairs = set(stale)
+    for want in wanted:
+        for pod in want.pending:
+            if pod in intended and (want.name, pod) not in stale_pairs:
+                intended[pod].add(want.name)
     plan = place(
         [Pod(p.name, p.slots, p.node) for p in live],
         [Adapter(w.name, w.replicas, w.weight, w.policy) for w in wanted],
-        loaded,
+        intended,
     )
+    if on_plan is not None:
+        await on_plan(plan)
     endpoints = {p.name: p.endpoint for p in pods}
     outcome = Outcome(
         plan=plan,
         loaded={w.name: {p for p, names in loaded.items() if w.name in names} for w in wanted},
         unreachable=unreachable,
     )
-    unloads = sorted(set(plan.unloads) | set(stale))
+    # only what is really there is unloaded; a dropped pending pair has nothing to unload (yet)
+    unloads = sorted({(a, p) for a, p in plan.unloads if a in loaded.get(p, ())} | stale_pairs)
+    # pending pairs the plan keeps but the engine does not list yet: ask again (idempotent)
+    reissued = [(a, p) for a, ps in plan.target.items() for p in sorted(ps) if a not in loaded.get(p, ())]
+    loads = list(dict.fromkeys([*plan.loads, *reissued]))
     await asyncio.gather(*(_unload(client, outcome, endpoints[p], a, p) for a, p in unloads))
-    await asyncio.gather(
-        *(_load(client, outcome, endpoints[p], by_name[a].path, a, p) for a, p in plan.loads)
-    )
+    await asyncio.gather(*(_load(client, outcome, endpoints[p], by_name[a].path, a, p) for a, p in loads))
     return outcome
 
 

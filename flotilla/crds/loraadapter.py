@@ -128,6 +128,12 @@ class LoRAAdapterStatus(ApiModel):
         default_factory=list, max_length=1000, description="Pods that serve the adapter."
     )
     ready_replicas: int = Field(default=0, ge=0, description="Number of pods serving the adapter.")
+    target_pods: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Pods the controller chose for the adapter, written before it loads there (loads may be "
+        "in flight); a restarted controller continues from it instead of choosing again.",
+    )
     observed_generation: int = Field(default=0, ge=0, description="Last reconciled .metadata.generation.")
     conditions: list[Condition] = condition_list()
 

@@ -44,6 +44,7 @@ from lora_manager import (
     EnginePod,
     LoraDisabled,
     Outcome,
+    Plan,
     Retry,
     SourceRefused,
     Wanted,
@@ -168,9 +169,19 @@ class LoraController:
                     await self._write(state, body, obs)
             return None
         pods = engine_pods(indexes["index_lora_pods"].get(key) or (), spec.lora.max_loras)
-        wanted = [_wanted(body, len(pods)) for body in adapters]
-        outcome = await converge(self.engines(), pods, [w for w in wanted if w is not None])
+        wanted = [_wanted(body, len(pods), self._target(body)) for body in adapters]
         by_name = {served_name(b): b for b in adapters}
+
+        async def record(plan: Plan) -> None:
+            """Persist each target before loading there (see ``lora_manager.converging``: in-flight loads)."""
+            for want in wanted:
+                if want is None or by_name[want.name]["metadata"].get("deletionTimestamp"):
+                    continue
+                target = sorted(plan.target.get(want.name, ()))
+                if target != sorted(want.pending):
+                    await self._patch(state, by_name[want.name], {"targetPods": target})
+
+        outcome = await converge(self.engines(), pods, [w for w in wanted if w is not None], on_plan=record)
         for action in outcome.actions:
             if action.changed and action.adapter in by_name:
                 verb = "Loaded" if action.verb == "load" else "Unloaded"
@@ -185,6 +196,20 @@ class LoraController:
             obs = _observe(want, outcome, pods, md_name, spec.lora.max_loras)
             await self._write(state, body, obs)
         return outcome
+
+    def _target(self, body: Mapping[str, Any]) -> frozenset[str]:
+        status = self._written.get(body["metadata"].get("uid", "")) or body.get("status") or {}
+        return frozenset(status.get("targetPods") or ())
+
+    async def _patch(self, state: State, body: Mapping[str, Any], patch: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        try:
+            await asyncio.to_thread(state.kube.patch_lora_status, meta["namespace"], meta["name"], patch)
+        except KubeError as exc:  # NotFound included: deleted meanwhile
+            log.warning("could not write status of lora %s/%s: %s", meta["namespace"], meta["name"], exc)
+            return
+        uid = meta.get("uid", "")
+        self._written[uid] = {**(self._written.get(uid) or body.get("status") or {}), **patch}
 
     async def _write(self, state: State, body: dict[str, Any], obs: lora_status.Observation) -> None:
         meta = body["metadata"]
@@ -213,7 +238,7 @@ def _reason(status: Mapping[str, Any], type_: str) -> str | None:
     return None
 
 
-def _wanted(body: Mapping[str, Any], ready_pods: int) -> Wanted | None:
+def _wanted(body: Mapping[str, Any], ready_pods: int, pending: frozenset[str] = frozenset()) -> Wanted | None:
     try:
         spec = LoRAAdapterSpec.model_validate(body.get("spec") or {})
     except ValidationError:
@@ -226,7 +251,7 @@ def _wanted(body: Mapping[str, Any], ready_pods: int) -> Wanted | None:
         replicas = min(ready_pods, spec.max_replicas or ready_pods)
     name = spec.adapter_name or str(body["metadata"]["name"])
     return Wanted(
-        name, engine_path(spec.source), replicas, spec.placement.weight, policy=spec.placement.policy
+        name, engine_path(spec.source), replicas, spec.placement.weight, spec.placement.policy, pending
     )
 
 
@@ -259,7 +284,8 @@ def _observe(
         pod, exc = next(iter(outcome.unreachable.items()))
         problem = ("EngineError", f"pod {pod} does not answer: {exc}")
     loading = any(a == want.name for a, _ in outcome.plan.loads)
-    return lora_status.Observation(want.replicas, loaded, problem, loading)
+    target = outcome.plan.target.get(want.name, frozenset())
+    return lora_status.Observation(want.replicas, loaded, problem, loading, target)
 
 
 async def _event(

@@ -16,7 +16,7 @@ identical status and the controller skips the write.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flotilla_operator.status import condition, merge_conditions
@@ -34,7 +34,8 @@ class Observation:
     #: (reason, message) of the problem that needs the user, if any
     problem: tuple[str, str] | None = None
     loading: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: pods the last plan chose (``status.targetPods``)
+    target: frozenset[str] = frozenset()
 
 
 def phase(obs: Observation) -> str:
@@ -67,6 +68,7 @@ def build(previous: dict[str, Any] | None, obs: Observation, generation: int, no
         "desiredReplicas": obs.desired,
         "readyReplicas": ready,
         "loadedPods": sorted(obs.loaded_pods),
+        "targetPods": sorted(obs.target),
         "observedGeneration": generation,
         "conditions": merge_conditions(prev.get("conditions") or [], [ready_cond, degraded], now),
     }

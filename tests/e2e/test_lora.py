@@ -220,7 +220,7 @@ def test_restarted_operator_converges_without_duplicate_loads(
     mark = len(operator.output())
     cluster.kubectl("apply", "-f", "-", input=adapter("r1", ns, "slow", replicas=2)
                     + "---\n" + adapter("r2", ns, "slow", replicas=2))  # fmt: skip
-    eventually(lambda: "load r2 on" in operator.output()[mark:], 30, "loads started")
+    eventually(lambda: "load r1 on" in operator.output()[mark:], 30, "loads started")
     try:
         assert not holders(cluster, ns, "slow", "r1")  # really mid-placement: nothing finished yet
     finally:

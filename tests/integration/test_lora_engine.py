@@ -11,6 +11,7 @@ from lora_manager import (
     EngineClient,
     EnginePod,
     LoraDisabled,
+    Plan,
     Retry,
     SourceRefused,
     Wanted,
@@ -102,3 +103,24 @@ async def test_engine_without_runtime_lora() -> None:
         async with EngineClient(timeout=10, retry=Retry(attempts=1)) as client:
             with pytest.raises(LoraDisabled, match="enable-lora"):
                 await client.load(plain.urls[0], "x", "org/x")
+
+
+async def test_pending_target_is_kept_and_its_load_reissued(client: EngineClient, fleet: SimFleet) -> None:
+    """A restarted controller continues an earlier pass's choice instead of choosing afresh (no surplus copy)."""
+    await clean(client, fleet)
+    pods = fleet_pods(fleet)
+    planned: list[dict[str, frozenset[str]]] = []
+
+    async def record(plan: Plan) -> None:
+        planned.append(dict(plan.target))
+
+    # a fresh placement would pick pod-0; the pending choice pod-2 wins and is loaded (re-issued)
+    outcome = await converge(
+        client, pods, [Wanted("p", "org/p", 1, pending=frozenset({"pod-2"}))], on_plan=record
+    )
+    assert outcome.loaded["p"] == {"pod-2"}
+    assert planned == [{"p": frozenset({"pod-2"})}]
+    # pending on a pod that does not answer is ignored
+    outcome = await converge(client, pods[:2], [Wanted("q", "org/q", 1, pending=frozenset({"pod-2"}))])
+    assert outcome.loaded["q"] == {"pod-0"}
+    await client.aclose()
