@@ -267,7 +267,10 @@ def test_https_sources_at_internal_hosts_are_refused_unless_allow_listed(crds: C
             return "ok" if proc.returncode == 0 else proc.stderr
 
         # the policy is compiled asynchronously after it is created: wait until it denies
-        eventually(lambda: admit("https://127.0.0.1/a") != "ok", 30, "policy in force")
+        # and its parameter (the ConfigMap) is picked up by the API server's informer a moment later
+        eventually(
+            lambda: "is loopback" in admit("https://127.0.0.1/a"), 30, "policy and its parameter in force"
+        )
         for source in SSRF_DENIED:
             answer = admit(source)
             assert answer != "ok", source
