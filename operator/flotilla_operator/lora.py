@@ -89,6 +89,16 @@ def engine_pods(pods: Iterable[Mapping[str, Any]], slots: int) -> list[EnginePod
     return sorted(out, key=lambda p: p.name)
 
 
+def adapter_slots(spec: ModelDeploymentSpec) -> int:
+    """Adapters one pod may hold: its CPU cache (``maxCpuLoras``) when set, else its GPU slots (``maxLoras``).
+
+    vLLM keeps ``max_cpu_loras`` adapters in host memory and swaps them into the ``max_loras`` GPU slots per
+    batch in milliseconds; an adapter beyond the CPU cache is re-read from disk when used (a swap costing a
+    load). So a user who sized the CPU cache larger lets a pod hold that many without disk swaps.
+    """
+    return spec.lora.max_cpu_loras or spec.lora.max_loras
+
+
 def served_name(body: Mapping[str, Any]) -> str:
     return str((body.get("spec") or {}).get("adapterName") or body["metadata"]["name"])
 
@@ -168,7 +178,9 @@ class LoraController:
                     obs = lora_status.Observation(desired, frozenset(), problem)
                     await self._write(state, body, obs)
             return None
-        pods = engine_pods(indexes["index_lora_pods"].get(key) or (), spec.lora.max_loras)
+        slots = adapter_slots(spec)
+        pods = engine_pods(indexes["index_lora_pods"].get(key) or (), slots)
+        sized_by = f"maxCpuLoras={slots}" if spec.lora.max_cpu_loras else f"maxLoras={slots}"
         wanted = [_wanted(body, len(pods), self._target(body)) for body in adapters]
         by_name = {served_name(b): b for b in adapters}
 
@@ -193,7 +205,7 @@ class LoraController:
             body = by_name[want.name]
             if body["metadata"].get("deletionTimestamp"):
                 continue
-            obs = _observe(want, outcome, pods, md_name, spec.lora.max_loras)
+            obs = _observe(want, outcome, pods, md_name, sized_by)
             await self._write(state, body, obs)
         return outcome
 
@@ -256,7 +268,7 @@ def _wanted(body: Mapping[str, Any], ready_pods: int, pending: frozenset[str] = 
 
 
 def _observe(
-    want: Wanted, outcome: Outcome, pods: list[EnginePod], md_name: str, slots: int
+    want: Wanted, outcome: Outcome, pods: list[EnginePod], md_name: str, sized_by: str
 ) -> lora_status.Observation:
     loaded = frozenset(outcome.loaded.get(want.name, ()))
     errors = outcome.errors.get(want.name) or []
@@ -276,9 +288,9 @@ def _observe(
         placed = want.replicas - short
         problem = (
             "InsufficientCapacity",
-            f"{placed} of {want.replicas} replicas placed: {len(pods)} ready pod(s) with maxLoras={slots} "
-            f"have no free slot for another copy; add pods, raise spec.lora.maxLoras of ModelDeployment "
-            f"{md_name} or lower spec.replicas",
+            f"{placed} of {want.replicas} replicas placed: {len(pods)} ready pod(s) with {sized_by} have no "
+            f"free slot for another copy; add pods, raise spec.lora.maxLoras (or maxCpuLoras) of "
+            f"ModelDeployment {md_name} or lower spec.replicas",
         )
     elif outcome.unreachable and len(loaded) < want.replicas:
         pod, exc = next(iter(outcome.unreachable.items()))

@@ -96,3 +96,12 @@ def test_wishes_from_the_spec(
     want = lora._wanted(body, ready_pods=3)
     assert want is not None
     assert (want.name, want.replicas, want.path) == (name, replicas, path)
+
+
+@pytest.mark.parametrize(("lora_spec", "slots"), [({"maxLoras": 2}, 2), ({"maxLoras": 2, "maxCpuLoras": 6}, 6)],
+                         ids=["gpu-slots", "cpu-cache"])  # fmt: skip
+def test_adapter_slots(lora_spec: dict[str, Any], slots: int) -> None:
+    from flotilla.crds import ModelDeploymentSpec
+
+    spec = ModelDeploymentSpec.model_validate({"model": "m", "lora": {"enabled": True, **lora_spec}})
+    assert lora.adapter_slots(spec) == slots
