@@ -207,6 +207,8 @@ async def measure(spec: LoraBenchSpec, name: str, seed: int) -> LoraRow:
         "--enable-lora",
         "--max-loras",
         str(spec.slots),
+        "--max-cpu-loras",
+        str(spec.cpu_slots),
         "--lora-load-latency",
         str(spec.load_latency),
     )
