@@ -77,7 +77,7 @@ class EngineClient:
     def __init__(
         self,
         *,
-        timeout: float = 30.0,
+        timeout: float | httpx.Timeout = 30.0,
         retry: Retry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,

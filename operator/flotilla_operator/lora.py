@@ -132,7 +132,7 @@ class LoraController:
 
     def engines(self) -> EngineClient:
         if self._engines is None:
-            self._engines = EngineClient(timeout=self.timeout.read or 300.0, retry=self.retry)
+            self._engines = EngineClient(timeout=self.timeout, retry=self.retry)
         return self._engines
 
     async def close(self) -> None:
