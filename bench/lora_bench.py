@@ -3,14 +3,16 @@
 Workload: ``adapters`` adapters with Zipf(``zipf_s``) popularity plus base-model traffic (``base_share`` of the
 requests), Poisson arrivals, on ``engines`` simulated engines with ``slots`` GPU LoRA slots (vLLM
 ``--max-loras``: distinct adapters per batch) and a CPU cache of ``cpu_slots`` adapters (``--max-cpu-loras``;
-beyond it an adapter is re-read from disk when used: a swap). The placements' capacity is the CPU cache, as the
-operator's is when ``maxCpuLoras`` is set. Each adapter has a shared system prompt, so prefix caching works as
-it does for real adapters. Contenders, all behind a fresh Flotilla gateway process:
+beyond it an adapter is re-read from disk when used: a swap). The placements' capacity is the GPU slots, as the
+operator's (``maxLoras``). Each adapter has a shared system prompt, so prefix caching works as it does for real
+adapters. Contenders, all behind a fresh Flotilla gateway process:
 
-* ``flotilla`` — ``lora_manager.place`` with the adapters' popularity as ``weight`` and as many replicas as
+* ``flotilla`` — ``lora_manager.place`` with the adapters' popularity as ``weight`` and the replicas that would
   keep each copy under half an engine's share of the adapter traffic (``flotilla_replicas``; what an operator
-  sets in ``spec.replicas`` / ``spec.placement.weight`` from observed traffic): density-aware, so hot adapters
-  do not share an engine; the gateway routes with its default profile (``ttft-cost`` + ``lora-affinity``);
+  sets in ``spec.replicas`` / ``spec.placement.weight`` from observed traffic). Placement gives every adapter
+  its first replica before any gets a second, so with as many adapters as slots the extra replicas stay
+  unplaced (the controller would report ``InsufficientCapacity``); density-aware, so hot adapters do not share
+  an engine; the gateway routes with its default profile (``ttft-cost`` + ``lora-affinity``);
 * ``flotilla-placement`` — the same placement with ``least-request`` routing (separates placement from routing);
 * ``one-replica`` — one replica per adapter on the engine with the fewest adapters (AIBrix's default); the
   gateway routes ``least-request``;
@@ -62,8 +64,8 @@ class LoraBenchSpec:
     engines: int = 4
     #: GPU slots (vLLM --max-loras): distinct adapters one batch can run
     slots: int = 4
-    #: CPU cache (vLLM --max-cpu-loras): adapters a pod holds without disk swaps; the placements' capacity
-    cpu_slots: int = 8
+    #: CPU cache (vLLM --max-cpu-loras, default = --max-loras): beyond it adapters are re-read from disk (swaps)
+    cpu_slots: int = 4
     adapters: int = 16
     zipf_s: float = 1.0
     base_share: float = 0.3
@@ -97,7 +99,7 @@ def _placed(
     spec: LoraBenchSpec, urls: Sequence[str], weights: dict[str, float], replicas: dict[str, int]
 ) -> Assignment:
     adapters = [Adapter(n, replicas[n], w) for n, w in weights.items()]
-    plan = place([Pod(u, spec.cpu_slots) for u in urls], adapters, {})
+    plan = place([Pod(u, spec.slots) for u in urls], adapters, {})
     return {u: sorted(a for a, pods in plan.target.items() if u in pods) for u in urls}
 
 
@@ -123,7 +125,7 @@ def everywhere(spec: LoraBenchSpec, urls: Sequence[str], _: random.Random) -> As
 def random_placement(spec: LoraBenchSpec, urls: Sequence[str], rng: random.Random) -> Assignment:
     out: Assignment = {u: [] for u in urls}
     for name in spec.names():
-        free = [u for u in urls if len(out[u]) < spec.cpu_slots] or list(urls)
+        free = [u for u in urls if len(out[u]) < spec.slots] or list(urls)
         out[rng.choice(free)].append(name)
     return out
 

@@ -90,13 +90,14 @@ def engine_pods(pods: Iterable[Mapping[str, Any]], slots: int) -> list[EnginePod
 
 
 def adapter_slots(spec: ModelDeploymentSpec) -> int:
-    """Adapters one pod may hold: its CPU cache (``maxCpuLoras``) when set, else its GPU slots (``maxLoras``).
+    """Adapters one pod may hold: its GPU slots, ``maxLoras`` — not the larger CPU cache (``maxCpuLoras``).
 
-    vLLM keeps ``max_cpu_loras`` adapters in host memory and swaps them into the ``max_loras`` GPU slots per
-    batch in milliseconds; an adapter beyond the CPU cache is re-read from disk when used (a swap costing a
-    load). So a user who sized the CPU cache larger lets a pod hold that many without disk swaps.
+    vLLM swaps CPU-cached adapters into the GPU slots in milliseconds, but one batch runs at most ``maxLoras``
+    distinct adapters: on a pod holding more, requests for the extra ones wait for a slot whenever the others
+    are busy. The LoRA benchmark measured it: replicating hot adapters into a CPU cache of 8 (5 adapters per
+    pod, 4 GPU slots) gave a worse TTFT p90 than one replica each within the slots (docs/benchmarks.md).
     """
-    return spec.lora.max_cpu_loras or spec.lora.max_loras
+    return spec.lora.max_loras
 
 
 def served_name(body: Mapping[str, Any]) -> str:
@@ -180,7 +181,7 @@ class LoraController:
             return None
         slots = adapter_slots(spec)
         pods = engine_pods(indexes["index_lora_pods"].get(key) or (), slots)
-        sized_by = f"maxCpuLoras={slots}" if spec.lora.max_cpu_loras else f"maxLoras={slots}"
+        sized_by = f"maxLoras={slots}"
         wanted = [_wanted(body, len(pods), self._target(body)) for body in adapters]
         by_name = {served_name(b): b for b in adapters}
 
@@ -289,7 +290,7 @@ def _observe(
         problem = (
             "InsufficientCapacity",
             f"{placed} of {want.replicas} replicas placed: {len(pods)} ready pod(s) with {sized_by} have no "
-            f"free slot for another copy; add pods, raise spec.lora.maxLoras (or maxCpuLoras) of "
+            f"free slot for another copy; add pods, raise spec.lora.maxLoras of "
             f"ModelDeployment {md_name} or lower spec.replicas",
         )
     elif outcome.unreachable and len(loaded) < want.replicas:

@@ -98,7 +98,7 @@ def test_wishes_from_the_spec(
     assert (want.name, want.replicas, want.path) == (name, replicas, path)
 
 
-@pytest.mark.parametrize(("lora_spec", "slots"), [({"maxLoras": 2}, 2), ({"maxLoras": 2, "maxCpuLoras": 6}, 6)],
+@pytest.mark.parametrize(("lora_spec", "slots"), [({"maxLoras": 2}, 2), ({"maxLoras": 2, "maxCpuLoras": 6}, 2)],
                          ids=["gpu-slots", "cpu-cache"])  # fmt: skip
 def test_adapter_slots(lora_spec: dict[str, Any], slots: int) -> None:
     from flotilla.crds import ModelDeploymentSpec
