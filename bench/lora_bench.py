@@ -71,12 +71,12 @@ class LoraBenchSpec:
     base_share: float = 0.3
     requests: int = 480
     #: requests/s (wall)
-    rate: float = 24.0
+    rate: float = 16.0
     system_tokens: int = 256
     user_tokens: int = 1024
     output_tokens: int = 16
-    #: 1.0 = real time: the shared 2-core machine keeps up (see max_lag in the report)
-    time_scale: float = 1.0
+    #: 2.0 = the simulated GPUs run at half speed: the shared 2-core machine keeps up (max_lag in the report)
+    time_scale: float = 2.0
     #: simulated seconds to (re)load an adapter into the CPU cache
     load_latency: float = 0.25
     seeds: tuple[int, ...] = (0, 1, 2)
