@@ -210,6 +210,10 @@ class LoraController:
             await self._write(state, body, obs)
         return outcome
 
+    def forget(self, uid: str) -> None:
+        """Drop what was cached about a deleted adapter."""
+        self._written.pop(uid, None)
+
     def _target(self, body: Mapping[str, Any]) -> frozenset[str]:
         status = self._written.get(body["metadata"].get("uid", "")) or body.get("status") or {}
         return frozenset(status.get("targetPods") or ())
@@ -344,11 +348,10 @@ async def on_delete(
     """Finalizer: done once no answering pod of the model holds the adapter."""
     key = (namespace or "", str(body.spec.get("baseModelDeployment") or ""))
     outcome = await controller.reconcile(key, memo, kwargs)
-    if outcome is None:
-        return
-    still = outcome.loaded.get(served_name(body))
+    still = outcome.loaded.get(served_name(body)) if outcome is not None else None
     if still:
         raise kopf.TemporaryError(f"still loaded on {', '.join(sorted(still))}", delay=1)
+    controller.forget(str(body.get("metadata", {}).get("uid", "")))
 
 
 async def on_pod(
