@@ -268,9 +268,16 @@ def test_https_sources_at_internal_hosts_are_refused_unless_allow_listed(crds: C
 
         # the policy is compiled asynchronously after it is created: wait until it denies
         # and its parameter (the ConfigMap) is picked up by the API server's informer a moment later
-        eventually(
-            lambda: "is loopback" in admit("https://127.0.0.1/a"), 30, "policy and its parameter in force"
-        )
+        answers: list[str] = []
+
+        def in_force() -> bool:
+            answers.append(admit("https://127.0.0.1/a"))
+            return "is loopback" in answers[-1]
+
+        try:
+            eventually(in_force, 60, "policy and its parameter in force")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last answers: {answers[-2:]}") from None
         for source in SSRF_DENIED:
             answer = admit(source)
             assert answer != "ok", source
