@@ -19,6 +19,8 @@ COMPONENT: Final = f"{GROUP}/component"
 COMPONENT_ENGINE: Final = "engine"
 #: gateway pods carry ``gateway`` (the autoscaler reads per-model demand from their /metrics)
 COMPONENT_GATEWAY: Final = "gateway"
+#: operator pods carry ``operator`` (engines' NetworkPolicy admits them: LoRA loading, metrics for autoscaling)
+COMPONENT_OPERATOR: Final = "operator"
 #: "true" when the engine publishes vLLM KV-cache events
 KV_EVENTS: Final = f"{GROUP}/kv-events"
 #: "true" when the engine accepts runtime LoRA loading
@@ -40,6 +42,8 @@ DEFAULT_KV_EVENTS_PORT: Final = 5557
 HEADER_ROUTING_STRATEGY: Final = "x-routing-strategy"
 HEADER_SESSION_ID: Final = "x-session-id"
 HEADER_REQUEST_ID: Final = "x-request-id"
+#: response header naming the engine that served a request (only with the gateway's ``debug_headers``)
+HEADER_ENDPOINT: Final = "x-flotilla-endpoint"
 
 
 def label_value(value: str) -> str:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
 import click
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @click.command("gateway")
@@ -26,8 +34,8 @@ import click
 )
 @click.option("--prefix-mode", type=click.Choice(["approximate", "precise"]))
 @click.option("--block-size", type=int, help="Engines' KV block size (default 16).")
-@click.option("--redis-url", help="Redis URL for the shared prefix index and rate limits.")
-@click.option("--shared", is_flag=True, help="Share index and rate limits through --redis-url.")
+@click.option("--redis-url", help="Redis URL: the prefix index and rate limits are shared through it.")
+@click.option("--shared", is_flag=True, hidden=True, help="Kept for compatibility: --redis-url alone shares.")
 @click.option("--transport", type=click.Choice(["aiohttp", "httpx"]))
 @click.option("--api-keys-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rpm", "rpm_limit", type=int, help="Default requests per minute per key.")
@@ -43,6 +51,7 @@ def gateway(**options: Any) -> None:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.server import server_config
     from gateway.settings import GatewaySettings
 
     shared = options.pop("shared")
@@ -50,22 +59,17 @@ def gateway(**options: Any) -> None:
     for name in ("engines", "kv_events"):
         if name in values:
             values[name] = list(values[name])
-    if shared:
-        if not values.get("redis_url"):
-            raise click.UsageError("--shared needs --redis-url")
-        values["index_backend"] = "redis"
-        values["ratelimit_backend"] = "redis"
+    if shared and not values.get("redis_url"):
+        raise click.UsageError("--shared needs --redis-url")
     try:
         settings = GatewaySettings(**values)
         app = create_app(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    if not _loopback(settings.host) and not (settings.api_keys or settings.api_keys_file):
+        click.echo(
+            f"WARNING: the gateway listens on {settings.host} with NO API KEYS: anyone who can reach it can use "
+            "every model. Set --api-keys-file (or FLOTILLA_GATEWAY_API_KEYS) or bind 127.0.0.1.",
+            err=True,
+        )
+    uvicorn.Server(server_config(app, settings)).run()

@@ -11,12 +11,14 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from starlette.responses import Response
 
+from flotilla import labels
 from flotilla.tokenizer import load_tokenizer
 from gateway.auth import KeyStore
 from gateway.catalog import Catalog
@@ -25,10 +27,12 @@ from gateway.endpoints import Endpoint, EndpointPool, EndpointSpec
 from gateway.errors import BadRequest, ModelNotFound, NoEndpoint, RateLimited
 from gateway.holding import Holding
 from gateway.index import build_index, build_subscriber, start_index
-from gateway.parsing import ParsedRequest, parse
+from gateway.lifecycle import DemandHook, IndexHook, RequestContext, RequestHook, TelemetryHook, UsageHook
+from gateway.parsing import ParsedRequest, check_request_id, max_model_len, parse
 from gateway.proxy import Attempt, Proxy, RetryBudget
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.routing import Router, RoutingRequest
+from gateway.routing.router import Profile
 from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
 from gateway.telemetry import GatewayMetrics
@@ -38,7 +42,7 @@ from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex, block_hashes
 log = logging.getLogger("flotilla.gateway")
 
 #: upstream request headers copied from the client (everything else is dropped; the body is forwarded as is)
-_FORWARDED = ("content-type", "accept", "user-agent", "x-session-id", "traceparent", "tracestate")
+_FORWARDED = ("content-type", "accept", "user-agent", labels.HEADER_SESSION_ID, "traceparent", "tracestate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +68,24 @@ class GatewayStats:
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings) -> None:
+    """The gateway's state and its request pipeline.
+
+    ``transport`` (the upstream HTTP transport; default: built from settings at start) and ``clock`` (breakers,
+    holding) are injectable, so tests drive failures and time without sockets or sleeps.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.pool = EndpointPool(
-            breaker_failures=settings.breaker_failures, breaker_cooldown=settings.breaker_cooldown
+            breaker_failures=settings.breaker_failures,
+            breaker_cooldown=settings.breaker_cooldown,
+            clock=clock,
         )
         #: models and adapters the control plane declares, served or not (gateway/catalog.py)
         self.catalog = Catalog()
@@ -77,6 +95,7 @@ class Gateway:
             max_bytes=settings.hold_max_bytes,
             retry_after=settings.retry_after,
             refresh=self._refresh,
+            clock=clock,
         )
         #: requests dispatched to an engine and not finished, per model (the autoscaler's demand signal)
         self.in_flight: dict[str, int] = {}
@@ -99,24 +118,39 @@ class Gateway:
             if settings.ratelimit_backend == "redis" and settings.redis_url
             else MemoryLimiter()
         )
-        if settings.ratelimit_backend == "redis" and not settings.redis_url:
-            raise ValueError("ratelimit_backend 'redis' needs redis_url")
-        self.transport: httpx.AsyncBaseTransport | None = None
+        self.transport: httpx.AsyncBaseTransport | None = transport
         self.scrape_client: httpx.AsyncClient | None = None
         self.proxy: Proxy | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers: list[Any] = []
+        self._wanted_profiles: dict[str, str] = {}
+        #: the endpoint set is known (static engines at once; Kubernetes after the first pod list)
+        self.discovered = not settings.kubernetes
         self.requests = 0
         self.errors = 0
         self._match_sum = 0.0
         self._match_n = 0
         for spec in static_specs(settings.engines, settings.engines_file, settings.kv_events):
             self.pool.upsert(spec)
+        self.metrics.watch_backend_errors(
+            {
+                "ratelimit": lambda: getattr(self.limiter, "errors", 0),
+                "prefix_index": lambda: getattr(getattr(self.index, "stats", None), "failures", 0),
+            }
+        )
+        #: what happens because a request was routed, and when it ends (gateway/lifecycle.py)
+        self.hooks: list[RequestHook] = [
+            DemandHook(self.in_flight),
+            IndexHook(self.index, self._spawn),
+            UsageHook(self.limiter, self._spawn),
+            TelemetryHook(self.metrics, self._count),
+        ]
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
-        self.transport = make_transport(s.transport, max_connections=s.max_connections)
+        if self.transport is None:
+            self.transport = make_transport(s.transport, max_connections=s.max_connections)
         # trust_env=False: engines are dialled directly, never through an HTTP(S)_PROXY from the environment
         self.scrape_client = httpx.AsyncClient(timeout=s.scrape_timeout, trust_env=False)
         self.proxy = Proxy(
@@ -128,6 +162,7 @@ class Gateway:
             stream_idle_timeout=s.stream_idle_timeout,
             connect_timeout=s.connect_timeout,
             retry_after=s.retry_after,
+            debug_headers=s.debug_headers,
         )
         self.scraper = Scraper(
             self.pool,
@@ -189,6 +224,14 @@ class Gateway:
 
     def set_endpoints(self, specs: list[EndpointSpec]) -> None:
         """Replace the endpoint set (Kubernetes discovery); new endpoints are scraped right away."""
+        self.discovered = True
+        wanted = {s.model: s.routing_profile for s in specs if s.model and s.routing_profile}
+        if wanted != self._wanted_profiles:
+            self._wanted_profiles = wanted
+            for name in self.router.discover_profiles(wanted):
+                log.warning(
+                    "routing profile %r asked for by a model's pods is unknown here; using the default", name
+                )
         for key in self.pool.replace_all(specs):
             self._spawn(self.index.remove_endpoint(key))
             if self.subscriber is not None:
@@ -268,134 +311,129 @@ class Gateway:
                 ) from None
             raise
 
+    # ------------------------------------------------------------------ the request pipeline
     async def handle(self, path: str, kind: str, raw: bytes, headers: Any) -> Response:
-        started = time.perf_counter()
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
-        key = self.keys.authenticate(headers.get("authorization"))
-        parsed: ParsedRequest = parse(raw, kind, self.tokenizer)
-        limit_headers: dict[str, str] = {}
-        rpm = (key.rpm if key else None) or self.settings.rpm_limit
-        tpm = (key.tpm if key else None) or self.settings.tpm_limit
-        if rpm or tpm:
-            key_id = key.digest[:16] if key else "anonymous"
-            verdict = await self.limiter.acquire(key_id, parsed.prompt_tokens + parsed.max_tokens, rpm, tpm)
-            limit_headers = verdict.headers
-            if not verdict.allowed:
-                self.metrics.rejections.labels("rate_limited").inc()
-                raise RateLimited(
-                    f"rate limit reached for key '{key.name if key else 'anonymous'}' (rpm {rpm}, tpm {tpm})",
-                    headers=limit_headers,
-                )
-        profile = self.router.profile_for(parsed.model, headers.get("x-routing-strategy"))
+        """admit → candidates (held while none is ready) → route → dispatch, with hooks at routing and end."""
+        ctx = await self._admit(path, kind, raw, headers)
+        profile = self.router.profile_for(ctx.model, headers.get(labels.HEADER_ROUTING_STRATEGY))
         if profile is None:
             self.metrics.rejections.labels("bad_strategy").inc()
             raise BadRequest(
-                f"unknown routing strategy {headers.get('x-routing-strategy')!r}; "
+                f"unknown routing strategy {headers.get(labels.HEADER_ROUTING_STRATEGY)!r}; "
                 f"known: {', '.join(sorted(self.router.profiles))}",
-                param="x-routing-strategy",
+                param=labels.HEADER_ROUTING_STRATEGY,
             )
-        candidates = await self._candidates(parsed.model, len(raw))
+        candidates = await self._candidates(ctx.model, len(raw))
+        self._check_context(ctx, candidates)
+        await self._route(ctx, profile, candidates, headers)
+        response = await self._dispatch(ctx, path, raw, headers)
+        response.headers.update(ctx.limit_headers)
+        return response
+
+    async def _admit(self, path: str, kind: str, raw: bytes, headers: Any) -> RequestContext:
+        """Who asks (request id, API key), what for (the parsed body), and whether their limits allow it."""
+        request_id = check_request_id(headers.get(labels.HEADER_REQUEST_ID)) or uuid.uuid4().hex
+        key = self.keys.authenticate(headers.get("authorization"))
+        parsed: ParsedRequest = parse(raw, kind, self.tokenizer)
+        ctx = RequestContext(path=path, request_id=request_id, parsed=parsed, key=key)
+        rpm = (key.rpm if key else None) or self.settings.rpm_limit
+        tpm = (key.tpm if key else None) or self.settings.tpm_limit
+        if not (rpm or tpm):
+            return ctx
+        ctx.key_id = key.digest[:16] if key else "anonymous"
+        ctx.tpm = tpm
+        ctx.charged_tokens = parsed.prompt_tokens + parsed.max_tokens
+        who = key.name if key else "anonymous"
+        if tpm and ctx.charged_tokens > tpm:  # could never pass: say so instead of inviting a retry
+            self.metrics.rejections.labels("too_large").inc()
+            raise BadRequest(
+                f"request needs about {ctx.charged_tokens} tokens (prompt + max_tokens), more than the "
+                f"{tpm} tokens per minute allowed for key '{who}'; lower max_tokens or the prompt",
+                param="max_tokens",
+                code="request_too_large",
+            )
+        verdict = await self.limiter.acquire(ctx.key_id, ctx.charged_tokens, rpm, tpm)
+        ctx.limit_headers = verdict.headers
+        if not verdict.allowed:
+            self.metrics.rejections.labels("rate_limited").inc()
+            raise RateLimited(
+                f"rate limit reached for key '{who}' (rpm {rpm}, tpm {tpm})", headers=verdict.headers
+            )
+        return ctx
+
+    def _check_context(self, ctx: RequestContext, candidates: list[Endpoint]) -> None:
+        """``max_tokens`` above the model's context length can never be served: 400, as vLLM answers."""
+        requested = ctx.parsed.requested_max_tokens
+        limit = max_model_len(candidates, ctx.model) if requested else None
+        if requested is not None and limit is not None and requested > limit:
+            raise BadRequest(
+                f"max_tokens ({requested}) exceeds the maximum context length of model "
+                f"'{ctx.model}' ({limit} tokens)",
+                param="max_tokens",
+            )
+
+    async def _route(
+        self, ctx: RequestContext, profile: Profile, candidates: list[Endpoint], headers: Any
+    ) -> None:
         s = self.settings
-        hashes = block_hashes(
-            parsed.prompt_ids[: s.max_prefix_blocks * s.block_size],
+        ctx.hashes = block_hashes(
+            ctx.parsed.prompt_ids[: s.max_prefix_blocks * s.block_size],
             block_size=s.block_size,
             seed=s.hash_seed,
-            scope=parsed.model,
+            scope=ctx.model,
         )
-        routing = RoutingRequest(
-            model=parsed.model,
-            prompt_tokens=len(parsed.prompt_ids),
-            hashes=hashes,
+        ctx.routing = RoutingRequest(
+            model=ctx.model,
+            prompt_tokens=len(ctx.parsed.prompt_ids),
+            hashes=ctx.hashes,
             block_size=s.block_size,
-            max_tokens=parsed.max_tokens,
-            session_id=headers.get("x-session-id"),
-            is_adapter=any(parsed.model in e.adapters for e in candidates),
+            max_tokens=ctx.parsed.max_tokens,
+            session_id=headers.get(labels.HEADER_SESSION_ID),
+            is_adapter=any(ctx.model in e.adapters for e in candidates),
         )
-        decision = await self.router.route(profile, routing, candidates, self._match)
+        ctx.decision = decision = await self.router.route(profile, ctx.routing, candidates, self._match)
         self.metrics.decision.labels(decision.profile).observe(decision.seconds)
         if decision.match_ratio is not None:
             self.metrics.match_ratio.observe(decision.match_ratio)
             self._match_sum += decision.match_ratio
             self._match_n += 1
-        if hashes:  # approximate mode learns from the decision, before the response, so bursts see it
-            await self.index.record(decision.ranked[0].key, hashes)
-        upstream_headers = {h: headers[h] for h in _FORWARDED if h in headers}
-        upstream_headers["x-request-id"] = request_id
-        upstream_headers["accept-encoding"] = "identity"  # bodies are relayed as raw bytes
-        attempt = Attempt(
-            model=parsed.model,
-            blocks=routing.blocks,
-            request_id=request_id,
-            prompt_blocks=-(-routing.prompt_tokens // routing.block_size),
-            matches=routing.matches,
-        )
 
-        model = parsed.model
-        self.in_flight[model] = self.in_flight.get(model, 0) + 1
-        finished = False
-
-        def release() -> None:
-            nonlocal finished
-            if finished:
-                return
-            finished = True
-            left = self.in_flight[model] - 1
-            if left:
-                self.in_flight[model] = left
-            else:
-                del self.in_flight[model]
-
-        def done(a: Attempt) -> None:
-            release()
-            self.requests += 1
-            status = str(a.status)
-            if a.status >= 500:
-                self.errors += 1
-            endpoint = a.endpoint.key if a.endpoint else "none"
-            if hashes and a.endpoint is not None and a.endpoint is not decision.ranked[0] and a.status < 400:
-                # a retry served it elsewhere: that engine now holds the prefix too
-                self._spawn(self.index.record(a.endpoint.key, hashes))
-            self.metrics.requests.labels(a.model, endpoint, status).inc()
-            elapsed = time.perf_counter() - started
-            self.metrics.e2e.labels(a.model).observe(elapsed)
-            log.info(
-                "%s %s -> %s %s",
-                path,
-                a.model,
-                endpoint,
-                status,
-                extra={
-                    "fields": {
-                        "request_id": a.request_id,
-                        "model": a.model,
-                        "endpoint": endpoint,
-                        "status": a.status,
-                        "tries": a.tries,
-                        "strategy": decision.profile,
-                        "stream": parsed.stream,
-                        "prompt_tokens": parsed.prompt_tokens,
-                        "key": key.name if key else None,
-                        "duration_ms": round(elapsed * 1000, 2),
-                    }
-                },
-            )
-
+    async def _dispatch(self, ctx: RequestContext, path: str, raw: bytes, headers: Any) -> Response:
+        """Forward with retries; every hook that saw the request routed sees it finish, on every exit path."""
         assert self.proxy is not None, "Gateway.start() was not awaited"
+        assert ctx.routing is not None
+        assert ctx.decision is not None
+        upstream_headers = {h: headers[h] for h in _FORWARDED if h in headers}
+        upstream_headers[labels.HEADER_REQUEST_ID] = ctx.request_id
+        upstream_headers["accept-encoding"] = "identity"  # bodies are relayed as raw bytes
+        ctx.attempt = Attempt(
+            model=ctx.model,
+            blocks=ctx.routing.blocks,
+            request_id=ctx.request_id,
+            prompt_blocks=-(-ctx.routing.prompt_tokens // ctx.routing.block_size),
+            matches=ctx.routing.matches,
+        )
         try:
-            response = await self.proxy.forward(
-                decision.ranked,
+            for hook in self.hooks:
+                ctx.routed_by.append(hook)
+                await hook.on_routed(ctx)
+            return await self.proxy.forward(
+                ctx.decision.ranked,
                 path,
                 raw,
                 upstream_headers,
-                stream=parsed.stream,
-                attempt=attempt,
-                on_done=done,
+                stream=ctx.parsed.stream,
+                attempt=ctx.attempt,
+                on_done=lambda _attempt: ctx.finish(),
             )
         except BaseException:
-            release()  # the proxy raised before it could report the end: the request is over all the same
+            ctx.finish()  # no-op if the proxy already reported the end
             raise
-        response.headers.update(limit_headers)
-        return response
+
+    def _count(self, status: int) -> None:
+        self.requests += 1
+        if status >= 500:
+            self.errors += 1
 
     def models(self) -> dict[str, Any]:
         """What engines serve, plus what the control plane declares (a model at zero replicas, an adapter

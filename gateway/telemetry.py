@@ -73,6 +73,21 @@ class _DemandCollector(Collector):
         return [queued, in_flight]
 
 
+class _BackendErrors(Collector):
+    def __init__(self, sources: Mapping[str, Callable[[], int]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "flotilla_gateway_backend_errors",
+            "Shared index / rate-limit store failures (a per-replica fallback was used)",
+            labels=["backend"],
+        )
+        for name, read in self.sources.items():
+            family.add_metric([name], read())
+        return [family]
+
+
 class _StatsCollector(Collector):
     """Exports the integer fields of a component's ``stats`` dataclass (KV-event subscriber, Redis index)."""
 
@@ -148,12 +163,6 @@ class GatewayMetrics:
         self.stream_errors = Counter(
             "flotilla_gateway_stream_errors", "Streams ended by an upstream failure", ["endpoint"], registry=r
         )
-        self.backend_errors = Counter(
-            "flotilla_gateway_backend_errors",
-            "Shared index / limiter failures (fallback used)",
-            ["backend"],
-            registry=r,
-        )
         self.up = Gauge("flotilla_gateway_started_timestamp_seconds", "When this gateway started", registry=r)
         self.up.set(time.time())
         r.register(_EndpointCollector(pool))
@@ -163,6 +172,11 @@ class GatewayMetrics:
     ) -> None:
         """Export per-model demand (flotilla/demand.py), read live from the gateway's own counters."""
         self.registry.register(_DemandCollector(queued, in_flight, declared))
+
+    def watch_backend_errors(self, sources: Mapping[str, Callable[[], int]]) -> None:
+        """``flotilla_gateway_backend_errors_total{backend}``: failures of the shared stores (a fallback was
+        used), read from the stores' own counters."""
+        self.registry.register(_BackendErrors(sources))
 
     def watch(self, name: str, owner: object) -> None:
         """Export ``owner.stats`` (e.g. the KV-event subscriber's) as ``flotilla_gateway_<name>_total``."""
@@ -187,18 +201,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
+#: loggers of the gateway process: its own and the prefix index's (Redis, KV events), all formatted alike
+GATEWAY_LOGGERS = ("flotilla.gateway", "flotilla.kvcache")
+
+
 def configure_logging(json_logs: bool, level: str) -> Callable[[], None]:
-    """Attach a handler to the ``flotilla.gateway`` logger; returns a function that detaches it."""
-    logger = logging.getLogger("flotilla.gateway")
+    """Attach one handler to the gateway's loggers (:data:`GATEWAY_LOGGERS`); returns a function that detaches it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
+    loggers = [logging.getLogger(name) for name in GATEWAY_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False
 
     def detach() -> None:
-        logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
 
     return detach

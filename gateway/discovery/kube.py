@@ -64,7 +64,12 @@ def pod_to_spec(pod: Any) -> EndpointSpec | None:
     if meta_labels.get(labels.KV_EVENTS) == "true":
         kv_port = annotations.get(labels.KV_EVENTS_PORT, labels.DEFAULT_KV_EVENTS_PORT)
         kv_events = f"tcp://{host}:{kv_port}"
-    return EndpointSpec(url=f"http://{host}:{port}", model=model, kv_events=kv_events)
+    return EndpointSpec(
+        url=f"http://{host}:{port}",
+        model=model,
+        kv_events=kv_events,
+        routing_profile=annotations.get(labels.ROUTING_PROFILE) or None,
+    )
 
 
 def selector(extra: str = "") -> str:
@@ -79,6 +84,11 @@ def _api_client(kubeconfig: str | None) -> Any:
         return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     config.load_incluster_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
+
+
+#: the API server ends each watch after this many seconds (then we re-list); a list call gets this long
+WATCH_SECONDS = 60
+LIST_TIMEOUT = 30
 
 
 class _ListWatch:
@@ -104,12 +114,16 @@ class _ListWatch:
 
         while not self._stop.is_set():
             try:
-                listed = self.list_fn()
+                listed = self.list_fn(_request_timeout=LIST_TIMEOUT)
                 items = {_name(o): o for o in _items(listed)}
                 self.publish(items)
                 self._watch = watch.Watch()  # type: ignore[no-untyped-call]
                 for event in self._watch.stream(
-                    self.list_fn, resource_version=_resource_version(listed), timeout_seconds=60
+                    self.list_fn,
+                    resource_version=_resource_version(listed),
+                    timeout_seconds=WATCH_SECONDS,
+                    # client side too: a watch whose connection silently died would otherwise block forever
+                    _request_timeout=(LIST_TIMEOUT, WATCH_SECONDS + 30),
                 ):
                     obj = event["object"]
                     if event["type"] == "DELETED":

@@ -45,6 +45,7 @@ LORA_PLURAL = "loraadapters"
 _PLURALS = {
     "Deployment": "deployments",
     "Service": "services",
+    "NetworkPolicy": "networkpolicies",
     "ModelDeployment": MD_PLURAL,
     "LoRAAdapter": LORA_PLURAL,
 }
@@ -121,6 +122,14 @@ class Kube:
         path = _path(manifest["apiVersion"], _PLURALS[manifest["kind"]], meta["namespace"], meta["name"])
         query = [("fieldManager", self.field_manager), ("force", "true")]
         return self.request("PATCH", path, body=manifest, query=query, content_type=APPLY)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete an object; False if it was not there."""
+        try:
+            self.request("DELETE", _path(api_version, _PLURALS[kind], namespace, name))
+        except NotFound:
+            return False
+        return True
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -249,7 +249,7 @@ def test_https_sources_at_internal_hosts_are_refused_unless_allow_listed(crds: C
     rendered = subprocess.run(
         [str(crds.bin_dir / "helm"), "template", release, str(REPO / "charts" / "flotilla"), "--namespace", ns,
          "--kube-version", "1.34.0", "--show-only", "templates/lora-admission.yaml",
-         "--set", "lora.allowedSourceHosts={10.1.2.3,.models.svc.cluster.local}"],
+         "--set", "admission.loraSources.allowedHosts={10.1.2.3,.models.svc.cluster.local}"],
         capture_output=True, text=True, check=True, env=crds.env(),
     ).stdout  # fmt: skip
     crds.kubectl("apply", "-f", "-", input=rendered)
@@ -282,7 +282,7 @@ def test_https_sources_at_internal_hosts_are_refused_unless_allow_listed(crds: C
             answer = admit(source)
             assert answer != "ok", source
             assert "is loopback, link-local (metadata), private or" in answer, answer
-            assert "lora.allowedSourceHosts" in answer
+            assert "admission.loraSources.allowedHosts" in answer
         for source in ("https://huggingface.co/org/a.tar", "https://10.1.2.3/a",
                        "https://store.models.svc.cluster.local/a", "hf://org/a"):  # fmt: skip
             assert admit(source) == "ok", source

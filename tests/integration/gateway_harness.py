@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from gateway import GatewaySettings, create_app
+from gateway.server import server_config
 from gateway.service import Gateway
 from tests.support import free_port
 
@@ -65,10 +66,9 @@ def running_gateway(**settings: Any) -> Iterator[RunningGateway]:
     port = free_port()
     settings.setdefault("scrape_interval", 0.2)
     settings.setdefault("models_interval", 0.5)
+    settings.setdefault("debug_headers", True)  # tests check which engine served (x-flotilla-endpoint)
     app = create_app(GatewaySettings(port=port, **settings))
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, loop="asyncio", log_level="warning", access_log=False
-    )
+    config = server_config(app, app.state.gateway.settings, host="127.0.0.1", loop="asyncio")
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()  # owned here, so tests can run code on the gateway's loop (``call``)
     thread = threading.Thread(

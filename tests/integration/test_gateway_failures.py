@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
+from flotilla.labels import HEADER_ENDPOINT as ENDPOINT_HEADER
 from flotilla.vllm_metrics import parse_metrics
-from gateway.proxy import ENDPOINT_HEADER
 from tests.fleet import sim_fleet
 from tests.integration.gateway_harness import running_gateway
 from tests.support import RedisServer
