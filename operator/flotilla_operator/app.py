@@ -20,7 +20,7 @@ from kubernetes import client
 
 from flotilla import labels
 from flotilla.crds import GROUP, VERSION
-from flotilla_operator import handlers, lora
+from flotilla_operator import handlers, lora_handlers
 from flotilla_operator.kube import Kube, api_client
 
 MANAGED = {labels.MANAGED_BY: labels.MANAGED_BY_VALUE}
@@ -110,7 +110,7 @@ def create_registry(config: OperatorConfig, configuration: client.Configuration)
     kopf.on.event(
         "networking.k8s.io", "v1", "networkpolicies", labels=MANAGED, registry=registry, id="networkpolicy"
     )(handlers.child_event)
-    lora.register(registry)
+    lora_handlers.register(registry)
     return registry
 
 

@@ -1,5 +1,7 @@
 """The LoRA controller: LoRAAdapters → ``lora_manager`` placement → load/unload on engine pods → status, Events.
 
+The kopf handlers that feed it are in ``lora_handlers``; this module holds the per-process state and one pass.
+
 Placement is per base model, not per adapter: the adapters of one ModelDeployment share its pods' slots, so
 one pass (``lora_manager.converging``) observes every pod of the model, plans all of its adapters together and
 acts. Every trigger therefore names a model key ``(namespace, ModelDeployment name)``:
@@ -24,18 +26,16 @@ deterministic placement picks the same pods for anything still in flight.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import kopf
 from pydantic import ValidationError
 
 from flotilla import labels
-from flotilla.crds import API_VERSION, GROUP, VERSION, LoRAAdapterSpec, ModelDeploymentSpec
+from flotilla.crds import API_VERSION, LoRAAdapterSpec, ModelDeploymentSpec
 from flotilla_operator import lora_status
 from flotilla_operator.errors import KubeError, NotFound
 from flotilla_operator.handlers import State, now
@@ -54,8 +54,6 @@ from lora_manager import (
 
 log = logging.getLogger("flotilla.operator.lora")
 
-LORA = (GROUP, VERSION, "loraadapters")
-ENGINE_PODS = {labels.COMPONENT: labels.COMPONENT_ENGINE, labels.LORA_ENABLED: "true"}
 #: seconds between resync passes per adapter (pod events handle the common cases within a second)
 RESYNC = 10.0
 
@@ -319,72 +317,3 @@ async def _event(
         )
     except KubeError as exc:
         log.warning("could not post event %s: %s", reason, exc)
-
-
-# ------------------------------------------------------------------ kopf handlers (thin)
-
-
-def index_lora(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, dict[str, Any]]:
-    base = str((body.get("spec") or {}).get("baseModelDeployment") or "")
-    return {(namespace or "", base): dict(body)}
-
-
-def index_lora_pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, dict[str, Any]]:
-    owner = (body.metadata.get("labels") or {}).get(labels.DEPLOYMENT, "")
-    return {(namespace or "", owner): {"metadata": dict(body.metadata), "status": dict(body.status),
-                                       "spec": {"nodeName": body.spec.get("nodeName")}}}  # fmt: skip
-
-
-async def on_adapter(
-    controller: LoraController, body: kopf.Body, namespace: str | None, memo: State, **kwargs: Any
-) -> None:
-    key = (namespace or "", str(body.spec.get("baseModelDeployment") or ""))
-    await controller.reconcile(key, memo, kwargs)
-
-
-async def on_delete(
-    controller: LoraController, body: kopf.Body, namespace: str | None, memo: State, **kwargs: Any
-) -> None:
-    """Finalizer: done once no answering pod of the model holds the adapter."""
-    key = (namespace or "", str(body.spec.get("baseModelDeployment") or ""))
-    outcome = await controller.reconcile(key, memo, kwargs)
-    still = outcome.loaded.get(served_name(body)) if outcome is not None else None
-    if still:
-        raise kopf.TemporaryError(f"still loaded on {', '.join(sorted(still))}", delay=1)
-    controller.forget(str(body.get("metadata", {}).get("uid", "")))
-
-
-async def on_pod(
-    controller: LoraController, body: kopf.Body, namespace: str | None, memo: State, **kwargs: Any
-) -> None:
-    owner = (body.metadata.get("labels") or {}).get(labels.DEPLOYMENT)
-    key = (namespace or "", str(owner or ""))
-    if owner and kwargs["index_lora"].get(key):
-        await controller.reconcile(key, memo, kwargs)
-
-
-async def on_cleanup(controller: LoraController, **_: Any) -> None:
-    await controller.close()
-
-
-def register(registry: kopf.OperatorRegistry, controller: LoraController | None = None) -> LoraController:
-    """Wire the LoRA controller's handlers into ``registry`` (next to the ModelDeployment ones)."""
-    controller = controller or LoraController()
-    bind = functools.partial
-    kopf.index(*LORA, registry=registry, id="index_lora")(index_lora)
-    kopf.index("", "v1", "pods", labels=ENGINE_PODS, registry=registry, id="index_lora_pods")(index_lora_pods)
-    for decorator in (
-        kopf.on.create(*LORA, registry=registry, id="lora"),
-        kopf.on.update(*LORA, registry=registry, id="lora", field="spec"),
-        kopf.on.resume(*LORA, registry=registry, id="lora"),
-    ):
-        decorator(bind(on_adapter, controller))
-    kopf.timer(*LORA, interval=controller.resync, registry=registry, id="lora_resync")(
-        bind(on_adapter, controller)
-    )
-    kopf.on.delete(*LORA, registry=registry, id="lora_unload")(bind(on_delete, controller))
-    kopf.on.event("", "v1", "pods", labels=ENGINE_PODS, registry=registry, id="lora_pods")(
-        bind(on_pod, controller)
-    )
-    kopf.on.cleanup(registry=registry, id="lora_cleanup")(bind(on_cleanup, controller))
-    return controller

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from flotilla import labels
-from flotilla_operator import lora
+from flotilla_operator import lora, lora_handlers
 from flotilla_operator.handlers import State
 from lora_manager import EngineClient
 from tests.fleet import SimFleet, sim_fleet
@@ -99,7 +99,7 @@ async def test_place_coalesce_report_and_unload(fleet: SimFleet) -> None:
         deleting = adapter("sql", 2, deletionTimestamp="2026-01-01T00:00:00Z")
         idx = indexes(fleet, [deleting, adapter("big", 5)])
         body: Any = deleting
-        await lora.on_delete(controller, body=_Body(body), namespace="ns", memo=state, **idx)
+        await lora_handlers.on_delete(controller, body=_Body(body), namespace="ns", memo=state, **idx)
         assert "sql" not in loaded(fleet)
         assert ("sql", "Unloaded") in {(n, r) for n, r, _ in kube.events}
     finally:
