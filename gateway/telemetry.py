@@ -56,21 +56,33 @@ class _DemandCollector(Collector):
     the series exist before the first request and an autoscaler sees an explicit zero."""
 
     def __init__(
-        self, queued: Mapping[str, int], in_flight: Mapping[str, int], declared: Callable[[], Iterable[str]]
+        self,
+        queued: Mapping[str, int],
+        in_flight: Mapping[str, int],
+        arrivals: Mapping[str, int],
+        declared: Callable[[], Iterable[str]],
     ) -> None:
-        self.queued, self.in_flight, self.declared = queued, in_flight, declared
+        self.queued, self.in_flight, self.arrivals, self.declared = queued, in_flight, arrivals, declared
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         queued = GaugeMetricFamily(
             demand.QUEUED_METRIC, "Requests held because no ready endpoint serves the model", labels=["model"]
         )
         in_flight = GaugeMetricFamily(
             demand.IN_FLIGHT_METRIC, "Requests dispatched to an engine and not finished", labels=["model"]
         )
-        for model in sorted(set(self.queued) | set(self.in_flight) | set(self.declared())):
+        arrivals = CounterMetricFamily(
+            demand.ARRIVALS_METRIC.removesuffix("_total"),
+            "Requests that arrived for the model (routable or held)",
+            labels=["model"],
+        )
+        for model in sorted(
+            set(self.queued) | set(self.in_flight) | set(self.arrivals) | set(self.declared())
+        ):
             queued.add_metric([model], self.queued.get(model, 0))
             in_flight.add_metric([model], self.in_flight.get(model, 0))
-        return [queued, in_flight]
+            arrivals.add_metric([model], self.arrivals.get(model, 0))
+        return [queued, in_flight, arrivals]
 
 
 class _BackendErrors(Collector):
@@ -168,10 +180,14 @@ class GatewayMetrics:
         r.register(_EndpointCollector(pool))
 
     def watch_demand(
-        self, queued: Mapping[str, int], in_flight: Mapping[str, int], declared: Callable[[], Iterable[str]]
+        self,
+        queued: Mapping[str, int],
+        in_flight: Mapping[str, int],
+        arrivals: Mapping[str, int],
+        declared: Callable[[], Iterable[str]],
     ) -> None:
         """Export per-model demand (flotilla/demand.py), read live from the gateway's own counters."""
-        self.registry.register(_DemandCollector(queued, in_flight, declared))
+        self.registry.register(_DemandCollector(queued, in_flight, arrivals, declared))
 
     def watch_backend_errors(self, sources: Mapping[str, Callable[[], int]]) -> None:
         """``flotilla_gateway_backend_errors_total{backend}``: failures of the shared stores (a fallback was
