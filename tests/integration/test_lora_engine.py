@@ -3,7 +3,7 @@ and whole converge passes (observe → place → act) on a 3-engine fleet."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -30,8 +30,9 @@ def fleet() -> Iterator[SimFleet]:
 
 
 @pytest.fixture
-async def client() -> EngineClient:
-    return EngineClient(timeout=10, retry=Retry(attempts=2, base=0.05))
+async def client() -> AsyncIterator[EngineClient]:
+    async with EngineClient(timeout=10, retry=Retry(attempts=2, base=0.05)) as engines:
+        yield engines
 
 
 def fleet_pods(fleet: SimFleet) -> list[EnginePod]:
@@ -54,7 +55,6 @@ async def test_load_and_unload_are_idempotent(client: EngineClient, fleet: SimFl
     assert await client.unload(url, "sql") is False  # "cannot be found"
     with pytest.raises(SourceRefused, match="No adapter found"):
         await client.load(url, "ghost", "/no/such/adapter")
-    await client.aclose()
 
 
 async def test_converge_places_replicas_and_survives_a_restart(client: EngineClient, fleet: SimFleet) -> None:
@@ -75,7 +75,6 @@ async def test_converge_places_replicas_and_survives_a_restart(client: EngineCli
     lost = {(name, victim) for name, where in first.loaded.items() if victim in where}
     assert reloaded == lost
     assert third.loaded == first.loaded
-    await client.aclose()
 
 
 async def test_vanished_pod_is_left_out_and_its_adapters_re_placed(
@@ -95,7 +94,6 @@ async def test_vanished_pod_is_left_out_and_its_adapters_re_placed(
         assert host not in second.loaded["c"]
     finally:
         fleet.restart(index)
-    await client.aclose()
 
 
 async def test_engine_without_runtime_lora() -> None:
@@ -123,4 +121,3 @@ async def test_pending_target_is_kept_and_its_load_reissued(client: EngineClient
     # pending on a pod that does not answer is ignored
     outcome = await converge(client, pods[:2], [Wanted("q", "org/q", 1, pending=frozenset({"pod-2"}))])
     assert outcome.loaded["q"] == {"pod-0"}
-    await client.aclose()

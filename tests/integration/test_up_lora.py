@@ -45,19 +45,21 @@ def test_up_places_adapters_and_serves_them() -> None:
             "--lora", "sql=org/sql:2", "--lora", "chat=org/chat", "--lora", "big=org/big:2", "--no-status"]  # fmt: skip
     proc = subprocess.Popen([*UP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10)
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                reply = client.chat.completions.create(
-                    model="sql", messages=[{"role": "user", "content": "hi"}], max_tokens=2
-                )
-                break
-            except (openai.APIError, httpx.HTTPError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+        with openai.OpenAI(
+            base_url=base_url, api_key="unused", max_retries=0, timeout=10
+        ) as client:  # closes its pool
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, proc.communicate()
+                try:
+                    reply = client.chat.completions.create(
+                        model="sql", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+                    )
+                    break
+                except (openai.APIError, httpx.HTTPError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
         assert reply.model == "sql"
         cards = {c["id"]: c for c in httpx.get(base_url + "/models", timeout=5).json()["data"]}
         for name in ("sql", "chat", "big"):  # declared to the gateway's catalog with their base model
