@@ -42,7 +42,12 @@ def configure(
     "--quick", is_flag=True, help="The quick suite (under a minute): one small workload, few contenders."
 )
 @click.option(
-    "--suite", "suite_name", type=click.Choice(sorted(SUITES)), default="standard", show_default=True
+    "--suite",
+    "suite_name",
+    type=click.Choice(sorted([*SUITES, "reliability"])),
+    default="standard",
+    show_default=True,
+    help="reliability: faults under load (bench/reliability); with --quick, its short version.",
 )
 @click.option(
     "--out",
@@ -102,6 +107,11 @@ def bench(
     if lora:
         _lora(out, seed, seeds, requests, engines, preset, time_scale, rate_scale, _csv(contenders))
         return
+    if suite_name == "reliability":
+        if workloads or contenders:
+            raise click.UsageError("--workloads and --contenders do not apply to the reliability suite")
+        run_reliability_suite(quick, out, seed, engines, preset, time_scale, rate_scale, rerender)
+        return
     if rerender:
         try:
             write_report(load(out / "results.json"), out)
@@ -159,6 +169,43 @@ def _lora(
     except BenchError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"report: {lora_bench.write(out, spec, rows, command)}")
+
+
+def run_reliability_suite(
+    quick: bool, out: Path, seed: int, engines: int | None, preset: str | None, time_scale: float | None,
+    rate_scale: float, rerender: bool,
+) -> None:  # fmt: skip
+    """Faults under load; exits non-zero when an acceptance check fails (the report says which)."""
+    from bench import reliability
+
+    if rerender:
+        try:
+            result = reliability.from_json((out / "results.json").read_bytes())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise click.ClickException(f"cannot read reliability results from {out}: {exc}") from exc
+    else:
+        spec = (reliability.quick if quick else reliability.full)(seed)
+        spec = dataclasses.replace(
+            spec, engines=engines or spec.engines, preset=preset or spec.preset,
+            time_scale=time_scale or spec.time_scale, rate=spec.rate * rate_scale,
+        )  # fmt: skip
+        progress = Progress(len(spec.phases))
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        try:
+            result = asyncio.run(
+                reliability.run_reliability(
+                    spec, command=command.strip(), progress=progress, gateway_log=out / "gateway.log"
+                )
+            )
+        except BenchError as exc:
+            raise click.ClickException(str(exc)) from exc
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_bytes(reliability.to_json(result))
+    (out / "report.md").write_text(reliability.render(result))
+    click.echo(f"report: {out / 'report.md'}")
+    if not result.passed:
+        failed = "; ".join(f"{c.name} ({c.detail})" for c in result.checks if not c.passed)
+        raise click.ClickException(f"reliability acceptance failed: {failed}")
 
 
 def write_report(result: SuiteResult, out: Path) -> None:
