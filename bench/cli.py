@@ -89,12 +89,24 @@ def configure(
 @click.option(
     "--rerender", is_flag=True, help="Run nothing: re-render report.md and plots from --out's results.json."
 )
+@click.option(
+    "--lora",
+    is_flag=True,
+    help="Run the LoRA placement comparison instead (flotilla, one-replica, everywhere, random).",
+)
+@click.option(
+    "--seeds", type=click.IntRange(1, 10), default=3, show_default=True, help="--lora: seeds from --seed on."
+)
+@click.option("--requests", type=click.IntRange(10), default=None, help="--lora: requests per seed.")
 def bench(
     quick: bool, suite_name: str, out: Path, seed: int, engines: int | None, preset: str | None,
     time_scale: float | None, rate_scale: float, workloads: str | None, contenders: str | None,
-    overhead: bool, pin: bool, rerender: bool,
+    overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int, requests: int | None,
 ) -> None:  # fmt: skip
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
+    if lora:
+        _lora(out, seed, seeds, requests, engines, preset, time_scale, rate_scale, _csv(contenders))
+        return
     if suite_name == "reliability":
         if workloads or contenders:
             raise click.UsageError("--workloads and --contenders do not apply to the reliability suite")
@@ -125,6 +137,38 @@ def bench(
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_bytes(to_json(result))
     write_report(result, out)
+
+
+def _lora(
+    out: Path, seed: int, seeds: int, requests: int | None, engines: int | None, preset: str | None,
+    time_scale: float | None, rate_scale: float, contenders: set[str] | None,
+) -> None:  # fmt: skip
+    from bench import lora_bench
+
+    spec = lora_bench.LoraBenchSpec(seeds=tuple(range(seed, seed + seeds)))
+    spec = dataclasses.replace(
+        spec,
+        requests=requests or spec.requests,
+        engines=engines or spec.engines,
+        preset=preset or spec.preset,
+        time_scale=time_scale or spec.time_scale,
+        rate=spec.rate * rate_scale,
+    )
+    names = [n for n in lora_bench.CONTENDERS if contenders is None or n in contenders]
+    if "flotilla" not in names:
+        raise click.UsageError("--lora compares against flotilla: keep it in --contenders")
+    command = "flotilla bench " + shlex.join(sys.argv[2:])
+
+    def show(row: lora_bench.LoraRow) -> None:
+        click.echo(f"seed {row.seed} {row.contender}: TTFT p90 {row.ttft_p90 * 1000:.0f} ms, "
+                   f"swaps/min {row.swaps_per_min:.0f}, goodput {row.goodput:.2f}/s, ok {row.ok}/{row.requests}",
+                   err=True)  # fmt: skip
+
+    try:
+        rows = asyncio.run(lora_bench.run(spec, names, show))
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"report: {lora_bench.write(out, spec, rows, command)}")
 
 
 def run_reliability_suite(

@@ -28,7 +28,7 @@ SESSION_HEADER = "x-session-id"
 def request_body(request: BenchRequest, model: str) -> dict[str, Any]:
     """An OpenAI chat body: streamed with usage, exactly ``max_tokens`` output (``ignore_eos``, vLLM extension)."""
     return {
-        "model": model,
+        "model": request.model or model,
         "messages": list(request.messages),
         "max_tokens": request.max_tokens,
         "stream": True,

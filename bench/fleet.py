@@ -31,6 +31,8 @@ class FleetSpec:
     num_gpu_blocks: int | None = None
     block_size: int = 16
     kv_events: bool = False
+    #: further ``flotilla sim`` flags (e.g. the LoRA benchmark's ``--enable-lora --max-loras 4``)
+    extra_args: tuple[str, ...] = ()
 
     def argv(self, port: int, kv_events_port: int | None) -> list[str]:
         args = [
@@ -42,7 +44,7 @@ class FleetSpec:
             args += ["--num-gpu-blocks", str(self.num_gpu_blocks)]
         if self.kv_events and kv_events_port is not None:
             args += ["--kv-events", "--kv-events-port", str(kv_events_port)]
-        return flotilla_argv(*args)
+        return flotilla_argv(*args, *self.extra_args)
 
     @property
     def kv_tokens_per_engine(self) -> int | None:

@@ -39,6 +39,8 @@ class BenchRequest:
     session: str
     messages: tuple[Message, ...]
     max_tokens: int
+    #: the model (or LoRA adapter) this request names; None = the run's model
+    model: str | None = None
 
     def prompt_ids(self, tokenizer: FlotillaTokenizer) -> list[int]:
         """The token ids the engine computes for this request (chat template included)."""

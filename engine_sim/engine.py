@@ -101,6 +101,7 @@ class Engine:
             max_cpu_loras=c.max_cpu_loras or c.max_loras,
             sleep=self.sleep,
             latency=c.lora_load_latency,
+            on_load=self.metrics.lora_loaded,
         )
         for name, path in c.lora_modules.items():
             self.lora.add_static(name, path)
@@ -311,6 +312,7 @@ class Engine:
             if loras:
                 dt *= 1.0 + self.config.lora_step_overhead
                 reloads = sum(not self.lora.make_resident(name) for name in loras)
+                self.metrics.lora_reloaded(reloads)
                 dt += reloads * self.config.lora_load_latency
         if self.faults.latency_spike_rate and self.rng.random() < self.faults.latency_spike_rate:
             dt *= self.faults.latency_spike_factor

@@ -31,7 +31,12 @@ class Adapter:
 
 class LoraRegistry:
     def __init__(
-        self, *, max_cpu_loras: int, sleep: Callable[[float], Awaitable[None]], latency: float
+        self,
+        *,
+        max_cpu_loras: int,
+        sleep: Callable[[float], Awaitable[None]],
+        latency: float,
+        on_load: Callable[[str], None] | None = None,
     ) -> None:
         self.max_cpu_loras = max_cpu_loras
         self.adapters: dict[str, Adapter] = {}
@@ -40,6 +45,8 @@ class LoraRegistry:
         self._locks: dict[str, asyncio.Lock] = {}
         self._sleep = sleep
         self._latency = latency
+        #: called after every successful runtime load (the ``flotilla_sim_lora_loads_total`` counter)
+        self._on_load = on_load
 
     def get(self, name: str) -> Adapter | None:
         return self.adapters.get(name)
@@ -87,6 +94,8 @@ class LoraRegistry:
                 self._next_id += 1
             self.adapters[name] = adapter
             self.make_resident(name)
+            if self._on_load is not None:
+                self._on_load(name)
             return adapter
 
     def unload(self, name: str) -> None:

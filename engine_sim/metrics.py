@@ -112,6 +112,8 @@ class EngineMetrics:
                      tuple(cache_info), registry=r)  # fmt: skip
         info.labels(**cache_info).set(1)
         self._lora_info: Gauge | None = None
+        self._lora_loads: Counter | None = None
+        self._lora_reloads: Counter | None = None
 
     def sleep_state(self, current: str) -> None:
         for state, gauge in self._sleep.items():
@@ -124,6 +126,29 @@ class EngineMetrics:
             ("running_lora_adapters", "max_lora", "waiting_lora_adapters"),
             registry=self.registry,
         )
+
+        # ours: what a placement costs the engine. Runtime loads through /v1/load_lora_adapter (the operator's
+        # e2e counts them to prove "no duplicate loads"), and adapter (re)loads into the worker's CPU cache
+        # that a step had to wait for (vLLM's LRU swapping; the LoRA benchmark's "swaps")
+        self._lora_loads = Counter(
+            "flotilla_sim_lora_loads",
+            "Runtime LoRA loads that succeeded.",
+            ("lora_name",),
+            registry=self.registry,
+        )
+        self._lora_reloads = Counter(
+            "flotilla_sim_lora_swaps",
+            "Adapters a step had to load into the CPU cache first.",
+            registry=self.registry,
+        )
+
+    def lora_loaded(self, name: str) -> None:
+        if self._lora_loads is not None:
+            self._lora_loads.labels(name).inc()
+
+    def lora_reloaded(self, count: int) -> None:
+        if self._lora_reloads is not None and count:
+            self._lora_reloads.inc(count)
 
     def lora_info(self, max_lora: int, running: str, waiting: str) -> None:
         if self._lora_info is not None:

@@ -56,6 +56,9 @@ class UpOptions:
     redis_url: str | None
     strategy: str | None
     status: bool
+    #: ``--lora NAME=PATH[:REPLICAS]`` adapters, placed by ``up_lora`` (LoRA is on when any is given)
+    loras: tuple[Any, ...] = ()
+    max_loras: int = 2
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -141,6 +144,8 @@ async def _engines(opts: UpOptions) -> AsyncIterator[list[str]]:
                               "time_scale": opts.time_scale}  # fmt: skip
     if opts.num_gpu_blocks is not None:
         values["num_gpu_blocks"] = opts.num_gpu_blocks
+    if opts.loras:
+        values.update(enable_lora=True, max_loras=opts.max_loras)
     try:
         base = EngineConfig(**values)
     except ValueError as exc:
@@ -163,6 +168,7 @@ async def _first_model(base_url: str, fallback: str) -> str:
 
 
 async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
+    from flotilla.cli import up_lora
     from gateway import GatewaySettings, create_app
 
     stop = asyncio.Event()
@@ -174,7 +180,7 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     base_url = f"http://{host}:{port}/v1"
     try:
-        async with _engines(opts) as urls:
+        async with _engines(opts) as urls, up_lora.placed(urls, opts.loras, opts.max_loras) as lora:
             values: dict[str, Any] = {"engines": urls, "host": opts.host, "port": port,
                                       "log_level": "WARNING", "log_json": False}  # fmt: skip
             if opts.redis_url:
@@ -185,6 +191,8 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
                 app = create_app(GatewaySettings(**values))
             except ValueError as exc:
                 raise click.ClickException(f"bad gateway options: {exc}") from exc
+            if opts.loras:  # declared, so a request racing the first /v1/models scrape is held, not 404
+                app.state.gateway.catalog.declare("up", up_lora.catalog(opts.loras, opts.model))
             server = _embedded_server(app)
             task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway")
             while not server.started:
@@ -198,7 +206,10 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
                 else f"{len(urls)} simulated engines ({opts.preset}) behind the gateway"
             )
             model = await _first_model(base_url, opts.model)
-            out.write(banner(base_url, model, what) + "\n")
+            text = banner(base_url, model, what)
+            if lora is not None:
+                text += "LoRA adapters (use the name as 'model'):\n" + up_lora.describe(lora, urls) + "\n"
+            out.write(text + "\n")
             out.flush()
             status = asyncio.create_task(_status_loop(app, err, stop)) if opts.status else None
             await stop.wait()
@@ -262,9 +273,20 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
 )
 @click.option("--strategy", default=None, help="Default routing strategy (profile) of the gateway.")
 @click.option("--status/--no-status", default=True, show_default=True, help="Live status line on stderr.")
+@click.option(
+    "--lora",
+    "loras",
+    multiple=True,
+    metavar="NAME=PATH[:REPLICAS]",
+    help="Serve a LoRA adapter on REPLICAS engines (default 1), placed like the operator does (repeatable).",
+)
+@click.option(
+    "--max-loras", default=2, show_default=True, type=click.IntRange(1, 256), help="LoRA slots per engine."
+)
 def up(
     engines: int, engine_urls: tuple[str, ...], port: int, host: str, model: str, preset: str,
     time_scale: float, num_gpu_blocks: int | None, redis_url: str | None, strategy: str | None, status: bool,
+    loras: tuple[str, ...], max_loras: int,
 ) -> None:  # fmt: skip
     """Start simulated engines and the gateway locally (no cluster needed); Ctrl-C stops everything."""
     for url in engine_urls:
@@ -283,8 +305,10 @@ def up(
         click.echo(
             f"warning: listening on {host}, not loopback: anyone who can reach it can use it", err=True
         )
+    from flotilla.cli.up_lora import parse_lora
+
     opts = UpOptions(engines, engine_urls, host, port, model, preset, time_scale, num_gpu_blocks, redis_url,
-                     strategy, status)  # fmt: skip
+                     strategy, status, tuple(parse_lora(v) for v in loras), max_loras)  # fmt: skip
     try:
         import uvloop
 

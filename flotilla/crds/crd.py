@@ -76,9 +76,11 @@ RESOURCES: tuple[Resource, ...] = (
         spec=LoRAAdapterSpec,
         status=LoRAAdapterStatus,
         columns=(
-            _col("Base", ".spec.baseModelDeployment"),
+            _col("Model", ".spec.baseModelDeployment", description="ModelDeployment serving the adapter"),
+            _col("Desired", ".status.desiredReplicas", "integer", description="Pods that should hold it"),
+            _col("Ready", ".status.readyReplicas", "integer", description="Pods where it is loaded"),
             _col("Phase", ".status.phase"),
-            _col("Ready", ".status.readyReplicas", "integer"),
+            _col("Pods", ".status.loadedPods", priority=1),
             _col("Source", ".spec.source", priority=1),
             _AGE,
         ),

@@ -41,11 +41,13 @@ def _path(api_version: str, kind_plural: str, namespace: str, name: str | None =
     return path
 
 
+LORA_PLURAL = "loraadapters"
 _PLURALS = {
     "Deployment": "deployments",
     "Service": "services",
     "NetworkPolicy": "networkpolicies",
     "ModelDeployment": MD_PLURAL,
+    "LoRAAdapter": LORA_PLURAL,
 }
 
 
@@ -138,6 +140,10 @@ class Kube:
     def patch_md_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the /status subresource (the main endpoint ignores status on CRDs with /status)."""
         path = _path(f"{GROUP}/{VERSION}", MD_PLURAL, namespace, name, sub="status")
+        return self.request("PATCH", path, body={"status": status}, content_type=MERGE)
+
+    def patch_lora_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        path = _path(f"{GROUP}/{VERSION}", LORA_PLURAL, namespace, name, sub="status")
         return self.request("PATCH", path, body={"status": status}, content_type=MERGE)
 
     def post_event(

@@ -40,6 +40,26 @@ def sim_command(ip: str, port: int, model: str) -> list[str]:
             "--model", model]  # fmt: skip
 
 
+#: engine flags of the pod's container that the simulator understands too, forwarded as they are
+#: (``--lora-load-latency`` is the simulator's own: a test sets it through ``engine.args``)
+FORWARDED_VALUE_FLAGS = ("--max-loras", "--max-cpu-loras", "--lora-load-latency")
+FORWARDED_SWITCHES = ("--enable-lora",)
+
+
+def forwarded_flags(pod: dict[str, object]) -> tuple[str, ...]:
+    """The pod's LoRA engine flags, so a LoRA-enabled pod's stand-in serves the runtime LoRA API."""
+    spec: dict[str, object] = pod.get("spec") or {}  # type: ignore[assignment]
+    containers: list[dict[str, object]] = spec.get("containers") or []  # type: ignore[assignment]
+    args: list[str] = [str(a) for c in containers[:1] for a in c.get("args") or []]  # type: ignore[attr-defined]
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg in FORWARDED_SWITCHES:
+            out.append(arg)
+        elif arg in FORWARDED_VALUE_FLAGS and i + 1 < len(args):
+            out += [arg, args[i + 1]]
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class PodKey:
     namespace: str
@@ -115,7 +135,7 @@ class PodSimulator:
             annotations: dict[str, str] = meta.get("annotations") or {}  # type: ignore[assignment]
             port = int(annotations.get(labels.ENGINE_PORT, labels.DEFAULT_ENGINE_PORT))
             model = annotations.get(labels.SERVED_MODEL_NAME, "model")
-            args = tuple(shlex.split(annotations.get(SIM_ARGS, "")))
+            args = (*forwarded_flags(pod), *shlex.split(annotations.get(SIM_ARGS, "")))
             key = PodKey(str(meta["namespace"]), str(meta["name"]), str(meta["uid"]))
             wanted[key] = (ip, port, model, args)
         with self._lock:

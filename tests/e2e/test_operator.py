@@ -287,7 +287,7 @@ def test_valid_adapter_and_autoscaler_are_accepted_with_defaults(crds: ControlPl
     ]))  # fmt: skip
     lora, mas = get(crds, "lora", "sql", ns), get(crds, "mas", "as", ns)
     assert lora is not None
-    assert lora["spec"]["placement"] == {"policy": "LeastLoaded"}
+    assert lora["spec"]["placement"] == {"policy": "LeastLoaded", "weight": 1}
     assert mas is not None
     assert mas["spec"]["algorithm"] == "KPA"
     assert mas["spec"]["minReplicas"] == 1
