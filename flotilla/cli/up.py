@@ -19,7 +19,8 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import click
@@ -56,6 +57,17 @@ class UpOptions:
     redis_url: str | None
     strategy: str | None
     status: bool
+    #: --autoscale: engines follow load between min_engines and max_engines (flotilla.cli.local_scaler)
+    autoscale: bool = False
+    min_engines: int = 0
+    max_engines: int = 4
+    policy: str = "kpa"
+    #: simulated seconds from an engine's start to ready (cold start), autoscale mode
+    startup_delay: float = 0.0
+    #: write the scaler's timeline and engine lifetimes here as JSON on exit
+    record: Path | None = None
+    #: further EngineConfig fields for the simulated engines (e.g. max_num_seqs)
+    engine_extra: dict[str, Any] = field(default_factory=dict)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -110,13 +122,18 @@ def status_line(stats: Any) -> str:
     )
 
 
-async def _status_loop(app: Any, stream: TextIO, stop: asyncio.Event) -> None:
+def scaler_line(status: Any) -> str:
+    starting = f" (+{status.starting} starting)" if status.starting else ""
+    return f"replicas {status.replicas}{starting} · desired {status.desired} · panic {'yes' if status.panic else 'no'} · "
+
+
+async def _status_loop(app: Any, stream: TextIO, stop: asyncio.Event, scaler: Any = None) -> None:
     from gateway import live_stats
 
     tty = stream.isatty()
     last = ""
     while not stop.is_set():
-        line = status_line(live_stats(app))
+        line = (scaler_line(scaler.status()) if scaler is not None else "") + status_line(live_stats(app))
         if tty:
             stream.write("\r\033[K" + line)
             stream.flush()
@@ -130,23 +147,33 @@ async def _status_loop(app: Any, stream: TextIO, stop: asyncio.Event) -> None:
         stream.write("\n")
 
 
+def _engine_config(opts: UpOptions) -> Any:
+    from engine_sim import EngineConfig
+
+    values: dict[str, Any] = {"model": opts.model, "preset": opts.preset, "host": "127.0.0.1",
+                              "time_scale": opts.time_scale, **opts.engine_extra}  # fmt: skip
+    if opts.num_gpu_blocks is not None:
+        values["num_gpu_blocks"] = opts.num_gpu_blocks
+    if opts.autoscale:
+        values["startup_delay"] = opts.startup_delay
+    try:
+        return EngineConfig(**values)
+    except ValueError as exc:
+        raise click.ClickException(f"bad engine options: {exc}") from exc
+
+
 @contextlib.asynccontextmanager
 async def _engines(opts: UpOptions) -> AsyncIterator[list[str]]:
     if opts.engine_urls:
         yield [u.rstrip("/") for u in opts.engine_urls]
         return
-    from engine_sim import EngineConfig, fleet_configs, serve_engines
+    if opts.autoscale:
+        yield []  # the local scaler starts them
+        return
+    from engine_sim import fleet_configs, serve_engines
 
-    values: dict[str, Any] = {"model": opts.model, "preset": opts.preset, "host": "127.0.0.1",
-                              "time_scale": opts.time_scale}  # fmt: skip
-    if opts.num_gpu_blocks is not None:
-        values["num_gpu_blocks"] = opts.num_gpu_blocks
-    try:
-        base = EngineConfig(**values)
-    except ValueError as exc:
-        raise click.ClickException(f"bad engine options: {exc}") from exc
     # port 0: every engine gets its own free loopback port
-    configs = [c.model_copy(update={"port": 0}) for c in fleet_configs(base, opts.engines, 0, None)]
+    configs = [c.model_copy(update={"port": 0}) for c in fleet_configs(_engine_config(opts), opts.engines, 0, None)]
     async with serve_engines(configs) as running:
         yield [r.url for r in running]
 
@@ -162,7 +189,22 @@ async def _first_model(base_url: str, fallback: str) -> str:
     return fallback
 
 
-async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
+def _build_scaler(opts: UpOptions, app: Any, policy: Any) -> Any:
+    from flotilla.cli.local_scaler import GatewayEndpoints, LocalScaler, SimEngines, make_policy
+
+    try:
+        chosen = policy if policy is not None else make_policy(opts.policy, opts.min_engines, opts.max_engines)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return LocalScaler(
+        chosen, SimEngines(_engine_config(opts)), GatewayEndpoints(app.state.gateway, opts.model),
+        min_engines=opts.min_engines, max_engines=opts.max_engines, time_scale=opts.time_scale,
+    )  # fmt: skip
+
+
+async def run(opts: UpOptions, *, out: TextIO, err: TextIO, policy: Any = None, initial: int | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. ``policy`` overrides ``opts.policy`` (the benchmark's baselines);
+    ``initial`` = engines started warm before the scaler's first tick (default ``min_engines``)."""
     from gateway import GatewaySettings, create_app
 
     stop = asyncio.Event()
@@ -192,21 +234,35 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
                     task.result()
                     raise click.ClickException("the gateway exited during startup")
                 await asyncio.sleep(0.01)
+            scaler = _build_scaler(opts, app, policy) if opts.autoscale else None
+            scaler_stop = asyncio.Event()
+            scaling = None
+            if scaler is not None:
+                await scaler.prestart(opts.min_engines if initial is None else initial)
+                scaling = asyncio.create_task(scaler.run(scaler_stop), name="local-scaler")
             what = (
                 f"gateway in front of {len(urls)} engine(s) at {', '.join(urls)}"
                 if opts.engine_urls
+                else f"{opts.min_engines}–{opts.max_engines} simulated engines ({opts.preset}, {opts.policy}"
+                f" autoscaling, {opts.startup_delay:g} s cold start) behind the gateway"
+                if opts.autoscale
                 else f"{len(urls)} simulated engines ({opts.preset}) behind the gateway"
             )
-            model = await _first_model(base_url, opts.model)
+            model = opts.model if opts.autoscale else await _first_model(base_url, opts.model)
             out.write(banner(base_url, model, what) + "\n")
             out.flush()
-            status = asyncio.create_task(_status_loop(app, err, stop)) if opts.status else None
+            status = asyncio.create_task(_status_loop(app, err, stop, scaler)) if opts.status else None
             await stop.wait()
             if status is not None:
                 await status
             err.write("stopping…\n")
             server.should_exit = True
             await task
+            if scaling is not None and scaler is not None:
+                scaler_stop.set()
+                await scaling
+                if opts.record is not None:
+                    opts.record.write_bytes(scaler.record())
     finally:
         sock.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -262,9 +318,35 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
 )
 @click.option("--strategy", default=None, help="Default routing strategy (profile) of the gateway.")
 @click.option("--status/--no-status", default=True, show_default=True, help="Live status line on stderr.")
+@click.option(
+    "--autoscale", is_flag=True, help="Start and stop simulated engines to follow load (no cluster needed)."
+)
+@click.option(
+    "--min-engines", default=0, show_default=True, type=click.IntRange(0, 64), help="Autoscale: fewest engines."
+)
+@click.option(
+    "--max-engines", default=4, show_default=True, type=click.IntRange(1, 64), help="Autoscale: most engines."
+)
+@click.option(
+    "--policy", default="kpa", show_default=True, help="Autoscale: the autoscaler's algorithm (kpa or apa)."
+)
+@click.option(
+    "--startup-delay",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Autoscale: simulated seconds from an engine's start to ready (its cold start).",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Autoscale: write the scaler's timeline and engine lifetimes here as JSON on exit.",
+)
 def up(
     engines: int, engine_urls: tuple[str, ...], port: int, host: str, model: str, preset: str,
     time_scale: float, num_gpu_blocks: int | None, redis_url: str | None, strategy: str | None, status: bool,
+    autoscale: bool, min_engines: int, max_engines: int, policy: str, startup_delay: float, record: Path | None,
 ) -> None:  # fmt: skip
     """Start simulated engines and the gateway locally (no cluster needed); Ctrl-C stops everything."""
     for url in engine_urls:
@@ -283,8 +365,13 @@ def up(
         click.echo(
             f"warning: listening on {host}, not loopback: anyone who can reach it can use it", err=True
         )
+    if autoscale and engine_urls:
+        raise click.UsageError("--autoscale starts simulated engines; it cannot be combined with --engine")
+    if min_engines > max_engines:
+        raise click.BadParameter(f"{min_engines} > --max-engines {max_engines}", param_hint="--min-engines")
     opts = UpOptions(engines, engine_urls, host, port, model, preset, time_scale, num_gpu_blocks, redis_url,
-                     strategy, status)  # fmt: skip
+                     strategy, status, autoscale=autoscale, min_engines=min_engines, max_engines=max_engines,
+                     policy=policy, startup_delay=startup_delay, record=record)  # fmt: skip
     try:
         import uvloop
 

@@ -1,0 +1,330 @@
+"""The standalone scaler: an autoscaling policy driving simulated engines that this process starts and stops.
+
+In Kubernetes the autoscaler writes ``/scale`` and the Deployment controller, kubelet and readiness probes do
+the rest. Without a cluster (``flotilla up --autoscale``, ``flotilla bench --suite autoscaling``) this one loop
+plays all of those parts, so a user can watch the engine count follow load and the benchmark measures the same
+code a user runs:
+
+* every ``tick`` (simulated seconds) it observes demand — the gateway's in-flight and held requests for the
+  model, and each ready engine's running/waiting gauges — and asks a :class:`Policy` for the desired count;
+* it starts engines (``engine_sim`` in this process, with the engine's own ``startup_delay`` as cold start)
+  and adds each one to the gateway only once it is ready, as a readiness probe would;
+* it scales down by first cancelling cold starts that have not finished, then taking the least busy ready
+  engines out of the gateway and stopping them once their requests have drained (the pod's grace period);
+* the model is declared in the gateway's catalog, so at zero engines requests are held, not refused.
+
+Time is simulated time (wall seconds ÷ ``time_scale``): policies see the same windows and cold starts they
+would in real time, only faster. Every engine's start, ready and stop times are kept, so GPU-seconds (a
+replica is charged from its start, cold start included, until it stops) can be computed afterwards.
+
+This module wires components (engine_sim, the gateway) and therefore lives in ``flotilla.cli``; the decision
+logic it runs is a policy object (``autoscaler``'s KPA/APA, or the benchmark's baselines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("flotilla.local_scaler")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the scaler saw at one tick; ``now`` is simulated seconds since the scaler started."""
+
+    now: float
+    #: engines serving (in the gateway)
+    ready: int
+    #: engines started but not ready yet (cold start)
+    starting: int
+    #: requests the gateway has dispatched to an engine and not finished, for this model
+    in_flight: float
+    #: requests the gateway holds because no engine is available
+    queued: float
+    #: ``vllm:num_requests_running`` / ``_waiting`` of each ready engine
+    running: tuple[int, ...] = ()
+    waiting: tuple[int, ...] = ()
+
+    @property
+    def demand(self) -> float:
+        """Concurrent requests wanting service (what KPA's concurrency metric counts)."""
+        return self.in_flight + self.queued
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    desired: int
+    panic: bool = False
+    #: metric values the policy used, for status lines and the benchmark's timeline
+    detail: dict[str, float] = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    """Desired engine count from an observation (pure; keeps its own windows)."""
+
+    def decide(self, obs: Observation) -> Decision: ...
+
+
+class Engines(Protocol):
+    """Starts and stops engines; ``start`` returns at once, the engine becomes ready after its cold start."""
+
+    async def start(self) -> EngineHandle: ...
+
+    async def stop(self, handle: EngineHandle) -> None: ...
+
+
+class Endpoints(Protocol):
+    """The gateway side: which engines serve, the model catalog, and the demand it sees."""
+
+    def publish(self, urls: Sequence[str]) -> None: ...
+
+    def demand(self) -> tuple[float, float]:
+        """(in-flight, queued) requests for the model."""
+        ...
+
+
+@dataclass(eq=False)
+class EngineHandle:
+    url: str
+    #: the in-process engine (engine_sim.Engine): readiness and gauges are read from it directly
+    engine: Any
+    started: float
+    ready_at: float | None = None
+    stopping_at: float | None = None
+    stopped: float | None = None
+    #: opaque owner state (the exit stack of its server)
+    owner: Any = None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.engine.ready)
+
+    @property
+    def busy(self) -> int:
+        """Requests the engine holds (running + waiting)."""
+        sched = self.engine.scheduler
+        return len(sched.running) + len(sched.waiting)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One row of the scaler's timeline (simulated seconds)."""
+
+    t: float
+    desired: int
+    ready: int
+    starting: int
+    draining: int
+    panic: bool
+    in_flight: float
+    queued: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScalerStatus:
+    replicas: int
+    starting: int
+    desired: int
+    panic: bool
+
+
+class LocalScaler:
+    def __init__(
+        self,
+        policy: Policy,
+        engines: Engines,
+        endpoints: Endpoints,
+        *,
+        min_engines: int,
+        max_engines: int,
+        time_scale: float = 1.0,
+        tick: float = 2.0,
+        drain_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 <= min_engines <= max_engines:
+            raise ValueError(f"need 0 <= min_engines <= max_engines, got {min_engines} and {max_engines}")
+        if not tick > 0 or not time_scale > 0:
+            raise ValueError("tick and time_scale must be > 0")
+        self.policy = policy
+        self.engines = engines
+        self.endpoints = endpoints
+        self.min_engines = min_engines
+        self.max_engines = max_engines
+        self.time_scale = time_scale
+        self.tick = tick
+        self.drain_timeout = drain_timeout
+        self._clock = clock
+        self._t0 = clock()
+        self.handles: list[EngineHandle] = []
+        self.timeline: list[Tick] = []
+        self.desired = min_engines
+        self.panic = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ time
+    def now(self) -> float:
+        """Simulated seconds since the scaler was created."""
+        return (self._clock() - self._t0) / self.time_scale
+
+    async def _sleep(self, sim_seconds: float) -> None:
+        await asyncio.sleep(sim_seconds * self.time_scale)
+
+    # ------------------------------------------------------------------ views
+    def serving(self) -> list[EngineHandle]:
+        return [h for h in self.handles if h.ready_at is not None and h.stopping_at is None]
+
+    def starting(self) -> list[EngineHandle]:
+        return [h for h in self.handles if h.ready_at is None and h.stopping_at is None]
+
+    def draining(self) -> list[EngineHandle]:
+        return [h for h in self.handles if h.stopping_at is not None and h.stopped is None]
+
+    def status(self) -> ScalerStatus:
+        return ScalerStatus(len(self.serving()), len(self.starting()), self.desired, self.panic)
+
+    def observe(self) -> Observation:
+        in_flight, queued = self.endpoints.demand()
+        serving = self.serving()
+        return Observation(
+            now=self.now(),
+            ready=len(serving),
+            starting=len(self.starting()),
+            in_flight=in_flight,
+            queued=queued,
+            running=tuple(len(h.engine.scheduler.running) for h in serving),
+            waiting=tuple(len(h.engine.scheduler.waiting) for h in serving),
+        )
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reconcile every ``tick`` until ``stop`` is set; then stop every engine."""
+        try:
+            while not stop.is_set():
+                await self.step()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.tick * self.time_scale)
+        finally:
+            await self.shutdown()
+
+    async def step(self) -> None:
+        """One reconcile: observe, decide, start or retire engines, record a timeline row."""
+        obs = self.observe()
+        decision = self.policy.decide(obs)
+        self.desired = max(self.min_engines, min(self.max_engines, decision.desired))
+        self.panic = decision.panic
+        await self._reconcile()
+        self.timeline.append(
+            Tick(obs.now, self.desired, len(self.serving()), len(self.starting()), len(self.draining()),
+                 decision.panic, obs.in_flight, obs.queued)
+        )  # fmt: skip
+
+    async def _reconcile(self) -> None:
+        provisioned = self.serving() + self.starting()
+        missing = self.desired - len(provisioned)
+        for _ in range(missing):
+            handle = await self.engines.start()
+            handle.started = self.now()
+            self.handles.append(handle)
+            self._spawn(self._await_ready(handle))
+        if missing < 0:
+            # cancel the cold starts furthest from done first, then retire the least busy serving engines
+            victims = sorted(self.starting(), key=lambda h: -h.started)
+            victims += sorted(self.serving(), key=lambda h: h.busy)
+            for handle in victims[: -missing]:
+                self._retire(handle)
+
+    def _retire(self, handle: EngineHandle) -> None:
+        was_serving = handle.ready_at is not None
+        handle.stopping_at = self.now()
+        if was_serving:
+            self._publish()
+        self._spawn(self._drain_and_stop(handle))
+
+    async def _await_ready(self, handle: EngineHandle) -> None:
+        while not handle.ready:
+            if handle.stopping_at is not None:
+                return
+            await self._sleep(min(0.5, self.tick))
+        if handle.stopping_at is None:
+            handle.ready_at = self.now()
+            log.info("engine %s ready after %.1f s", handle.url, handle.ready_at - handle.started)
+            self._publish()
+
+    async def _drain_and_stop(self, handle: EngineHandle) -> None:
+        deadline = self.now() + self.drain_timeout
+        while handle.busy and self.now() < deadline:
+            await self._sleep(min(0.5, self.tick))
+        await self.engines.stop(handle)
+        handle.stopped = self.now()
+
+    def _publish(self) -> None:
+        self.endpoints.publish([h.url for h in self.serving()])
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.endpoints.publish([])
+        for handle in self.handles:
+            if handle.stopped is None:
+                await self.engines.stop(handle)
+                handle.stopped = self.now()
+
+    # ------------------------------------------------------------------ accounting
+    def gpu_seconds(self, until: float | None = None) -> float:
+        """Σ over engines of (stop − start): a replica is charged from its start, cold start included."""
+        end = self.now() if until is None else until
+        return sum((h.stopped if h.stopped is not None else end) - h.started for h in self.handles)
+
+
+class SimEngines:
+    """In-process ``engine_sim`` engines, one HTTP server each (``engine_sim.serve_engines``), on free ports."""
+
+    def __init__(self, base: Any) -> None:
+        #: an ``engine_sim.EngineConfig``; its ``startup_delay`` is the cold start
+        self.base = base
+        self._next = 0
+
+    async def start(self) -> EngineHandle:
+        from engine_sim import serve_engines
+
+        cfg = self.base.model_copy(update={"port": 0, "engine_index": self._next})
+        self._next += 1
+        stack = contextlib.AsyncExitStack()
+        running = await stack.enter_async_context(serve_engines([cfg]))
+        return EngineHandle(url=running[0].url, engine=running[0].engine, started=0.0, owner=stack)
+
+    async def stop(self, handle: EngineHandle) -> None:
+        stack: contextlib.AsyncExitStack = handle.owner
+        await stack.aclose()
+
+
+class GatewayEndpoints:
+    """Tells an in-process gateway (``app.state.gateway``) about engines and reads the model's demand."""
+
+    def __init__(self, gateway: Any, model: str) -> None:
+        self.gateway = gateway
+        self.model = model
+
+    def publish(self, urls: Sequence[str]) -> None:
+        from gateway.endpoints import EndpointSpec
+
+        self.gateway.set_endpoints([EndpointSpec(url=u, model=self.model) for u in urls])
+
+    def demand(self) -> tuple[float, float]:
+        in_flight = sum(e.in_flight for e in self.gateway.pool if e.serves(self.model))
+        return float(in_flight), 0.0
