@@ -17,6 +17,8 @@ DEPLOYMENT: Final = f"{GROUP}/deployment"
 #: role of the pod in the fleet; engine pods carry ``engine``
 COMPONENT: Final = f"{GROUP}/component"
 COMPONENT_ENGINE: Final = "engine"
+#: gateway pods carry ``gateway`` (the autoscaler reads per-model demand from their /metrics)
+COMPONENT_GATEWAY: Final = "gateway"
 #: "true" when the engine publishes vLLM KV-cache events
 KV_EVENTS: Final = f"{GROUP}/kv-events"
 #: "true" when the engine accepts runtime LoRA loading

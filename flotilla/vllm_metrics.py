@@ -11,6 +11,9 @@ cheap and tolerant:
   usage fraction is averaged (it is a fraction per engine).
 * ``vllm:lora_requests_info`` gets a new series whenever its label set changes, with the Unix time of the
   update as value, so the series with the largest value is the current one.
+* The autoscaler also needs the finished-request counter and the TTFT histogram; they are parsed only when
+  asked for (``latency=True``), because the histogram buckets would double the gateway's parsing work for
+  nothing. Both are cumulative: a consumer takes deltas between two scrapes of the same pod.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class EngineMetrics:
     lora: LoraInfo | None = None
     block_size: int | None = None
     num_gpu_blocks: int | None = None
+    #: ``vllm:request_success_total`` summed over finish reasons and engines (cumulative; ``latency=True``)
+    requests_finished: float = 0.0
+    #: ``vllm:time_to_first_token_seconds`` as cumulative (upper bound, count) pairs sorted by bound, the last
+    #: bound ``inf``; summed over engines (``latency=True`` only, else empty)
+    ttft_buckets: tuple[tuple[float, float], ...] = ()
     #: names of every family seen (to tell "absent" from "zero")
     families: frozenset[str] = field(default_factory=frozenset)
 
@@ -65,6 +73,9 @@ _SUMMED = {
 }
 _AVERAGED = {"vllm:kv_cache_usage_perc": "kv", "vllm:gpu_cache_usage_perc": "old_kv"}
 _WANTED = (*_SUMMED, *_AVERAGED, "vllm:lora_requests_info", "vllm:cache_config_info")
+_FINISHED = "vllm:request_success_total"
+_TTFT_BUCKET = "vllm:time_to_first_token_seconds_bucket"
+_WANTED_LATENCY = (*_WANTED, _FINISHED, _TTFT_BUCKET)
 
 
 def _labels(raw: str | None) -> dict[str, str]:
@@ -86,8 +97,14 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def parse_metrics(text: str) -> EngineMetrics:
-    """Parse a Prometheus text page from a vLLM engine (or engine_sim). Unknown lines are ignored."""
+def parse_metrics(text: str, *, latency: bool = False) -> EngineMetrics:
+    """Parse a Prometheus text page from a vLLM engine (or engine_sim). Unknown lines are ignored.
+
+    ``latency=True`` also reads the finished-request counter and the TTFT histogram (for the autoscaler).
+    """
+    wanted = _WANTED_LATENCY if latency else _WANTED
+    finished = 0.0
+    ttft: dict[float, float] = {}
     sums: dict[str, float] = {}
     kv: dict[str, list[float]] = {}
     families: set[str] = set()
@@ -95,7 +112,7 @@ def parse_metrics(text: str) -> EngineMetrics:
     block_size: int | None = None
     num_gpu_blocks: int | None = None
     for line in text.splitlines():
-        if not line.startswith(_WANTED):
+        if not line.startswith(wanted):
             continue
         m = _LINE_RE.match(line)
         if m is None:
@@ -113,6 +130,16 @@ def parse_metrics(text: str) -> EngineMetrics:
             sums[key] = sums.get(key, 0.0) + value
         elif name in _AVERAGED:
             kv.setdefault(_AVERAGED[name], []).append(value)
+        elif name == _FINISHED:
+            finished += value
+        elif name == _TTFT_BUCKET:
+            le = _labels(m["labels"]).get("le")
+            try:
+                bound = float(le) if le is not None else None
+            except ValueError:
+                bound = None
+            if bound is not None:
+                ttft[bound] = ttft.get(bound, 0.0) + value
         elif name == "vllm:lora_requests_info":
             if lora_best is None or value >= lora_best[0]:
                 lora_best = (value, _labels(m["labels"]))
@@ -140,12 +167,14 @@ def parse_metrics(text: str) -> EngineMetrics:
         lora=lora,
         block_size=block_size,
         num_gpu_blocks=num_gpu_blocks,
+        requests_finished=finished,
+        ttft_buckets=tuple(sorted(ttft.items())),
         families=frozenset(families),
     )
 
 
 async def scrape_metrics(
-    client: httpx.AsyncClient, base_url: str, *, request_timeout: float = 2.0
+    client: httpx.AsyncClient, base_url: str, *, request_timeout: float = 2.0, latency: bool = False
 ) -> EngineMetrics:
     """GET ``{base_url}/metrics`` and parse it; any transport error or non-200 becomes :class:`MetricsError`."""
     url = base_url.rstrip("/") + "/metrics"
@@ -155,7 +184,7 @@ async def scrape_metrics(
         raise MetricsError(f"scraping {url} failed: {type(exc).__name__}: {exc}") from exc
     if response.status_code != 200:
         raise MetricsError(f"scraping {url} returned HTTP {response.status_code}")
-    metrics = parse_metrics(response.text)
+    metrics = parse_metrics(response.text, latency=latency)
     if (
         "vllm:num_requests_running" not in metrics.families
         and "vllm:num_requests_waiting" not in metrics.families
