@@ -11,27 +11,48 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-
 @dataclass(frozen=True)
 class EngineSpan:
-    """One engine's life on the trace clock (simulated seconds; None = not reached)."""
+    """One engine's life on the trace clock (simulated seconds; None = not reached): started, ready (joined
+    the gateway), stopping (left the gateway), stopped."""
 
     started: float
     ready: float | None
     stopped: float | None
+    stopping: float | None = None
+
+    def serving(self, t: float) -> bool:
+        leaves = self.stopping if self.stopping is not None else self.stopped
+        return self.ready is not None and self.ready <= t and (leaves is None or t < leaves)
 
 
 @dataclass(frozen=True)
 class Served:
-    """One request on the trace clock: when it was due and its TTFT (simulated seconds; inf = failed)."""
+    """One request on the trace clock: when it was due, its TTFT and its end-to-end time (simulated seconds;
+    inf = failed)."""
 
     at: float
     ttft: float
+    e2e: float = math.inf
+
+
+def with_hold(served: Sequence[Served], spans: Sequence[EngineSpan]) -> list[Served]:
+    """Add to each request's TTFT the time the gateway held it: from its arrival, if no engine was serving,
+    until the next engine became ready."""
+    out = []
+    for r in served:
+        hold = 0.0
+        if not any(s.serving(r.at) for s in spans):
+            later = [s.ready for s in spans if s.ready is not None and s.ready > r.at]
+            hold = min(later) - r.at if later else math.inf
+        out.append(Served(r.at, r.ttft + hold, r.e2e + hold))
+    return out
 
 
 def gpu_seconds(spans: Sequence[EngineSpan], duration: float) -> float:
@@ -56,9 +77,13 @@ def minute_attainment(served: Sequence[Served], slo_ttft: float, duration: float
 
 
 def _p90(values: list[float]) -> float:
-    """Nearest-rank p90, so a failed request (inf) is a rank like any other."""
+    return _quantile(values, 0.9)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile, so a failed request (inf) is a rank like any other."""
     data = sorted(values)
-    return data[max(0, math.ceil(0.9 * len(data)) - 1)]
+    return data[max(0, math.ceil(q * len(data)) - 1)]
 
 
 def step_to_ready(spans: Sequence[EngineSpan], steps: Sequence[float]) -> list[float]:
@@ -75,7 +100,7 @@ def scale_events(desired: Sequence[tuple[float, int]], reversal_window: float = 
     changes = 0
     reversals = 0
     last: tuple[float, int] | None = None  # (time, direction) of the previous change
-    for (_, a), (t, b) in zip(desired, desired[1:], strict=False):
+    for (_, a), (t, b) in itertools.pairwise(desired):
         if b == a:
             continue
         changes += 1
@@ -87,4 +112,8 @@ def scale_events(desired: Sequence[tuple[float, int]], reversal_window: float = 
 
 
 def ttft_p90(served: Sequence[Served]) -> float:
-    return _p90([r.ttft for r in served]) if served else math.nan
+    return ttft_quantile(served, 0.9)
+
+
+def ttft_quantile(served: Sequence[Served], q: float) -> float:
+    return _quantile([r.ttft for r in served], q) if served else math.nan

@@ -29,9 +29,7 @@ _EPS = 1e-9
 def needed(trace: Trace, cap: float, *, min_replicas: int = 0, dt: float = 1.0) -> list[int]:
     """Ready engines needed in each ``dt`` slot of the trace."""
     slots = math.ceil(trace.duration / dt)
-    return [
-        max(min_replicas, math.ceil(trace.rate(i * dt, cap) / cap - _EPS)) for i in range(slots)
-    ]
+    return [max(min_replicas, math.ceil(trace.rate(i * dt, cap) / cap - _EPS)) for i in range(slots)]
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,9 @@ class OracleSchedule:
         return len(self.intervals)
 
 
-def schedule(trace: Trace, cap: float, cold_start: float, *, min_replicas: int = 0, dt: float = 1.0) -> OracleSchedule:
+def schedule(
+    trace: Trace, cap: float, cold_start: float, *, min_replicas: int = 0, dt: float = 1.0
+) -> OracleSchedule:
     need = needed(trace, cap, min_replicas=min_replicas, dt=dt)
     levels = []
     for k in range(1, max(need, default=0) + 1):
@@ -79,12 +79,10 @@ def schedule(trace: Trace, cap: float, cold_start: float, *, min_replicas: int =
 
 @dataclass
 class OraclePolicy:
-    """Replays an :class:`OracleSchedule` through the local scaler (to check that it really meets the SLO).
-
-    ``offset`` = simulated seconds between the scaler's clock and the trace's start."""
+    """Replays an :class:`OracleSchedule` through the local scaler (to check that it really meets the SLO);
+    ``obs.now`` must be on the trace's clock."""
 
     plan: OracleSchedule
-    offset: float = 0.0
 
     def decide(self, obs: Observation) -> Decision:
-        return Decision(self.plan.alive(obs.now - self.offset))
+        return Decision(self.plan.alive(obs.now))

@@ -8,11 +8,14 @@ so every contender replays the identical arrival times.
 
 The four shapes of the issue:
 
-* ``step``    — a sudden 1 → 4 engines' worth of load, held, then back (scale-up speed; the HPA-like
+* ``step``    — a sudden 1 → 3 engines' worth of load, held, then back (scale-up speed; the HPA-like
   baseline's 5-minute scale-down stabilisation shows after the drop);
-* ``burst``   — a one-minute spike to 5× on a base of 1 (panic mode; not worth a cold start afterwards);
-* ``diurnal`` — a smooth ramp 0.5 → 4.5 → 0.5 (a compressed day: tracking without overshoot);
-* ``quiet``   — load, then nothing for 6 minutes, then load again (scale to zero and the cold start back).
+* ``burst``   — a 45-second spike to 3× on a base of 1 (panic mode; shorter than a cold start);
+* ``diurnal`` — a smooth ramp 0.5 → 3 → 0.5 (a compressed day: tracking without overshoot);
+* ``quiet``   — load, then nothing for 3 minutes, then load again (scale to zero and the cold start back).
+
+Peaks are kept at 3 engines and the traces at 4.5–7 simulated minutes because every simulated engine-second
+costs CPU (about 7 ms of one core per busy engine-second, see docs/benchmarks.md) on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -56,25 +59,25 @@ def _piecewise(*segments: tuple[float, float]) -> Level:
 
 
 def step() -> Trace:
-    return Trace("step", "1 engine's load for 2 min, a step to 4× for 6 min, back to 1× for 7 min", 900.0,
-                 _piecewise((0, 1.0), (120, 4.0), (480, 1.0)), steps=(120.0,))  # fmt: skip
+    return Trace("step", "1 engine's load for 1 min, a step to 3× for 2.5 min, back to 1× for 3 min", 390.0,
+                 _piecewise((0, 1.0), (60, 3.0), (210, 1.0)), steps=(60.0,))  # fmt: skip
 
 
 def burst() -> Trace:
-    return Trace("burst", "1 engine's load with a one-minute burst to 5× at 3 min, 10 min in all", 600.0,
-                 _piecewise((0, 1.0), (180, 5.0), (240, 1.0)), steps=(180.0,))  # fmt: skip
+    return Trace("burst", "1 engine's load with a 45-second burst to 3× at 1.5 min, 4.5 min in all", 270.0,
+                 _piecewise((0, 1.0), (90, 3.0), (135, 1.0)), steps=(90.0,))  # fmt: skip
 
 
 def diurnal() -> Trace:
     def level(t: float) -> float:
-        return 0.5 + 4.0 * math.sin(math.pi * t / 900.0) ** 2
+        return 0.5 + 2.5 * math.sin(math.pi * t / 420.0) ** 2
 
-    return Trace("diurnal", "a compressed day: 0.5 → 4.5 → 0.5 engines' load as sin² over 15 min", 900.0, level)
+    return Trace("diurnal", "a compressed day: 0.5 → 3 → 0.5 engines' load as sin² over 7 min", 420.0, level)
 
 
 def quiet() -> Trace:
-    return Trace("quiet", "2× load for 3 min, 6 min of silence, 2× again for 3 min", 720.0,
-                 _piecewise((0, 2.0), (180, 0.0), (540, 2.0)), steps=(540.0,))  # fmt: skip
+    return Trace("quiet", "1.5× load for 1.5 min, 3 min of silence, 1.5× again for 2 min", 390.0,
+                 _piecewise((0, 1.5), (90, 0.0), (270, 1.5)), steps=(270.0,))  # fmt: skip
 
 
 TRACES: dict[str, Callable[[], Trace]] = {"step": step, "burst": burst, "diurnal": diurnal, "quiet": quiet}

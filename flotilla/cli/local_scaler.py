@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 log = logging.getLogger("flotilla.local_scaler")
@@ -74,7 +75,7 @@ class Policy(Protocol):
 class Engines(Protocol):
     """Starts and stops engines; ``start`` returns at once, the engine becomes ready after its cold start."""
 
-    async def start(self) -> EngineHandle: ...
+    async def start(self, *, cold: bool = True) -> EngineHandle: ...
 
     async def stop(self, handle: EngineHandle) -> None: ...
 
@@ -162,6 +163,8 @@ class LocalScaler:
         self.drain_timeout = drain_timeout
         self._clock = clock
         self._t0 = clock()
+        #: wall time (Unix) of simulated time 0, to line the record up with other processes' clocks
+        self.origin = time.time()
         self.handles: list[EngineHandle] = []
         self.timeline: list[Tick] = []
         self.desired = min_engines
@@ -203,6 +206,15 @@ class LocalScaler:
         )
 
     # ------------------------------------------------------------------ the loop
+    async def prestart(self, count: int) -> None:
+        """Start ``count`` engines warm (no cold start) and publish them: a fleet that was already running."""
+        for _ in range(count):
+            handle = await self.engines.start(cold=False)
+            handle.started = handle.ready_at = self.now()
+            self.handles.append(handle)
+        if count:
+            self._publish()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Reconcile every ``tick`` until ``stop`` is set; then stop every engine."""
         try:
@@ -237,7 +249,7 @@ class LocalScaler:
             # cancel the cold starts furthest from done first, then retire the least busy serving engines
             victims = sorted(self.starting(), key=lambda h: -h.started)
             victims += sorted(self.serving(), key=lambda h: h.busy)
-            for handle in victims[: -missing]:
+            for handle in victims[:-missing]:
                 self._retire(handle)
 
     def _retire(self, handle: EngineHandle) -> None:
@@ -290,6 +302,15 @@ class LocalScaler:
         end = self.now() if until is None else until
         return sum((h.stopped if h.stopped is not None else end) - h.started for h in self.handles)
 
+    def record(self) -> bytes:
+        """The timeline and every engine's life as JSON (simulated seconds since ``origin`` wall time)."""
+        return json.dumps({
+            "origin": self.origin, "time_scale": self.time_scale,
+            "engines": [{"url": h.url, "started": h.started, "ready": h.ready_at, "stopping": h.stopping_at,
+                         "stopped": h.stopped} for h in self.handles],
+            "timeline": [asdict(t) for t in self.timeline],
+        }).encode()  # fmt: skip
+
 
 class SimEngines:
     """In-process ``engine_sim`` engines, one HTTP server each (``engine_sim.serve_engines``), on free ports."""
@@ -299,10 +320,13 @@ class SimEngines:
         self.base = base
         self._next = 0
 
-    async def start(self) -> EngineHandle:
+    async def start(self, *, cold: bool = True) -> EngineHandle:
         from engine_sim import serve_engines
 
-        cfg = self.base.model_copy(update={"port": 0, "engine_index": self._next})
+        update: dict[str, Any] = {"port": 0, "engine_index": self._next}
+        if not cold:
+            update["startup_delay"] = 0.0
+        cfg = self.base.model_copy(update=update)
         self._next += 1
         stack = contextlib.AsyncExitStack()
         running = await stack.enter_async_context(serve_engines([cfg]))
@@ -328,3 +352,52 @@ class GatewayEndpoints:
     def demand(self) -> tuple[float, float]:
         in_flight = sum(e.in_flight for e in self.gateway.pool if e.serves(self.model))
         return float(in_flight), 0.0
+
+
+class AutoscalerPolicy:
+    """Flotilla's autoscaler (``autoscaler.Autoscaler``: KPA or APA, bounds, holds, cooldowns) as a policy.
+
+    The sample is built from what this process knows exactly — the gateway's demand and the in-process
+    engines' gauges — rather than scraped, which is what ``autoscaler.FleetSample`` allows for."""
+
+    def __init__(self, settings: Any) -> None:
+        from autoscaler import Autoscaler
+
+        self.scaler = Autoscaler(settings)
+        self.last: Any = None
+
+    def decide(self, obs: Observation) -> Decision:
+        from autoscaler import DEMAND, RUNNING, WAITING, FleetSample
+
+        running, waiting = float(sum(obs.running)), float(sum(obs.waiting))
+        values = (
+            {DEMAND: obs.demand, RUNNING: running, WAITING: waiting} if obs.ready else {DEMAND: obs.demand}
+        )
+        sample = FleetSample(
+            ready=obs.ready, values=values, queued=obs.queued, in_flight=obs.in_flight,
+            busy=obs.demand > 0 or running > 0 or waiting > 0,
+        )  # fmt: skip
+        self.last = decision = self.scaler.recommend(sample, current=obs.ready + obs.starting, now=obs.now)
+        return Decision(decision.desired, decision.panic, dict(decision.values))
+
+
+def make_policy(
+    name: str, min_engines: int, max_engines: int, *, target: float = 8.0, stable_window: float = 60.0,
+    scale_down_cooldown: float = 30.0,
+) -> AutoscalerPolicy:  # fmt: skip
+    """``flotilla up --autoscale``'s policy: KPA or APA on the gateway's demand (Knative's concurrency), with
+    windows short enough to watch (Knative's 60 s stable window, 10 % of it for panic)."""
+    from autoscaler import DEMAND, POLICIES, MetricTarget, ScalerSettings
+
+    algorithm = name.upper()
+    if algorithm not in POLICIES:
+        raise ValueError(
+            f"unknown autoscaling policy {name!r}; choose from {', '.join(p.lower() for p in POLICIES)}"
+        )
+    return AutoscalerPolicy(
+        ScalerSettings(
+            max_replicas=max_engines, min_replicas=min_engines, metrics=(MetricTarget(DEMAND, target),),
+            algorithm=algorithm, stable_window=stable_window, panic_window=stable_window / 10,
+            scale_down_cooldown=scale_down_cooldown, scale_to_zero_grace=30.0,
+        )
+    )  # fmt: skip

@@ -173,7 +173,9 @@ async def _engines(opts: UpOptions) -> AsyncIterator[list[str]]:
     from engine_sim import fleet_configs, serve_engines
 
     # port 0: every engine gets its own free loopback port
-    configs = [c.model_copy(update={"port": 0}) for c in fleet_configs(_engine_config(opts), opts.engines, 0, None)]
+    configs = [
+        c.model_copy(update={"port": 0}) for c in fleet_configs(_engine_config(opts), opts.engines, 0, None)
+    ]
     async with serve_engines(configs) as running:
         yield [r.url for r in running]
 
@@ -193,7 +195,9 @@ def _build_scaler(opts: UpOptions, app: Any, policy: Any) -> Any:
     from flotilla.cli.local_scaler import GatewayEndpoints, LocalScaler, SimEngines, make_policy
 
     try:
-        chosen = policy if policy is not None else make_policy(opts.policy, opts.min_engines, opts.max_engines)
+        chosen = (
+            policy if policy is not None else make_policy(opts.policy, opts.min_engines, opts.max_engines)
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     return LocalScaler(
@@ -202,7 +206,9 @@ def _build_scaler(opts: UpOptions, app: Any, policy: Any) -> Any:
     )  # fmt: skip
 
 
-async def run(opts: UpOptions, *, out: TextIO, err: TextIO, policy: Any = None, initial: int | None = None) -> None:
+async def run(
+    opts: UpOptions, *, out: TextIO, err: TextIO, policy: Any = None, initial: int | None = None
+) -> None:
     """Serve until SIGINT/SIGTERM. ``policy`` overrides ``opts.policy`` (the benchmark's baselines);
     ``initial`` = engines started warm before the scaler's first tick (default ``min_engines``)."""
     from gateway import GatewaySettings, create_app
@@ -322,7 +328,11 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO, policy: Any = None, 
     "--autoscale", is_flag=True, help="Start and stop simulated engines to follow load (no cluster needed)."
 )
 @click.option(
-    "--min-engines", default=0, show_default=True, type=click.IntRange(0, 64), help="Autoscale: fewest engines."
+    "--min-engines",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Autoscale: fewest engines.",
 )
 @click.option(
     "--max-engines", default=4, show_default=True, type=click.IntRange(1, 64), help="Autoscale: most engines."
