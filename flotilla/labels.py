@@ -40,6 +40,8 @@ DEFAULT_KV_EVENTS_PORT: Final = 5557
 HEADER_ROUTING_STRATEGY: Final = "x-routing-strategy"
 HEADER_SESSION_ID: Final = "x-session-id"
 HEADER_REQUEST_ID: Final = "x-request-id"
+#: response header naming the engine that served a request (only with the gateway's ``debug_headers``)
+HEADER_ENDPOINT: Final = "x-flotilla-endpoint"
 
 
 def label_value(value: str) -> str:

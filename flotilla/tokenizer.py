@@ -25,6 +25,9 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sys
+from array import array
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Any, Protocol
@@ -127,25 +130,66 @@ def _id_text(token: int) -> str:
     raise ValueError(f"token id {token} outside the vocabulary [0, {VOCAB_SIZE})")
 
 
+class EncodeCache:
+    """An LRU of text -> token ids bounded by *bytes*, not entries.
+
+    Bounding by entry count (an ``lru_cache`` of 4,096) let a client that sends many distinct large prompts
+    pin tens of GiB: a cached tuple of Python ints costs ~36 bytes per token. Ids are kept as ``array('I')``
+    (4 bytes each) and counted with the text's own size; an entry larger than an eighth of the budget is not
+    kept at all, so one huge prompt cannot flush everything else.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, array[int]] = OrderedDict()
+
+    @staticmethod
+    def cost(text: str, ids: array[int]) -> int:
+        return sys.getsizeof(text) + ids.itemsize * len(ids) + 64
+
+    def get(self, text: str) -> list[int] | None:
+        ids = self._entries.get(text)
+        if ids is None:
+            return None
+        self._entries.move_to_end(text)
+        return ids.tolist()
+
+    def put(self, text: str, ids: list[int]) -> None:
+        packed = array("I", ids)
+        cost = self.cost(text, packed)
+        if cost > self.max_bytes // 8 or text in self._entries:
+            return
+        self._entries[text] = packed
+        self.bytes += cost
+        while self.bytes > self.max_bytes:
+            old_text, old_ids = self._entries.popitem(last=False)
+            self.bytes -= self.cost(old_text, old_ids)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class FlotillaTokenizer:
     """The default deterministic tokenizer (see the module docstring for the scheme)."""
 
     name = "flotilla-syllable-v1"
     vocab_size = VOCAB_SIZE
 
-    def __init__(self, *, content_cache_size: int = 4096) -> None:
+    def __init__(self, *, content_cache_bytes: int = 64 << 20) -> None:
         # Long, repeated strings (system prompts, documents) are tokenised once per process.
-        self._encode_cached = functools.lru_cache(maxsize=content_cache_size)(self._encode_tuple)
-
-    @staticmethod
-    def _encode_tuple(text: str) -> tuple[int, ...]:
-        return tuple(chain.from_iterable(map(_piece_ids, PIECE_RE.findall(text))))
+        self._cache = EncodeCache(content_cache_bytes)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""
-        if len(text) >= 256:
-            return list(self._encode_cached(text))
-        return list(chain.from_iterable(map(_piece_ids, PIECE_RE.findall(text))))
+        if len(text) < 256:
+            return list(chain.from_iterable(map(_piece_ids, PIECE_RE.findall(text))))
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        ids = list(chain.from_iterable(map(_piece_ids, PIECE_RE.findall(text))))
+        self._cache.put(text, ids)
+        return ids
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; byte ids are joined and decoded as UTF-8 (invalid sequences replaced)."""

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import api_models as m
-from gateway.errors import GatewayError, PayloadTooLarge, error_response, install_handlers
+from gateway.errors import GatewayError, PayloadTooLarge, error_response, install_handlers, valid_request_id
 from gateway.service import Gateway, GatewayStats
 from gateway.settings import GatewaySettings
 from gateway.telemetry import configure_logging
@@ -122,6 +122,8 @@ class FastPath:
                 return  # the client left before the first byte; the upstream request was cancelled
         except GatewayError as exc:
             request_id = request.headers.get("x-request-id")
+            if request_id is not None and not valid_request_id(request_id):
+                request_id = None  # neither echoed nor logged: it may be megabytes
             log.info(
                 "%s refused: %s %s",
                 scope["path"],

@@ -26,18 +26,24 @@ import click
 )
 @click.option("--prefix-mode", type=click.Choice(["approximate", "precise"]))
 @click.option("--block-size", type=int, help="Engines' KV block size (default 16).")
-@click.option("--redis-url", help="Redis URL for the shared prefix index and rate limits.")
-@click.option("--shared", is_flag=True, help="Share index and rate limits through --redis-url.")
+@click.option("--redis-url", help="Redis URL: the prefix index and rate limits are shared through it.")
+@click.option("--shared", is_flag=True, hidden=True, help="Kept for compatibility: --redis-url alone shares.")
 @click.option("--transport", type=click.Choice(["aiohttp", "httpx"]))
 @click.option("--api-keys-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rpm", "rpm_limit", type=int, help="Default requests per minute per key.")
 @click.option("--tpm", "tpm_limit", type=int, help="Default tokens per minute per key.")
+@click.option(
+    "--hold-timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds a request for a declared model with no ready endpoint waits for one (default 30).",
+)
 @click.option("--log-json/--log-text", default=None)
 def gateway(**options: Any) -> None:
     """Run the OpenAI-compatible, prefix- and load-aware gateway. Other settings: FLOTILLA_GATEWAY_* env vars."""
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.server import server_config
     from gateway.settings import GatewaySettings
 
     shared = options.pop("shared")
@@ -45,22 +51,11 @@ def gateway(**options: Any) -> None:
     for name in ("engines", "kv_events"):
         if name in values:
             values[name] = list(values[name])
-    if shared:
-        if not values.get("redis_url"):
-            raise click.UsageError("--shared needs --redis-url")
-        values["index_backend"] = "redis"
-        values["ratelimit_backend"] = "redis"
+    if shared and not values.get("redis_url"):
+        raise click.UsageError("--shared needs --redis-url")
     try:
         settings = GatewaySettings(**values)
         app = create_app(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    uvicorn.Server(server_config(app, settings)).run()

@@ -13,7 +13,7 @@ Endpoints are keyed by ``host:port`` — the same string the prefix index uses.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +36,8 @@ class EndpointSpec:
     model: str | None = None
     #: ZMQ URL of the engine's KV-event publisher (precise prefix mode)
     kv_events: str | None = None
+    #: routing profile the model's owner asked for (ModelDeployment ``spec.routingProfile``, a pod annotation)
+    routing_profile: str | None = None
 
     @property
     def key(self) -> str:
@@ -44,13 +46,20 @@ class EndpointSpec:
 
 class CircuitBreaker:
     """Closed → open after ``threshold`` consecutive failures → half-open after ``cooldown`` s (one trial
-    request; success closes, failure re-opens). Keeps a flapping pod from eating every request's first try."""
+    request; success closes, failure re-opens). Keeps a flapping pod from eating every request's first try.
 
-    __slots__ = ("cooldown", "failures", "opened_at", "threshold", "trial_in_flight")
+    The trial is owned by the :class:`Lease` that started it: a trial that ends with neither success nor
+    failure (the client went away before the first byte) is *abandoned*, so the next request may try. Without
+    that, one impatient client left the breaker half-open with a trial "in flight" forever: a healthy engine
+    refused every request.
+    """
 
-    def __init__(self, threshold: int, cooldown: float) -> None:
+    __slots__ = ("clock", "cooldown", "failures", "opened_at", "threshold", "trial_in_flight")
+
+    def __init__(self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
+        self.clock = clock
         self.failures = 0
         self.opened_at: float | None = None
         self.trial_in_flight = False
@@ -59,7 +68,7 @@ class CircuitBreaker:
     def state(self) -> str:
         if self.opened_at is None:
             return "closed"
-        return "half-open" if time.monotonic() - self.opened_at >= self.cooldown else "open"
+        return "half-open" if self.clock() - self.opened_at >= self.cooldown else "open"
 
     def allows(self) -> bool:
         state = self.state
@@ -67,9 +76,12 @@ class CircuitBreaker:
             return True
         return state == "half-open" and not self.trial_in_flight
 
-    def on_attempt(self) -> None:
+    def on_attempt(self) -> bool:
+        """A try starts; True if it is the half-open trial (its lease must end it)."""
         if self.opened_at is not None:
             self.trial_in_flight = True
+            return True
+        return False
 
     def on_success(self) -> None:
         self.failures = 0
@@ -80,7 +92,11 @@ class CircuitBreaker:
         self.failures += 1
         self.trial_in_flight = False
         if self.opened_at is not None or self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
+            self.opened_at = self.clock()
+
+    def on_abandon(self) -> None:
+        """The trial ended without a verdict: stay half-open, let the next request try."""
+        self.trial_in_flight = False
 
 
 @dataclass(slots=True, eq=False)
@@ -121,12 +137,70 @@ class Endpoint:
         return self.healthy and self.breaker.allows()
 
 
+class Lease:
+    """One try's claim on an endpoint: the only code that changes its load counters and ends a breaker trial.
+
+    Created when a try starts (``in_flight``, ``active_blocks``, the queued prefill ``pending_blocks`` and
+    ``prefilling`` go up), told about the first byte (queued prefill released) and the verdict (success or
+    failure, for the breaker), and released exactly once in effect — callers release in ``finally`` on every
+    exit path and may call :meth:`release` again harmlessly. Load counters that never came back down skewed
+    every later routing decision when an unexpected exception skipped a hand-written release.
+    """
+
+    __slots__ = ("blocks", "endpoint", "prefill", "prefilling", "released", "trial", "verdict")
+
+    def __init__(self, endpoint: Endpoint, *, blocks: int, prefill: int) -> None:
+        self.endpoint = endpoint
+        self.blocks = blocks
+        self.prefill = prefill
+        endpoint.in_flight += 1
+        endpoint.active_blocks += blocks
+        endpoint.pending_blocks += prefill
+        endpoint.prefilling += 1
+        self.prefilling = True
+        self.released = False
+        self.verdict = False
+        self.trial = endpoint.breaker.on_attempt()
+
+    def first_byte(self) -> None:
+        """The engine answered: this try's prefill is no longer queued there. Idempotent."""
+        if self.prefilling:
+            self.prefilling = False
+            self.endpoint.prefilling -= 1
+            self.endpoint.pending_blocks -= self.prefill
+
+    def succeeded(self) -> None:
+        self.verdict = True
+        self.endpoint.breaker.on_success()
+
+    def failed(self) -> None:
+        self.verdict = True
+        self.endpoint.breaker.on_failure()
+        self.endpoint.failed += 1
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        self.first_byte()
+        self.endpoint.in_flight -= 1
+        self.endpoint.active_blocks -= self.blocks
+        if self.trial and not self.verdict:
+            self.endpoint.breaker.on_abandon()
+
+
 class EndpointPool:
     """All known endpoints. Discovery adds/removes; the scraper updates; routing reads."""
 
-    def __init__(self, *, breaker_failures: int = 3, breaker_cooldown: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        breaker_failures: int = 3,
+        breaker_cooldown: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._by_key: dict[str, Endpoint] = {}
-        self._breaker = (breaker_failures, breaker_cooldown)
+        self._breaker = (breaker_failures, breaker_cooldown, clock)
         #: incremented on every membership change (round-robin and caches key on it)
         self.generation = 0
 

@@ -36,12 +36,19 @@ class GatewayError(Exception):
     code: str | None = None
 
     def __init__(
-        self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.headers = headers or {}
+        if code is not None:
+            self.code = code
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -87,9 +94,17 @@ class UpstreamError(GatewayError):
     code = "upstream_unavailable"
 
 
+#: x-request-id is echoed to the engine, the client and the log: bounded, and visible ASCII only
+MAX_REQUEST_ID = 128
+
+
+def valid_request_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_REQUEST_ID and all("!" <= c <= "~" for c in value)
+
+
 def error_response(exc: GatewayError, request_id: str | None = None) -> Response:
     headers = dict(exc.headers)
-    if request_id:
+    if request_id and valid_request_id(request_id):  # never echo what the request was refused for
         headers["x-request-id"] = request_id
     return Response(
         orjson.dumps(exc.body()), status_code=exc.status, media_type="application/json", headers=headers

@@ -11,15 +11,12 @@
 
 from __future__ import annotations
 
-from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex, RedisIndex
+from kvcache import KVEventSubscriber, PrefixIndex, RedisIndex, open_index
 
 
-def build_index(backend: str, redis_url: str | None) -> MemoryIndex | RedisIndex:
-    if backend == "memory":
-        return MemoryIndex()
-    if not redis_url:
-        raise ValueError("index_backend 'redis' needs redis_url")
-    return RedisIndex(redis_url)
+def build_index(backend: str, redis_url: str | None) -> PrefixIndex:
+    """The approximate index, through kvcache's one backend registry (:func:`kvcache.open_index`)."""
+    return open_index(redis_url if backend == "redis" and redis_url else "memory://")
 
 
 def build_subscriber(index: PrefixIndex, *, block_size: int, seed: int) -> KVEventSubscriber:
@@ -29,7 +26,7 @@ def build_subscriber(index: PrefixIndex, *, block_size: int, seed: int) -> KVEve
     return subscriber
 
 
-async def start_index(index: MemoryIndex | RedisIndex) -> None:
+async def start_index(index: PrefixIndex) -> None:
     """Connect a Redis index now rather than on the first request (it never raises: it falls back)."""
     if isinstance(index, RedisIndex):
         await index.start()

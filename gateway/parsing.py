@@ -7,13 +7,14 @@ the gateway does not re-validate a large body with pydantic on the hot path. It 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from flotilla.tokenizer import Tokenizer
-from gateway.errors import BadRequest
+from gateway.errors import MAX_REQUEST_ID, BadRequest, valid_request_id
 
 #: expected output tokens when a request sets no max_tokens (load accounting only)
 DEFAULT_EXPECTED_OUTPUT = 256
@@ -29,6 +30,8 @@ class ParsedRequest:
     prompt_ids: list[int]
     #: total prompt tokens across all prompts (rate limiting, load)
     prompt_tokens: int
+    #: max_tokens as the client sent it (None = unset; ``max_tokens`` then holds the default expectation)
+    requested_max_tokens: int | None = None
 
 
 def _object(raw: bytes) -> dict[str, Any]:
@@ -43,6 +46,11 @@ def _object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+#: no model has a context this long; a larger max_tokens is a mistake or an attack on the TPM counters
+#: (2**63 overflowed Redis' INCRBY)
+MAX_TOKENS_CEILING = 1 << 24
+
+
 def _int_field(body: dict[str, Any], *names: str) -> int | None:
     for name in names:
         value = body.get(name)
@@ -50,7 +58,39 @@ def _int_field(body: dict[str, Any], *names: str) -> int | None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise BadRequest(f"'{name}' must be a non-negative integer", param=name)
+        if value > MAX_TOKENS_CEILING:
+            raise BadRequest(f"'{name}' must be at most {MAX_TOKENS_CEILING}", param=name)
         return value
+    return None
+
+
+def check_request_id(value: str | None) -> str | None:
+    """A client's ``x-request-id`` (None when absent); 400 unless it is 1..128 visible ASCII characters."""
+    if not value:
+        return None
+    if not valid_request_id(value):
+        raise BadRequest(
+            f"x-request-id must be 1 to {MAX_REQUEST_ID} visible ASCII characters", param="x-request-id"
+        )
+    return value
+
+
+def max_model_len(endpoints: Iterable[Any], model: str) -> int | None:
+    """The context length the engines report for ``model`` (vLLM's ``/v1/models`` ``max_model_len``);
+    for an adapter, its base model's. None when no engine says."""
+    for endpoint in endpoints:
+        parent: str | None = None
+        for card in endpoint.cards:
+            if card.get("id") == model:
+                limit = card.get("max_model_len")
+                if isinstance(limit, int) and limit > 0:
+                    return limit
+                parent = card.get("parent")
+        if parent:
+            for card in endpoint.cards:
+                limit = card.get("max_model_len")
+                if card.get("id") == parent and isinstance(limit, int) and limit > 0:
+                    return limit
     return None
 
 
@@ -114,4 +154,4 @@ def parse(raw: bytes, kind: str, tokenizer: Tokenizer) -> ParsedRequest:
         if kind == "embeddings":
             stream, max_tokens = False, 0
     expected = DEFAULT_EXPECTED_OUTPUT if max_tokens is None else max_tokens
-    return ParsedRequest(body, model, stream, expected, ids, total)
+    return ParsedRequest(body, model, stream, expected, ids, total, max_tokens)

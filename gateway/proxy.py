@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.endpoints import Endpoint
+from flotilla import labels
+from gateway.endpoints import Endpoint, Lease
 from gateway.errors import NoEndpoint, UpstreamError, sse_error
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import timeouts
@@ -71,29 +73,53 @@ class Attempt:
     tries: int = 0
     endpoint: Endpoint | None = None
     status: int = 0
-    errors: list[str] = field(default_factory=list)
+    #: (endpoint key, what went wrong) per failed try: logged in full, shown to clients without the keys
+    errors: list[tuple[str, str]] = field(default_factory=list)
     #: why the last try failed: connect | timeout | status_5xx | read
     reason: str = ""
-    #: the current try's load is counted on ``endpoint``
-    held: bool = False
     #: prompt blocks and the routing-time prefix matches (endpoint key -> leading blocks held), for the
-    #: endpoint's queued-prefill count; ``prefill`` is what the current try added there until its first byte
+    #: endpoint's queued-prefill count
     prompt_blocks: int = 0
     matches: dict[str, int] = field(default_factory=dict)
-    prefill: int = 0
-    prefilling: bool = False
+    #: the current try's claim on ``endpoint`` (load counters, breaker trial); released on every exit path
+    lease: Lease | None = None
+    #: read the engine's ``usage`` (TPM reconciliation) into ``usage_tokens``; costs a parse, so only on demand
+    want_usage: bool = False
+    usage_tokens: int | None = None
 
 
-#: response header naming the endpoint that served the request (debugging, tests)
-ENDPOINT_HEADER = "x-flotilla-endpoint"
-
-
-def response_headers(upstream: httpx.Response, attempt: Attempt) -> dict[str, str]:
+def response_headers(upstream: httpx.Response, attempt: Attempt, debug: bool) -> dict[str, str]:
     headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
-    headers["x-request-id"] = attempt.request_id
-    if attempt.endpoint is not None:
-        headers[ENDPOINT_HEADER] = attempt.endpoint.key
+    headers[labels.HEADER_REQUEST_ID] = attempt.request_id
+    if debug and attempt.endpoint is not None:  # an engine's address is internal: only when asked for
+        headers[labels.HEADER_ENDPOINT] = attempt.endpoint.key
     return headers
+
+
+def usage_from_json(content: bytes) -> int | None:
+    """``usage.total_tokens`` of an OpenAI response body, or None."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    usage = body.get("usage") if isinstance(body, dict) else None
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+
+
+def usage_from_sse(chunk: bytes) -> int | None:
+    """``usage.total_tokens`` from the usage chunk of a stream (``stream_options.include_usage``), or None.
+
+    Cheap on the chunks that carry none (one substring test); a usage event split across two reads is missed
+    and the admission estimate then stands.
+    """
+    if b'"usage":{' not in chunk and b'"usage": {' not in chunk:
+        return None
+    found = None
+    for line in chunk.split(b"\n"):
+        if line.startswith(b"data: {") and b'"usage"' in line:
+            found = usage_from_json(line[6:]) or found
+    return found
 
 
 class Proxy:
@@ -108,12 +134,15 @@ class Proxy:
         stream_idle_timeout: float,
         connect_timeout: float,
         retry_after: int,
+        debug_headers: bool = False,
     ) -> None:
         self.transport = transport
+        self.debug_headers = debug_headers
         self.metrics = metrics
         self.max_retries = max_retries
         self.budget = budget
         self.retry_after = retry_after
+        self.first_byte_timeout = first_byte_timeout
         self._extensions = {
             True: {"timeout": timeouts(connect=connect_timeout, read=stream_idle_timeout)},
             False: {"timeout": timeouts(connect=connect_timeout, read=first_byte_timeout)},
@@ -130,47 +159,21 @@ class Proxy:
             url = self._urls[key] = httpx.URL(endpoint.url + path)
         return url
 
-    @staticmethod
-    def _acquire(endpoint: Endpoint, attempt: Attempt) -> None:
-        endpoint.in_flight += 1
-        endpoint.active_blocks += attempt.blocks
-        attempt.prefill = max(0, attempt.prompt_blocks - attempt.matches.get(endpoint.key, 0))
-        endpoint.pending_blocks += attempt.prefill
-        endpoint.prefilling += 1
-        attempt.prefilling = True
-        endpoint.breaker.on_attempt()
-        attempt.held = True
-
-    @staticmethod
-    def _first_byte(endpoint: Endpoint, attempt: Attempt) -> None:
-        """The engine answered: this try's prefill is no longer queued there. Idempotent."""
-        if attempt.prefilling:
-            attempt.prefilling = False
-            endpoint.prefilling -= 1
-            endpoint.pending_blocks -= attempt.prefill
-
-    @staticmethod
-    def _release(endpoint: Endpoint, attempt: Attempt) -> None:
-        """Give back the load counted by :meth:`_acquire`; safe to call more than once per try."""
-        Proxy._first_byte(endpoint, attempt)
-        if attempt.held:
-            attempt.held = False
-            endpoint.in_flight -= 1
-            endpoint.active_blocks -= attempt.blocks
-
-    def _failed(self, endpoint: Endpoint, attempt: Attempt, reason: str, detail: str) -> None:
-        endpoint.breaker.on_failure()
-        endpoint.failed += 1
+    def _failed(self, lease: Lease, attempt: Attempt, reason: str, detail: str) -> None:
+        lease.release()
+        lease.failed()
         attempt.reason = reason
-        attempt.errors.append(f"{endpoint.key}: {detail}")
+        attempt.errors.append((lease.endpoint.key, detail))
 
     @staticmethod
-    def _reason(exc: httpx.HTTPError) -> str:
+    def _reason(exc: Exception) -> str:
         # connect first: the aiohttp transport reports a refused connection as ConnectTimeout
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return "connect"
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
             return "timeout"
+        # anything else — httpx's read errors, or an exception of the transport's own library that httpx-aiohttp
+        # does not map (aiohttp's ClientResponseError for an oversized response header) — is a broken response
         return "read"
 
     async def forward(
@@ -199,14 +202,19 @@ class Proxy:
                 self.metrics.retries.labels(attempt.reason).inc()
             attempt.tries += 1
             attempt.endpoint = endpoint
-            self._acquire(endpoint, attempt)
+            lease = attempt.lease = Lease(
+                endpoint,
+                blocks=attempt.blocks,
+                prefill=max(0, attempt.prompt_blocks - attempt.matches.get(endpoint.key, 0)),
+            )
             try:
                 response = await self._try(
-                    endpoint, path, body, headers, extensions, stream, attempt, started, on_done
+                    lease, path, body, headers, extensions, stream, attempt, started, on_done
                 )
-            except asyncio.CancelledError:  # the client went away before the first byte: abort upstream too
-                self._release(endpoint, attempt)
-                attempt.status = 499
+            except BaseException as exc:
+                # the client went away before the first byte (CancelledError), or a bug: the try is over
+                lease.release()
+                attempt.status = 499 if isinstance(exc, asyncio.CancelledError) else 500
                 on_done(attempt)
                 raise
             if response is not None:
@@ -217,23 +225,32 @@ class Proxy:
                 f"no healthy endpoint can serve model '{attempt.model}' right now",
                 headers={"retry-after": str(self.retry_after)},
             )
+        # engine addresses go to the log, not to the client
+        log.warning(
+            "request %s (%s) failed after %d tries: %s",
+            attempt.request_id,
+            attempt.model,
+            attempt.tries,
+            "; ".join(f"{key}: {detail}" for key, detail in attempt.errors),
+        )
+        details = ", ".join(detail for _, detail in attempt.errors[-3:])
         if attempt.reason in ("connect", "breaker"):
             attempt.status = 503
             on_done(attempt)
             raise NoEndpoint(
-                f"no endpoint reachable for model '{attempt.model}': {'; '.join(attempt.errors[-3:])}",
+                f"no endpoint reachable for model '{attempt.model}' ({attempt.tries} tries: {details})",
                 headers={"retry-after": str(self.retry_after)},
             )
         attempt.status = 502
         on_done(attempt)
         raise UpstreamError(
-            f"upstream failed after {attempt.tries} attempt(s): {'; '.join(attempt.errors[-3:])}",
+            f"upstream failed after {attempt.tries} attempt(s): {details}",
             headers={"retry-after": str(self.retry_after)},
         )
 
     async def _try(
         self,
-        endpoint: Endpoint,
+        lease: Lease,
         path: str,
         body: bytes,
         headers: dict[str, str],
@@ -243,50 +260,58 @@ class Proxy:
         started: float,
         on_done: Callable[[Attempt], None],
     ) -> Response | None:
-        """One try on ``endpoint`` (already acquired). None = failed before the first byte (released)."""
+        """One try under ``lease``. None = failed before the first byte (released, verdict given)."""
+        endpoint = lease.endpoint
         request = httpx.Request(
             "POST", self._url(endpoint, path), content=body, headers=headers, extensions=extensions
         )
+        # non-streaming: first_byte_timeout bounds the whole response, not each read (an engine dripping a byte
+        # at a time would otherwise hold the request for ever); streams: the per-read idle timeout applies
+        deadline = None if stream else asyncio.get_running_loop().time() + self.first_byte_timeout
         try:
-            upstream = await self.transport.handle_async_request(request)
-        except httpx.HTTPError as exc:
-            self._release(endpoint, attempt)
-            self._failed(endpoint, attempt, self._reason(exc), f"{type(exc).__name__} {exc}")
+            async with asyncio.timeout_at(deadline):
+                upstream = await self.transport.handle_async_request(request)
+        except Exception as exc:  # the boundary: any transport failure is this try's failure
+            self._failed(lease, attempt, self._reason(exc), f"{type(exc).__name__}")
             return None
         if upstream.status_code >= 500:
             await upstream.aclose()
-            self._release(endpoint, attempt)
-            self._failed(endpoint, attempt, "status_5xx", f"HTTP {upstream.status_code}")
+            self._failed(lease, attempt, "status_5xx", f"HTTP {upstream.status_code}")
             return None
-        endpoint.breaker.on_success()
+        lease.succeeded()
         attempt.status = upstream.status_code
         if stream and upstream.status_code == 200:
-            closer = _Closer(self, upstream, endpoint, attempt, on_done)
+            closer = _Closer(upstream, lease, attempt, on_done)
             return RelayResponse(
-                self._relay(upstream, endpoint, attempt, started, closer),
+                self._relay(upstream, lease, attempt, started, closer),
                 closer,
-                headers=response_headers(upstream, attempt),
+                headers=response_headers(upstream, attempt, self.debug_headers),
             )
         try:
-            content = await upstream.aread()
-        except httpx.HTTPError as exc:
-            self._release(endpoint, attempt)
-            self._failed(endpoint, attempt, self._reason(exc), f"{type(exc).__name__} {exc}")
+            async with asyncio.timeout_at(deadline):
+                content = await upstream.aread()
+        except Exception as exc:
+            self._failed(lease, attempt, self._reason(exc), f"{type(exc).__name__}")
             return None
         finally:
             await upstream.aclose()
-        self._release(endpoint, attempt)
+        lease.release()
         endpoint.served += 1
         self.metrics.ttft.labels(attempt.model).observe(time.perf_counter() - started)
+        if attempt.want_usage and upstream.status_code == 200:
+            attempt.usage_tokens = usage_from_json(content)
         on_done(attempt)
         return Response(
-            content, status_code=upstream.status_code, headers=response_headers(upstream, attempt)
+            content,
+            status_code=upstream.status_code,
+            headers=response_headers(upstream, attempt, self.debug_headers),
         )
 
     async def _relay(
-        self, upstream: httpx.Response, endpoint: Endpoint, attempt: Attempt, started: float, closer: _Closer
+        self, upstream: httpx.Response, lease: Lease, attempt: Attempt, started: float, closer: _Closer
     ) -> AsyncIterator[bytes]:
         model = attempt.model
+        endpoint = lease.endpoint
         itl = self.metrics.itl.labels(model)
         last = 0.0
         try:
@@ -296,16 +321,19 @@ class Proxy:
                     itl.observe(now - last)
                 else:
                     self.metrics.ttft.labels(model).observe(now - started)
-                    self._first_byte(endpoint, attempt)
+                    lease.first_byte()
                 last = now
+                if attempt.want_usage:
+                    attempt.usage_tokens = usage_from_sse(chunk) or attempt.usage_tokens
                 yield chunk
             endpoint.served += 1
-        except httpx.HTTPError as exc:
-            self._failed(endpoint, attempt, "stream", f"{type(exc).__name__} {exc}")
+        except Exception as exc:  # any transport failure mid-stream ends the stream with an error event
+            lease.failed()
+            attempt.errors.append((endpoint.key, type(exc).__name__))
             self.metrics.stream_errors.labels(endpoint.key).inc()
             attempt.status = 502
             log.warning("stream from %s broke: %s: %s", endpoint.key, type(exc).__name__, exc)
-            yield sse_error(f"upstream {endpoint.key} failed mid-stream: {type(exc).__name__}")
+            yield sse_error(f"upstream failed mid-stream: {type(exc).__name__}")
         except (asyncio.CancelledError, GeneratorExit):
             attempt.status = 499  # the client went away mid-stream; closing upstream aborts the engine's work
             raise
@@ -316,32 +344,23 @@ class Proxy:
 class _Closer:
     """Ends a relayed stream exactly once, whether it finished, broke, or never started (client gone)."""
 
-    __slots__ = ("attempt", "done", "endpoint", "on_done", "proxy", "upstream")
+    __slots__ = ("attempt", "done", "lease", "on_done", "upstream")
 
     def __init__(
-        self,
-        proxy: Proxy,
-        upstream: httpx.Response,
-        endpoint: Endpoint,
-        attempt: Attempt,
-        on_done: Callable[[Attempt], None],
+        self, upstream: httpx.Response, lease: Lease, attempt: Attempt, on_done: Callable[[Attempt], None]
     ) -> None:
-        self.proxy, self.upstream, self.endpoint, self.attempt, self.on_done = (
-            proxy,
-            upstream,
-            endpoint,
-            attempt,
-            on_done,
-        )
+        self.upstream, self.lease, self.attempt, self.on_done = upstream, lease, attempt, on_done
         self.done = False
 
     async def __call__(self) -> None:
         if self.done:
             return
         self.done = True
-        self.proxy._release(self.endpoint, self.attempt)
+        self.lease.release()
         try:
             await self.upstream.aclose()
+        except Exception as exc:  # closing a broken connection may raise; the stream is over either way
+            log.debug("closing upstream stream failed: %s", type(exc).__name__)
         finally:
             self.on_done(self.attempt)
 

@@ -8,6 +8,15 @@ per-replica counters (limits then hold per replica) and retries Redis after a pa
 
 Headers follow OpenAI: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``; a 429 carries
 ``Retry-After`` = seconds until the window ends.
+
+The token charge is an estimate (``max_tokens`` is an upper bound, 256 when unset); when the engine's response
+reports ``usage``, :meth:`Limiter.adjust` moves the key's window by the difference, so a key is charged what it
+used. A request whose estimate alone exceeds the key's TPM can never pass; the gateway answers it with 400
+before it gets here rather than a 429 that invites retrying.
+
+Only a *connection* failure marks Redis down (for everyone, ``retry_after`` s); a command error concerns one
+request (its arguments), so that request alone is counted per replica. Otherwise one crafted request could
+turn every key's shared limit into a per-replica one.
 """
 
 from __future__ import annotations
@@ -22,6 +31,14 @@ from typing import Any, Protocol
 log = logging.getLogger("flotilla.gateway")
 
 WINDOW = 60
+
+_ADJUST = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local t = redis.call('INCRBY', KEYS[1], ARGV[1])
+  if t < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
+end
+return 0
+"""
 
 _LUA = """
 local r = redis.call('INCRBY', KEYS[1], 1)
@@ -65,6 +82,9 @@ def verdict(allowed: bool, used_r: int, used_t: int, rpm: int | None, tpm: int |
 class Limiter(Protocol):
     async def acquire(self, key_id: str, tokens: int, rpm: int | None, tpm: int | None) -> Verdict: ...
 
+    async def adjust(self, key_id: str, tokens: int) -> None:
+        """Add ``tokens`` (negative: give back) to the key's current window, once the real usage is known."""
+
     async def close(self) -> None: ...
 
 
@@ -88,6 +108,12 @@ class MemoryLimiter:
         self._counts[key_id] = (window, r, t)
         return verdict(True, r, t, rpm, tpm, now)
 
+    async def adjust(self, key_id: str, tokens: int) -> None:
+        window = int(self._clock() // WINDOW)
+        current = self._counts.get(key_id)
+        if current is not None and current[0] == window:  # a past window's charge no longer matters
+            self._counts[key_id] = (window, current[1], max(0, current[2] + tokens))
+
     async def close(self) -> None:
         return None
 
@@ -100,6 +126,7 @@ class RedisLimiter:
 
         self._redis: Any = aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._script = self._redis.register_script(_LUA)
+        self._adjust = self._redis.register_script(_ADJUST)
         self._fallback = MemoryLimiter()
         self._retry_after = retry_after
         self._down_until = 0.0
@@ -116,10 +143,28 @@ class RedisLimiter:
                 )
                 return verdict(bool(allowed), int(used_r), int(used_t), rpm, tpm, now)
             except Exception as exc:  # redis errors of every kind: fall back, never fail the request
-                self.errors += 1
-                log.warning("rate-limit store failed (%s); using per-replica limits", type(exc).__name__)
-                self._down_until = time.monotonic() + self._retry_after
+                self._failed(exc)
         return await self._fallback.acquire(key_id, tokens, rpm, tpm)
+
+    async def adjust(self, key_id: str, tokens: int) -> None:
+        window = int(time.time() // WINDOW)
+        if time.monotonic() >= self._down_until:
+            try:
+                await self._adjust(keys=[f"flotilla:rl:{key_id}:{window}:t"], args=[tokens])
+                return
+            except Exception as exc:
+                self._failed(exc)
+        await self._fallback.adjust(key_id, tokens)
+
+    def _failed(self, exc: Exception) -> None:
+        import redis
+
+        self.errors += 1
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+            log.warning("rate-limit store unreachable (%s); using per-replica limits", type(exc).__name__)
+            self._down_until = time.monotonic() + self._retry_after
+        else:  # a command error is about this request's arguments, not about Redis: nobody else falls back
+            log.warning("rate-limit store refused a command (%s)", type(exc).__name__)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -44,6 +44,7 @@ class Scraper:
         models_interval: float,
         unhealthy_after: int,
         on_unhealthy: Callable[[Endpoint], Awaitable[None]] | None = None,
+        on_scraped: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.pool = pool
         self.client = client
@@ -53,8 +54,8 @@ class Scraper:
         self.unhealthy_after = unhealthy_after
         self.on_unhealthy = on_unhealthy
         self._models_at: dict[str, float] = {}
-        #: called after every full scrape (the gateway syncs KV-event subscriptions there)
-        self.on_scraped: Callable[[], Awaitable[None]] | None = None
+        #: called after every full scrape (the gateway syncs KV-event subscriptions and wakes held requests)
+        self.on_scraped = on_scraped
 
     async def run(self) -> None:
         while True:
@@ -98,6 +99,10 @@ class Scraper:
             log.info("endpoint %s healthy (%s)", endpoint.key, ", ".join(sorted(endpoint.models)))
             endpoint.healthy = True
             endpoint.breaker.on_success()
+
+    def forget_models(self, endpoint: Endpoint) -> None:
+        """Make the next :meth:`scrape_one` of ``endpoint`` re-read ``/v1/models`` (an adapter may be loading)."""
+        self._models_at.pop(endpoint.key, None)
 
     async def _models(self, endpoint: Endpoint) -> None:
         response = await self.client.get(endpoint.url + "/v1/models", timeout=self.timeout)

@@ -11,22 +11,28 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from starlette.responses import Response
 
+from flotilla import labels
 from flotilla.tokenizer import load_tokenizer
 from gateway.auth import KeyStore
+from gateway.catalog import Catalog
 from gateway.discovery.static import static_specs
 from gateway.endpoints import Endpoint, EndpointPool, EndpointSpec
 from gateway.errors import BadRequest, ModelNotFound, NoEndpoint, RateLimited
+from gateway.holding import Holding
 from gateway.index import build_index, build_subscriber, start_index
-from gateway.parsing import ParsedRequest, parse
+from gateway.lifecycle import DemandHook, IndexHook, RequestContext, RequestHook, TelemetryHook, UsageHook
+from gateway.parsing import ParsedRequest, check_request_id, max_model_len, parse
 from gateway.proxy import Attempt, Proxy, RetryBudget
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.routing import Router, RoutingRequest
+from gateway.routing.router import Profile
 from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
 from gateway.telemetry import GatewayMetrics
@@ -36,7 +42,7 @@ from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex, block_hashes
 log = logging.getLogger("flotilla.gateway")
 
 #: upstream request headers copied from the client (everything else is dropped; the body is forwarded as is)
-_FORWARDED = ("content-type", "accept", "user-agent", "x-session-id", "traceparent", "tracestate")
+_FORWARDED = ("content-type", "accept", "user-agent", labels.HEADER_SESSION_ID, "traceparent", "tracestate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +68,39 @@ class GatewayStats:
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings) -> None:
+    """The gateway's state and its request pipeline.
+
+    ``transport`` (the upstream HTTP transport; default: built from settings at start) and ``clock`` (breakers,
+    holding) are injectable, so tests drive failures and time without sockets or sleeps.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.pool = EndpointPool(
-            breaker_failures=settings.breaker_failures, breaker_cooldown=settings.breaker_cooldown
+            breaker_failures=settings.breaker_failures,
+            breaker_cooldown=settings.breaker_cooldown,
+            clock=clock,
         )
+        #: models and adapters the control plane declares, served or not (gateway/catalog.py)
+        self.catalog = Catalog()
+        self.holding: Holding[list[Endpoint]] = Holding(
+            timeout=settings.hold_timeout,
+            max_queued=settings.hold_max_queued,
+            max_bytes=settings.hold_max_bytes,
+            retry_after=settings.retry_after,
+            refresh=self._refresh,
+            clock=clock,
+        )
+        #: requests dispatched to an engine and not finished, per model (the autoscaler's demand signal)
+        self.in_flight: dict[str, int] = {}
         self.metrics = GatewayMetrics(self.pool)
+        self.metrics.watch_demand(self.holding.queued, self.in_flight, self.catalog.names)
         self.router = Router(
             profiles=settings.profiles,
             default_profile=settings.default_profile,
@@ -85,24 +118,37 @@ class Gateway:
             if settings.ratelimit_backend == "redis" and settings.redis_url
             else MemoryLimiter()
         )
-        if settings.ratelimit_backend == "redis" and not settings.redis_url:
-            raise ValueError("ratelimit_backend 'redis' needs redis_url")
-        self.transport: httpx.AsyncBaseTransport | None = None
+        self.transport: httpx.AsyncBaseTransport | None = transport
         self.scrape_client: httpx.AsyncClient | None = None
         self.proxy: Proxy | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._watcher: Any = None
+        self._watchers: list[Any] = []
+        self._wanted_profiles: dict[str, str] = {}
         self.requests = 0
         self.errors = 0
         self._match_sum = 0.0
         self._match_n = 0
         for spec in static_specs(settings.engines, settings.engines_file, settings.kv_events):
             self.pool.upsert(spec)
+        self.metrics.watch_backend_errors(
+            {
+                "ratelimit": lambda: getattr(self.limiter, "errors", 0),
+                "prefix_index": lambda: getattr(getattr(self.index, "stats", None), "failures", 0),
+            }
+        )
+        #: what happens because a request was routed, and when it ends (gateway/lifecycle.py)
+        self.hooks: list[RequestHook] = [
+            DemandHook(self.in_flight),
+            IndexHook(self.index, self._spawn),
+            UsageHook(self.limiter, self._spawn),
+            TelemetryHook(self.metrics, self._count),
+        ]
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
-        self.transport = make_transport(s.transport, max_connections=s.max_connections)
+        if self.transport is None:
+            self.transport = make_transport(s.transport, max_connections=s.max_connections)
         # trust_env=False: engines are dialled directly, never through an HTTP(S)_PROXY from the environment
         self.scrape_client = httpx.AsyncClient(timeout=s.scrape_timeout, trust_env=False)
         self.proxy = Proxy(
@@ -114,6 +160,7 @@ class Gateway:
             stream_idle_timeout=s.stream_idle_timeout,
             connect_timeout=s.connect_timeout,
             retry_after=s.retry_after,
+            debug_headers=s.debug_headers,
         )
         self.scraper = Scraper(
             self.pool,
@@ -123,31 +170,36 @@ class Gateway:
             models_interval=s.models_interval,
             unhealthy_after=s.unhealthy_after,
             on_unhealthy=self._forget,
+            on_scraped=self._after_scrape,
         )
         await start_index(self.index)
         self.metrics.watch("prefix_index", self.index)
         if s.prefix_mode == "precise":
             self.precise_index = MemoryIndex()
             self.subscriber = build_subscriber(self.precise_index, block_size=s.block_size, seed=s.hash_seed)
-            self.scraper.on_scraped = self._sync_subscriber
             self.metrics.watch("kv_events", self.subscriber)
         await self.scraper.scrape_all()  # know models and health before the first request
         self._spawn(self.scraper.run())
         if s.kubernetes:
-            from gateway.discovery.kube import PodWatcher
+            from gateway.discovery.kube import CatalogWatcher, PodWatcher
 
-            self._watcher = PodWatcher(
-                asyncio.get_running_loop(),
-                self.set_endpoints,
-                namespace=s.namespace,
-                label_selector=s.label_selector,
-                kubeconfig=s.kubeconfig,
-            )
-            self._watcher.start()
+            loop = asyncio.get_running_loop()
+            self._watchers = [
+                PodWatcher(
+                    loop,
+                    self.set_endpoints,
+                    namespace=s.namespace,
+                    label_selector=s.label_selector,
+                    kubeconfig=s.kubeconfig,
+                ),
+                CatalogWatcher(loop, self.catalog.declare, namespace=s.namespace, kubeconfig=s.kubeconfig),
+            ]
+            for watcher in self._watchers:
+                watcher.start()
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
+        for watcher in self._watchers:
+            watcher.stop()
         for task in self._tasks:
             task.cancel()
         for task in list(self._tasks):
@@ -170,6 +222,13 @@ class Gateway:
 
     def set_endpoints(self, specs: list[EndpointSpec]) -> None:
         """Replace the endpoint set (Kubernetes discovery); new endpoints are scraped right away."""
+        wanted = {s.model: s.routing_profile for s in specs if s.model and s.routing_profile}
+        if wanted != self._wanted_profiles:
+            self._wanted_profiles = wanted
+            for name in self.router.discover_profiles(wanted):
+                log.warning(
+                    "routing profile %r asked for by a model's pods is unknown here; using the default", name
+                )
         for key in self.pool.replace_all(specs):
             self._spawn(self.index.remove_endpoint(key))
             if self.subscriber is not None:
@@ -177,9 +236,28 @@ class Gateway:
         for endpoint in self.pool:
             if not endpoint.models_known:
                 self._spawn(self.scraper.scrape_one(endpoint))
+        self.holding.wake()
 
     async def _forget(self, endpoint: Endpoint) -> None:
         await self.index.remove_endpoint(endpoint.key)
+
+    async def _after_scrape(self) -> None:
+        self.holding.wake()
+        await self._sync_subscriber()
+
+    async def _refresh(self, model: str) -> None:
+        """Re-read, now, the endpoints that could start serving ``model`` (held requests wait on them):
+        those not reached or not healthy yet, and for an adapter those of its base model."""
+        base = self.catalog.base_of(model)
+        due = [
+            e
+            for e in self.pool
+            if not e.models_known or not e.healthy or (base is not None and e.serves(base))
+        ]
+        for endpoint in due:
+            self.scraper.forget_models(endpoint)  # re-read /v1/models on this scrape
+        if due:
+            await asyncio.gather(*(self.scraper.scrape_one(e) for e in due))
 
     async def _sync_subscriber(self) -> None:
         """Follow the KV events of every endpoint that publishes them, once its served model is known
@@ -200,131 +278,163 @@ class Gateway:
         index = self.precise_index if kind == "precise" and self.precise_index is not None else self.index
         return await index.match(hashes, keys)
 
-    def _candidates(self, model: str) -> list[Endpoint]:
+    def _probe(self, model: str) -> list[Endpoint] | None:
+        """The endpoints to route ``model`` to now; None = worth holding the request; raises = answer now."""
         hosting = self.pool.hosting(model)
+        available = [e for e in hosting if e.available]
+        if available:
+            return available
+        if model in self.catalog:
+            return None  # declared by the control plane: scaling from zero, or an adapter being placed
         if not hosting and any(not e.models_known for e in self.pool):
-            # some endpoint was never reached, so "unknown model" cannot be told from "fleet down"
-            self.metrics.rejections.labels("no_endpoint").inc()
-            raise NoEndpoint(
-                f"no endpoint is reachable to serve model '{model}'",
-                headers={"retry-after": str(self.settings.retry_after)},
-            )
+            return None  # some endpoint was never reached: "unknown model" cannot be told from "not yet"
         if not hosting:
             self.metrics.rejections.labels("model_not_found").inc()
             raise ModelNotFound(f"The model `{model}` does not exist.", param="model")
-        available = [e for e in hosting if e.available]
-        if not available:
-            self.metrics.rejections.labels("no_endpoint").inc()
-            raise NoEndpoint(
-                f"no healthy endpoint can serve model '{model}' right now",
-                headers={"retry-after": str(self.settings.retry_after)},
-            )
-        return available
+        raise NoEndpoint(
+            f"no healthy endpoint can serve model '{model}' right now",
+            headers={"retry-after": str(self.settings.retry_after)},
+        )
 
+    async def _candidates(self, model: str, size: int) -> list[Endpoint]:
+        try:
+            return await self.holding.wait(model, size, lambda: self._probe(model))
+        except NoEndpoint as exc:
+            self.metrics.rejections.labels("no_endpoint").inc()
+            if not self.pool.hosting(model) and model not in self.catalog:
+                # nothing was ever reached: say so, it is the likely misconfiguration
+                raise NoEndpoint(
+                    f"no endpoint is reachable to serve model '{model}'", headers=exc.headers
+                ) from None
+            raise
+
+    # ------------------------------------------------------------------ the request pipeline
     async def handle(self, path: str, kind: str, raw: bytes, headers: Any) -> Response:
-        started = time.perf_counter()
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
-        key = self.keys.authenticate(headers.get("authorization"))
-        parsed: ParsedRequest = parse(raw, kind, self.tokenizer)
-        limit_headers: dict[str, str] = {}
-        rpm = (key.rpm if key else None) or self.settings.rpm_limit
-        tpm = (key.tpm if key else None) or self.settings.tpm_limit
-        if rpm or tpm:
-            key_id = key.digest[:16] if key else "anonymous"
-            verdict = await self.limiter.acquire(key_id, parsed.prompt_tokens + parsed.max_tokens, rpm, tpm)
-            limit_headers = verdict.headers
-            if not verdict.allowed:
-                self.metrics.rejections.labels("rate_limited").inc()
-                raise RateLimited(
-                    f"rate limit reached for key '{key.name if key else 'anonymous'}' (rpm {rpm}, tpm {tpm})",
-                    headers=limit_headers,
-                )
-        profile = self.router.profile_for(parsed.model, headers.get("x-routing-strategy"))
+        """admit → candidates (held while none is ready) → route → dispatch, with hooks at routing and end."""
+        ctx = await self._admit(path, kind, raw, headers)
+        profile = self.router.profile_for(ctx.model, headers.get(labels.HEADER_ROUTING_STRATEGY))
         if profile is None:
             self.metrics.rejections.labels("bad_strategy").inc()
             raise BadRequest(
-                f"unknown routing strategy {headers.get('x-routing-strategy')!r}; "
+                f"unknown routing strategy {headers.get(labels.HEADER_ROUTING_STRATEGY)!r}; "
                 f"known: {', '.join(sorted(self.router.profiles))}",
-                param="x-routing-strategy",
+                param=labels.HEADER_ROUTING_STRATEGY,
             )
-        candidates = self._candidates(parsed.model)
+        candidates = await self._candidates(ctx.model, len(raw))
+        self._check_context(ctx, candidates)
+        await self._route(ctx, profile, candidates, headers)
+        response = await self._dispatch(ctx, path, raw, headers)
+        response.headers.update(ctx.limit_headers)
+        return response
+
+    async def _admit(self, path: str, kind: str, raw: bytes, headers: Any) -> RequestContext:
+        """Who asks (request id, API key), what for (the parsed body), and whether their limits allow it."""
+        request_id = check_request_id(headers.get(labels.HEADER_REQUEST_ID)) or uuid.uuid4().hex
+        key = self.keys.authenticate(headers.get("authorization"))
+        parsed: ParsedRequest = parse(raw, kind, self.tokenizer)
+        ctx = RequestContext(path=path, request_id=request_id, parsed=parsed, key=key)
+        rpm = (key.rpm if key else None) or self.settings.rpm_limit
+        tpm = (key.tpm if key else None) or self.settings.tpm_limit
+        if not (rpm or tpm):
+            return ctx
+        ctx.key_id = key.digest[:16] if key else "anonymous"
+        ctx.tpm = tpm
+        ctx.charged_tokens = parsed.prompt_tokens + parsed.max_tokens
+        who = key.name if key else "anonymous"
+        if tpm and ctx.charged_tokens > tpm:  # could never pass: say so instead of inviting a retry
+            self.metrics.rejections.labels("too_large").inc()
+            raise BadRequest(
+                f"request needs about {ctx.charged_tokens} tokens (prompt + max_tokens), more than the "
+                f"{tpm} tokens per minute allowed for key '{who}'; lower max_tokens or the prompt",
+                param="max_tokens",
+                code="request_too_large",
+            )
+        verdict = await self.limiter.acquire(ctx.key_id, ctx.charged_tokens, rpm, tpm)
+        ctx.limit_headers = verdict.headers
+        if not verdict.allowed:
+            self.metrics.rejections.labels("rate_limited").inc()
+            raise RateLimited(
+                f"rate limit reached for key '{who}' (rpm {rpm}, tpm {tpm})", headers=verdict.headers
+            )
+        return ctx
+
+    def _check_context(self, ctx: RequestContext, candidates: list[Endpoint]) -> None:
+        """``max_tokens`` above the model's context length can never be served: 400, as vLLM answers."""
+        requested = ctx.parsed.requested_max_tokens
+        limit = max_model_len(candidates, ctx.model) if requested else None
+        if requested is not None and limit is not None and requested > limit:
+            raise BadRequest(
+                f"max_tokens ({requested}) exceeds the maximum context length of model "
+                f"'{ctx.model}' ({limit} tokens)",
+                param="max_tokens",
+            )
+
+    async def _route(
+        self, ctx: RequestContext, profile: Profile, candidates: list[Endpoint], headers: Any
+    ) -> None:
         s = self.settings
-        hashes = block_hashes(
-            parsed.prompt_ids[: s.max_prefix_blocks * s.block_size],
+        ctx.hashes = block_hashes(
+            ctx.parsed.prompt_ids[: s.max_prefix_blocks * s.block_size],
             block_size=s.block_size,
             seed=s.hash_seed,
-            scope=parsed.model,
+            scope=ctx.model,
         )
-        routing = RoutingRequest(
-            model=parsed.model,
-            prompt_tokens=len(parsed.prompt_ids),
-            hashes=hashes,
+        ctx.routing = RoutingRequest(
+            model=ctx.model,
+            prompt_tokens=len(ctx.parsed.prompt_ids),
+            hashes=ctx.hashes,
             block_size=s.block_size,
-            max_tokens=parsed.max_tokens,
-            session_id=headers.get("x-session-id"),
-            is_adapter=any(parsed.model in e.adapters for e in candidates),
+            max_tokens=ctx.parsed.max_tokens,
+            session_id=headers.get(labels.HEADER_SESSION_ID),
+            is_adapter=any(ctx.model in e.adapters for e in candidates),
         )
-        decision = await self.router.route(profile, routing, candidates, self._match)
+        ctx.decision = decision = await self.router.route(profile, ctx.routing, candidates, self._match)
         self.metrics.decision.labels(decision.profile).observe(decision.seconds)
         if decision.match_ratio is not None:
             self.metrics.match_ratio.observe(decision.match_ratio)
             self._match_sum += decision.match_ratio
             self._match_n += 1
-        if hashes:  # approximate mode learns from the decision, before the response, so bursts see it
-            await self.index.record(decision.ranked[0].key, hashes)
-        upstream_headers = {h: headers[h] for h in _FORWARDED if h in headers}
-        upstream_headers["x-request-id"] = request_id
-        upstream_headers["accept-encoding"] = "identity"  # bodies are relayed as raw bytes
-        attempt = Attempt(
-            model=parsed.model,
-            blocks=routing.blocks,
-            request_id=request_id,
-            prompt_blocks=-(-routing.prompt_tokens // routing.block_size),
-            matches=routing.matches,
-        )
 
-        def done(a: Attempt) -> None:
-            self.requests += 1
-            status = str(a.status)
-            if a.status >= 500:
-                self.errors += 1
-            endpoint = a.endpoint.key if a.endpoint else "none"
-            if hashes and a.endpoint is not None and a.endpoint is not decision.ranked[0] and a.status < 400:
-                # a retry served it elsewhere: that engine now holds the prefix too
-                self._spawn(self.index.record(a.endpoint.key, hashes))
-            self.metrics.requests.labels(a.model, endpoint, status).inc()
-            elapsed = time.perf_counter() - started
-            self.metrics.e2e.labels(a.model).observe(elapsed)
-            log.info(
-                "%s %s -> %s %s",
-                path,
-                a.model,
-                endpoint,
-                status,
-                extra={
-                    "fields": {
-                        "request_id": a.request_id,
-                        "model": a.model,
-                        "endpoint": endpoint,
-                        "status": a.status,
-                        "tries": a.tries,
-                        "strategy": decision.profile,
-                        "stream": parsed.stream,
-                        "prompt_tokens": parsed.prompt_tokens,
-                        "key": key.name if key else None,
-                        "duration_ms": round(elapsed * 1000, 2),
-                    }
-                },
-            )
-
+    async def _dispatch(self, ctx: RequestContext, path: str, raw: bytes, headers: Any) -> Response:
+        """Forward with retries; every hook that saw the request routed sees it finish, on every exit path."""
         assert self.proxy is not None, "Gateway.start() was not awaited"
-        response = await self.proxy.forward(
-            decision.ranked, path, raw, upstream_headers, stream=parsed.stream, attempt=attempt, on_done=done
+        assert ctx.routing is not None
+        assert ctx.decision is not None
+        upstream_headers = {h: headers[h] for h in _FORWARDED if h in headers}
+        upstream_headers[labels.HEADER_REQUEST_ID] = ctx.request_id
+        upstream_headers["accept-encoding"] = "identity"  # bodies are relayed as raw bytes
+        ctx.attempt = Attempt(
+            model=ctx.model,
+            blocks=ctx.routing.blocks,
+            request_id=ctx.request_id,
+            prompt_blocks=-(-ctx.routing.prompt_tokens // ctx.routing.block_size),
+            matches=ctx.routing.matches,
         )
-        response.headers.update(limit_headers)
-        return response
+        try:
+            for hook in self.hooks:
+                ctx.routed_by.append(hook)
+                await hook.on_routed(ctx)
+            return await self.proxy.forward(
+                ctx.decision.ranked,
+                path,
+                raw,
+                upstream_headers,
+                stream=ctx.parsed.stream,
+                attempt=ctx.attempt,
+                on_done=lambda _attempt: ctx.finish(),
+            )
+        except BaseException:
+            ctx.finish()  # no-op if the proxy already reported the end
+            raise
+
+    def _count(self, status: int) -> None:
+        self.requests += 1
+        if status >= 500:
+            self.errors += 1
 
     def models(self) -> dict[str, Any]:
+        """What engines serve, plus what the control plane declares (a model at zero replicas, an adapter
+        being placed): a client can list a model it may use, and a request for it is held, not refused."""
         cards: dict[str, dict[str, Any]] = {}
         for endpoint in self.pool:
             if not endpoint.healthy:
@@ -337,6 +447,18 @@ class Gateway:
                     "object": "model",
                     "owned_by": "flotilla",
                 }
+        for name, base in self.catalog.items():
+            if name not in cards:
+                declared: dict[str, Any] = {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "flotilla",
+                }
+                if base is not None:
+                    declared["parent"] = base
+                    declared["root"] = name
+                cards[name] = declared
         return {"object": "list", "data": sorted(cards.values(), key=lambda c: str(c["id"]))}
 
     def stats(self) -> GatewayStats:

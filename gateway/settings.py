@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -92,8 +92,18 @@ class GatewaySettings(BaseSettings):
     breaker_cooldown: float = Field(default=5.0, gt=0)
     #: request bodies above this are refused with 413 before they are parsed
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: request line + headers above this get 431 and the connection closed (gateway/server.py)
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
+    #: a request's head must arrive within this many seconds of the connection (or the previous response)
+    header_timeout: float = Field(default=10.0, gt=0)
     #: Retry-After (seconds) sent with 503 when no endpoint can serve
     retry_after: int = Field(default=1, ge=0)
+    #: a request for a declared model with no ready endpoint (scaled to zero, adapter being placed, engines not
+    #: reached yet) waits this long for one before its 503; cover the engines' cold start (gateway/holding.py)
+    hold_timeout: float = Field(default=30.0, ge=0)
+    #: at most this many requests, and this many body bytes, are held at once; beyond, 503 at once
+    hold_max_queued: int = Field(default=256, ge=0)
+    hold_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
     # ------------------------------------------------------------------ API keys and limits
     #: plaintext keys (from env); stored only as SHA-256 digests once loaded
@@ -107,8 +117,24 @@ class GatewaySettings(BaseSettings):
     ratelimit_backend: Literal["memory", "redis"] = "memory"
 
     # ------------------------------------------------------------------ observability
+    #: add ``x-flotilla-endpoint`` (the engine's address) to responses: handy on loopback, a leak of internal
+    #: addresses anywhere else, so off by default
+    debug_headers: bool = False
     log_json: bool = True
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _redis_means_shared(self) -> GatewaySettings:
+        """A Redis URL is given to share state between replicas: unless a backend is named explicitly, both the
+        prefix index and the rate limits use it (a URL that silently left the index per replica was a trap)."""
+        if self.redis_url:
+            if "index_backend" not in self.model_fields_set:
+                self.index_backend = "redis"
+            if "ratelimit_backend" not in self.model_fields_set:
+                self.ratelimit_backend = "redis"
+        elif self.index_backend == "redis" or self.ratelimit_backend == "redis":
+            raise ValueError("a 'redis' index or rate-limit backend needs redis_url")
+        return self
 
     @field_validator("engines")
     @classmethod

@@ -6,13 +6,14 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from flotilla import demand
 from gateway.endpoints import EndpointPool
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -48,6 +49,43 @@ class _EndpointCollector(Collector):
             blocks.add_metric([e.key], e.active_blocks)
             pending.add_metric([e.key], e.pending_blocks)
         return [in_flight, healthy, blocks, pending]
+
+
+class _DemandCollector(Collector):
+    """Per-model demand (flotilla/demand.py): held and dispatched requests; declared models export 0 too, so
+    the series exist before the first request and an autoscaler sees an explicit zero."""
+
+    def __init__(
+        self, queued: Mapping[str, int], in_flight: Mapping[str, int], declared: Callable[[], Iterable[str]]
+    ) -> None:
+        self.queued, self.in_flight, self.declared = queued, in_flight, declared
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        queued = GaugeMetricFamily(
+            demand.QUEUED_METRIC, "Requests held because no ready endpoint serves the model", labels=["model"]
+        )
+        in_flight = GaugeMetricFamily(
+            demand.IN_FLIGHT_METRIC, "Requests dispatched to an engine and not finished", labels=["model"]
+        )
+        for model in sorted(set(self.queued) | set(self.in_flight) | set(self.declared())):
+            queued.add_metric([model], self.queued.get(model, 0))
+            in_flight.add_metric([model], self.in_flight.get(model, 0))
+        return [queued, in_flight]
+
+
+class _BackendErrors(Collector):
+    def __init__(self, sources: Mapping[str, Callable[[], int]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "flotilla_gateway_backend_errors",
+            "Shared index / rate-limit store failures (a per-replica fallback was used)",
+            labels=["backend"],
+        )
+        for name, read in self.sources.items():
+            family.add_metric([name], read())
+        return [family]
 
 
 class _StatsCollector(Collector):
@@ -125,15 +163,20 @@ class GatewayMetrics:
         self.stream_errors = Counter(
             "flotilla_gateway_stream_errors", "Streams ended by an upstream failure", ["endpoint"], registry=r
         )
-        self.backend_errors = Counter(
-            "flotilla_gateway_backend_errors",
-            "Shared index / limiter failures (fallback used)",
-            ["backend"],
-            registry=r,
-        )
         self.up = Gauge("flotilla_gateway_started_timestamp_seconds", "When this gateway started", registry=r)
         self.up.set(time.time())
         r.register(_EndpointCollector(pool))
+
+    def watch_demand(
+        self, queued: Mapping[str, int], in_flight: Mapping[str, int], declared: Callable[[], Iterable[str]]
+    ) -> None:
+        """Export per-model demand (flotilla/demand.py), read live from the gateway's own counters."""
+        self.registry.register(_DemandCollector(queued, in_flight, declared))
+
+    def watch_backend_errors(self, sources: Mapping[str, Callable[[], int]]) -> None:
+        """``flotilla_gateway_backend_errors_total{backend}``: failures of the shared stores (a fallback was
+        used), read from the stores' own counters."""
+        self.registry.register(_BackendErrors(sources))
 
     def watch(self, name: str, owner: object) -> None:
         """Export ``owner.stats`` (e.g. the KV-event subscriber's) as ``flotilla_gateway_<name>_total``."""
@@ -158,18 +201,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
+#: loggers of the gateway process: its own and the prefix index's (Redis, KV events), all formatted alike
+GATEWAY_LOGGERS = ("flotilla.gateway", "flotilla.kvcache")
+
+
 def configure_logging(json_logs: bool, level: str) -> Callable[[], None]:
-    """Attach a handler to the ``flotilla.gateway`` logger; returns a function that detaches it."""
-    logger = logging.getLogger("flotilla.gateway")
+    """Attach one handler to the gateway's loggers (:data:`GATEWAY_LOGGERS`); returns a function that detaches it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
+    loggers = [logging.getLogger(name) for name in GATEWAY_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False
 
     def detach() -> None:
-        logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
 
     return detach

@@ -169,11 +169,12 @@ class ModelDeploymentSpec(ApiModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Compute and placement.")
     lora: LoRASpec = Field(default_factory=LoRASpec, description="Runtime LoRA adapters.")
     kv_events: KVEventsSpec = Field(default_factory=KVEventsSpec, description="vLLM KV-cache events.")
-    routing_profile: str = Field(
-        default="default",
+    routing_profile: str | None = Field(
+        default=None,
         max_length=63,
         pattern=DNS_LABEL,
-        description="Gateway routing profile for this model (a profile name from the gateway's config).",
+        description="Gateway routing profile for this model (a profile name the gateway knows); unset = the "
+        "gateway's default.",
     )
     pod_template: PodTemplateOverride = Field(
         default_factory=PodTemplateOverride, description="Overrides merged into the generated pod template."

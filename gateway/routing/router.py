@@ -72,11 +72,25 @@ class Router:
                 )
         self.default_profile = default_profile
 
+        #: per-model profiles asked for by the models' owners (ModelDeployment spec.routingProfile, read from
+        #: pod annotations by discovery); the gateway's own ``model_profiles`` win over them
+        self.discovered_profiles: dict[str, str] = {}
+
+    def discover_profiles(self, wanted: dict[str, str]) -> list[str]:
+        """Adopt ``model -> profile`` from discovery; returns the names it ignored (no such profile)."""
+        unknown = sorted({p for p in wanted.values() if p not in self.profiles})
+        self.discovered_profiles = {m: p for m, p in wanted.items() if p in self.profiles}
+        return unknown
+
     def profile_for(self, model: str, requested: str | None) -> Profile | None:
-        """The profile to use, or None if ``requested`` (the header) names no profile."""
+        """The profile to use, or None if ``requested`` (the header) names no profile.
+
+        Precedence: the request's header, the gateway's ``model_profiles``, the model's own (discovered),
+        the gateway's default."""
         if requested:
             return self.profiles.get(requested)
-        return self.profiles[self.model_profiles.get(model, self.default_profile)]
+        name = self.model_profiles.get(model) or self.discovered_profiles.get(model, self.default_profile)
+        return self.profiles[name]
 
     async def route(
         self, profile: Profile, request: RoutingRequest, candidates: list[Endpoint], match: MatchFn

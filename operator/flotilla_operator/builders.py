@@ -90,12 +90,13 @@ def pod_annotations(spec: ModelDeploymentSpec) -> dict[str, str]:
     out = {
         labels.ENGINE_PORT: str(spec.engine.port),
         labels.SERVED_MODEL_NAME: spec.served_name,
-        labels.ROUTING_PROFILE: spec.routing_profile,
         # vLLM serves Prometheus metrics on the API port
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(spec.engine.port),
         "prometheus.io/path": "/metrics",
     }
+    if spec.routing_profile:  # read by the gateway's pod discovery
+        out[labels.ROUTING_PROFILE] = spec.routing_profile
     if spec.kv_events.enabled:
         out[labels.KV_EVENTS_PORT] = str(spec.kv_events.port)
     return out

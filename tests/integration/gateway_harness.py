@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from gateway import GatewaySettings, create_app
+from gateway.server import server_config
 from gateway.service import Gateway
 from tests.support import free_port
 
@@ -45,6 +46,15 @@ class RunningGateway:
             time.sleep(0.05)
         raise TimeoutError(f"gateway: {what} not reached in {timeout}s")
 
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the gateway's event loop (e.g. ``set_endpoints``) and return its result."""
+        assert self.loop is not None
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
     def wait_healthy(self, n: int, timeout: float = 20.0) -> None:
         self.wait_until(
             lambda g: sum(1 for e in g.pool if e.available) >= n, timeout, f"{n} healthy endpoints"
@@ -56,12 +66,14 @@ def running_gateway(**settings: Any) -> Iterator[RunningGateway]:
     port = free_port()
     settings.setdefault("scrape_interval", 0.2)
     settings.setdefault("models_interval", 0.5)
+    settings.setdefault("debug_headers", True)  # tests check which engine served (x-flotilla-endpoint)
     app = create_app(GatewaySettings(port=port, **settings))
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, loop="asyncio", log_level="warning", access_log=False
-    )
+    config = server_config(app, app.state.gateway.settings, host="127.0.0.1", loop="asyncio")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="gateway-under-test", daemon=True)
+    loop = asyncio.new_event_loop()  # owned here, so tests can run code on the gateway's loop (``call``)
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(server.serve(),), name="gateway-under-test", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -69,7 +81,9 @@ def running_gateway(**settings: Any) -> Iterator[RunningGateway]:
             raise RuntimeError("gateway did not start")
         time.sleep(0.02)
     try:
-        yield RunningGateway(f"http://127.0.0.1:{port}", app, server)
+        yield RunningGateway(f"http://127.0.0.1:{port}", app, server, loop)
     finally:
         server.should_exit = True
         thread.join(15)
+        if not thread.is_alive():
+            loop.close()

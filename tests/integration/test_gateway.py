@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
+from flotilla.labels import HEADER_ENDPOINT as ENDPOINT_HEADER
 from flotilla.tokenizer import synthetic_ids, synthetic_text
-from gateway.proxy import ENDPOINT_HEADER
 from gateway.routing.registry import BUILTIN_PROFILES
 from tests.fleet import SimFleet, sim_fleet
 from tests.integration.gateway_harness import RunningGateway, running_gateway

@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
+from flotilla.labels import HEADER_ENDPOINT as ENDPOINT_HEADER
 from flotilla.vllm_metrics import parse_metrics
-from gateway.proxy import ENDPOINT_HEADER
 from tests.fleet import sim_fleet
 from tests.integration.gateway_harness import running_gateway
 from tests.support import RedisServer
@@ -132,7 +132,10 @@ def test_all_engines_down_is_503_with_retry_after() -> None:
 def test_gateway_without_any_reachable_engine_is_503() -> None:
     from tests.support import free_port
 
-    with running_gateway(engines=[f"http://127.0.0.1:{free_port()}"]) as gw, _client(gw.base_url) as client:
+    with (
+        running_gateway(engines=[f"http://127.0.0.1:{free_port()}"], hold_timeout=0.5) as gw,
+        _client(gw.base_url) as client,
+    ):
         assert client.models.list().data == []
         with pytest.raises(openai.InternalServerError) as info:
             client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])

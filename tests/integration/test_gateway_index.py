@@ -7,8 +7,8 @@ import contextlib
 import httpx
 import openai
 
+from flotilla.labels import HEADER_ENDPOINT as ENDPOINT_HEADER
 from flotilla.tokenizer import synthetic_ids, synthetic_text
-from gateway.proxy import ENDPOINT_HEADER
 from tests.fleet import sim_fleet
 from tests.integration.gateway_harness import running_gateway
 from tests.support import RedisServer

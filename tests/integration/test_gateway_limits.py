@@ -88,7 +88,10 @@ def test_keys_and_limits(fleet: SimFleet, keys_file: Path) -> None:
             ok = _ask(b, max_tokens=10)  # ~14 prompt + 10 output tokens of 100
             assert int(ok.headers["x-ratelimit-remaining-tokens"]) < 100
             with pytest.raises(openai.RateLimitError):
-                _ask(b, max_tokens=90)
+                _ask(b, max_tokens=70)  # fits the limit, not what is left of this minute
+            with pytest.raises(openai.BadRequestError) as too_large:
+                _ask(b, max_tokens=90)  # can never fit: a 400, not a 429 that invites retrying
+            assert too_large.value.body["code"] == "request_too_large"  # type: ignore[index]
     logging.getLogger("flotilla.gateway").removeHandler(records)
     logged = "\n".join(records.lines)
     assert "team-a" in logged

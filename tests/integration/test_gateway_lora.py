@@ -7,7 +7,7 @@ from collections import Counter
 import httpx
 import openai
 
-from gateway.proxy import ENDPOINT_HEADER
+from flotilla.labels import HEADER_ENDPOINT as ENDPOINT_HEADER
 from tests.fleet import sim_fleet
 from tests.integration.gateway_harness import running_gateway
 

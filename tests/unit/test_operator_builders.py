@@ -56,7 +56,7 @@ def test_kv_events_config_is_vllm_json() -> None:
 
 LABELS = [
     pytest.param({}, {labels.MODEL: "org.model", labels.KV_EVENTS: "false", labels.LORA_ENABLED: "false"},
-                 {labels.ENGINE_PORT: "8000", labels.SERVED_MODEL_NAME: "org/model", labels.ROUTING_PROFILE: "default"},
+                 {labels.ENGINE_PORT: "8000", labels.SERVED_MODEL_NAME: "org/model"},
                  id="defaults"),
     pytest.param({"servedModelName": "chat", "kvEvents": {"enabled": True}, "lora": {"enabled": True},
                   "routingProfile": "prefix"},

@@ -74,3 +74,18 @@ def test_prompt_adds_bos() -> None:
 def test_decode_rejects_out_of_vocab() -> None:
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tok.decode([10**9])
+
+
+def test_the_encode_cache_is_bounded_by_bytes_not_entries() -> None:
+    from flotilla.tokenizer import EncodeCache, FlotillaTokenizer
+
+    tok = FlotillaTokenizer(content_cache_bytes=4 << 20)
+    texts = [f"doc {i} " + "lorem ipsum dolor sit amet " * 2000 for i in range(200)]  # ~54 kB each
+    for text in texts:
+        assert tok.encode(text) == tok.encode(text)  # the cached copy equals the computed one
+    cache: EncodeCache = tok._cache
+    assert cache.bytes <= 4 << 20
+    assert 0 < len(cache) < 200  # old entries were evicted to stay within the budget
+    huge = "x " * 2_000_000  # one prompt larger than an eighth of the budget is not kept at all
+    tok.encode(huge)
+    assert huge not in cache._entries

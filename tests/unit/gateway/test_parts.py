@@ -195,8 +195,11 @@ def _pod(**over):
         (_pod(status__podIP=None), None),
         (_pod(metadata__deletionTimestamp="2026-01-01T00:00:00Z"), None),
         (_pod(status__podIP="::1"), EndpointSpec(url="http://[::1]:8000", model="llama")),
+        (_pod(metadata__annotations={labels.ROUTING_PROFILE: "round-robin"}),
+         EndpointSpec(url="http://127.0.0.5:8000", model="llama", routing_profile="round-robin")),
     ],
-    ids=["ready", "port-and-served-name", "kv-events", "pending", "not-ready", "no-ip", "terminating", "ipv6"],
+    ids=["ready", "port-and-served-name", "kv-events", "pending", "not-ready", "no-ip", "terminating", "ipv6",
+         "routing-profile"],
 )  # fmt: skip
 def test_pod_to_spec(pod, expected) -> None:
     assert pod_to_spec(pod) == expected

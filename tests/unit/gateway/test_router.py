@@ -52,6 +52,15 @@ def test_profile_resolution() -> None:
     assert router.profile_for("m", "bogus") is None
 
 
+def test_a_models_own_profile_applies_unless_the_gateway_or_the_request_says_otherwise() -> None:
+    router = Router(model_profiles={"m2": "round-robin"})
+    assert router.discover_profiles({"m": "least-request", "m2": "random", "m3": "nope"}) == ["nope"]
+    assert router.profile_for("m", None).name == "least-request"  # type: ignore[union-attr]
+    assert router.profile_for("m2", None).name == "round-robin"  # type: ignore[union-attr]  (gateway config)
+    assert router.profile_for("m3", None).name == "default"  # type: ignore[union-attr]  (unknown: ignored)
+    assert router.profile_for("m", "random").name == "random"  # type: ignore[union-attr]  (header)
+
+
 def test_custom_params_reach_the_plugin() -> None:
     router = Router(
         profiles={"w": ProfileConfig(scorers={"kv-cost": 1.0}, params={"kv-cost": {"overlap_weight": 3.0}})}
