@@ -338,11 +338,16 @@ class SimEngines:
 
 
 class GatewayEndpoints:
-    """Tells an in-process gateway (``app.state.gateway``) about engines and reads the model's demand."""
+    """Tells an in-process gateway (``app.state.gateway``) about engines and reads the model's demand.
+
+    The model is declared in the gateway's catalog (source ``"up"``), so while no engine serves it requests
+    are held rather than answered 404. Demand is read the way the operator's autoscaler reads it — the
+    ``flotilla.demand`` gauges of the gateway's Prometheus registry — so this path exercises the contract."""
 
     def __init__(self, gateway: Any, model: str) -> None:
         self.gateway = gateway
         self.model = model
+        gateway.catalog.declare("up", {model: None})
 
     def publish(self, urls: Sequence[str]) -> None:
         from gateway.endpoints import EndpointSpec
@@ -350,8 +355,14 @@ class GatewayEndpoints:
         self.gateway.set_endpoints([EndpointSpec(url=u, model=self.model) for u in urls])
 
     def demand(self) -> tuple[float, float]:
-        in_flight = sum(e.in_flight for e in self.gateway.pool if e.serves(self.model))
-        return float(in_flight), 0.0
+        from prometheus_client import generate_latest
+
+        from flotilla.demand import ModelDemand, parse_demand
+
+        found = parse_demand(generate_latest(self.gateway.metrics.registry).decode()).get(
+            self.model, ModelDemand()
+        )
+        return found.in_flight, found.queued
 
 
 class AutoscalerPolicy:
