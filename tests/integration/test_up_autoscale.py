@@ -108,7 +108,8 @@ def test_up_autoscale_from_zero_up_and_back_down(tmp_path: Path) -> None:
                     model=MODEL, messages=[{"role": "user", "content": f"Busy {done}"}], max_tokens=200,
                     extra_body={"ignore_eos": True},
                 )  # fmt: skip
-                assert r.usage is not None and r.usage.completion_tokens == 200
+                assert r.usage is not None
+                assert r.usage.completion_tokens == 200
                 done += 1
             return done
 
