@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from bench.autoscaling.suite import AUTOSCALE_SUITES
 from bench.procs import BenchError
 from bench.progress import Progress
 from bench.report import render
@@ -42,7 +43,12 @@ def configure(
     "--quick", is_flag=True, help="The quick suite (under a minute): one small workload, few contenders."
 )
 @click.option(
-    "--suite", "suite_name", type=click.Choice(sorted(SUITES)), default="standard", show_default=True
+    "--suite",
+    "suite_name",
+    type=click.Choice(sorted(SUITES) + sorted(AUTOSCALE_SUITES)),
+    default="standard",
+    show_default=True,
+    help="autoscaling: autoscalers vs HPA-like, fixed and oracle (docs/benchmarks.md); --quick makes it short.",
 )
 @click.option(
     "--out",
@@ -90,6 +96,14 @@ def bench(
     overhead: bool, pin: bool, rerender: bool,
 ) -> None:  # fmt: skip
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
+    if suite_name in AUTOSCALE_SUITES:
+        from bench.autoscaling.cli import run as run_autoscaling
+
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        seeds = (seed,) if seed != 0 else None  # 0 = the suite's own seeds
+        run_autoscaling(suite_name, quick=quick, out=out, time_scale=time_scale, contenders=_csv(contenders),
+                        seeds=seeds, rerender=rerender, command=command.strip())  # fmt: skip
+        return
     if rerender:
         try:
             write_report(load(out / "results.json"), out)
