@@ -83,6 +83,8 @@ class AutoscaleSuite:
     kpa: dict[str, Any] = field(default_factory=lambda: dict(KPA_SETTINGS))
     apa: dict[str, Any] = field(default_factory=lambda: dict(APA_SETTINGS))
     hpa: dict[str, Any] = field(default_factory=dict)
+    #: multiplies every derived per-pod target (KPA, APA and HPA-like alike): > 1 trades SLO margin for GPUs
+    target_factor: float = 1.0
 
     def trace(self, name: str) -> Trace:
         return scaled(TRACES[name](), self.trace_factor)
@@ -134,11 +136,11 @@ def _spec(
         "cap": calib.cap, "policy": contender,
     }  # fmt: skip
     if contender == "kpa":
-        spec["params"] = {"target": calib.concurrency, **suite.kpa}
+        spec["params"] = {"target": calib.concurrency * suite.target_factor, **suite.kpa}
     elif contender == "apa":
-        spec["params"] = {"target": calib.concurrency, **suite.apa}
+        spec["params"] = {"target": calib.concurrency * suite.target_factor, **suite.apa}
     elif contender == "hpa":
-        spec["params"] = {"target": calib.running, **suite.hpa}
+        spec["params"] = {"target": calib.running * suite.target_factor, **suite.hpa}
     elif contender == "fixed":
         peak = suite.trace(trace).peak() if trace in TRACES else 1.0
         spec["params"] = {"replicas": max(1, math.ceil(peak - 1e-9))}
