@@ -149,7 +149,7 @@ def test_gpu_seconds_clip_to_the_trace_window() -> None:
 
 
 def test_minute_attainment_uses_each_minutes_p90_and_counts_failures() -> None:
-    served = [Served(t, 0.5) for t in range(0, 60)]  # minute 0: all fast
+    served = [Served(t, 0.5) for t in range(60)]  # minute 0: all fast
     served += [Served(60 + t, 0.5 if t < 50 else 5.0) for t in range(60)]  # minute 1: 10/60 slow → p90 slow
     served += [Served(120 + t, 0.5 if t else math.inf) for t in range(60)]  # minute 2: one failure
     frac, good, counted = metrics.minute_attainment(served, 2.0, 240.0)
