@@ -61,7 +61,7 @@ def trace_section(result: AutoscaleResult, trace: str, plots: Sequence[str]) -> 
     seeds = sorted({r.seed for r in runs})
     out = [f"### Trace `{trace}`", "", f"{t.description}; seeds {', '.join(map(str, seeds))}.", ""]
     header = ["contender", "GPU-hours ÷ oracle", "SLO attainment (minutes)", "TTFT p90 (s)", "step → ready (s)",
-              "scale changes", "reversals", "failed"]  # fmt: skip
+              "scale changes", "reversals", "failed", "engine lag mean / max (s)"]  # fmt: skip
     rows = []
     for c in _contenders(result):
         rs = _runs(result, trace, c)
@@ -76,6 +76,7 @@ def trace_section(result: AutoscaleResult, trace: str, plots: Sequence[str]) -> 
             num(statistics.fmean(r.scale_changes for r in rs), "{:.1f}"),
             num(statistics.fmean(r.reversals for r in rs), "{:.1f}"),
             str(sum(r.failed for r in rs)),
+            f"{num(statistics.fmean(r.lag_mean for r in rs), '{:.2f}')} / {num(max(r.lag_max for r in rs), '{:.1f}')}",
         ])  # fmt: skip
     out += table(header, rows)
     oracle_h = statistics.fmean(r.oracle_gpu_seconds for r in runs) / 3600 if runs else math.nan

@@ -72,7 +72,8 @@ class AutoscaleSuite:
     output_tokens: int = 256
     #: TTFT p90 per minute must stay within this (simulated seconds)
     slo_ttft: float = 2.0
-    max_engines: int = 8
+    #: twice the traces' peak: room to overshoot, and a bound on the CPU the simulated fleet may take
+    max_engines: int = 6
     min_engines: int = 0
     #: one engine's capacity and targets; None = measure them first (:func:`calibrate`)
     calibration: Calibration | None = None
@@ -109,6 +110,9 @@ class RunRecord:
     #: (trace time, desired, ready, starting) per scaler tick
     timeline: list[tuple[float, int, int, int]] = field(default_factory=list)
     load_avg: float = math.nan
+    #: the apparatus' health: mean and largest lag of the serving engines behind wall time (simulated s)
+    lag_mean: float = math.nan
+    lag_max: float = math.nan
 
     @property
     def gpu_vs_oracle(self) -> float:
@@ -255,6 +259,7 @@ async def run_one(
         for row in record["timeline"]
         if 0 <= row["t"] - offset <= trace.duration
     ]
+    lags = [row.get("lag", 0.0) for row in record["timeline"] if 0 <= row["t"] - offset <= trace.duration]
     attainment, good, minutes = metrics.minute_attainment(served, suite.slo_ttft, trace.duration)
     changes, reversals = metrics.scale_events([(t, d) for t, d, _, _ in timeline])
     return RunRecord(
@@ -263,7 +268,8 @@ async def run_one(
         gpu_seconds=metrics.gpu_seconds(spans, trace.duration), oracle_gpu_seconds=plan.gpu_seconds,
         attainment=attainment, good_minutes=good, minutes=minutes, ttft_p90=metrics.ttft_p90(served),
         step_to_ready=metrics.step_to_ready(spans, trace.steps), scale_changes=changes, reversals=reversals,
-        timeline=timeline, load_avg=load,
+        timeline=timeline, load_avg=load, lag_mean=sum(lags) / len(lags) if lags else math.nan,
+        lag_max=max(lags, default=math.nan),
     )  # fmt: skip
 
 

@@ -27,7 +27,7 @@ def full() -> AutoscaleSuite:
 def quick() -> AutoscaleSuite:
     return AutoscaleSuite(
         name="autoscaling-quick", traces=("step",), seeds=(1,), contenders=("kpa", "hpa", "fixed"),
-        trace_factor=2.0, parallel=3, calibration_rates=(0.5, 0.7), calibration_seconds=90.0,
+        trace_factor=2.0, parallel=3, calibration_rates=(0.5, 0.7), calibration_seconds=70.0,
     )  # fmt: skip
 
 
@@ -52,7 +52,15 @@ def from_json(raw: bytes) -> AutoscaleResult:
     runs = []
     for r in data["runs"]:
         fields = {f.name: r[f.name] for f in dataclasses.fields(RunRecord) if f.name in r}
-        for key in ("gpu_seconds", "oracle_gpu_seconds", "attainment", "ttft_p90", "load_avg"):
+        for key in (
+            "gpu_seconds",
+            "oracle_gpu_seconds",
+            "attainment",
+            "ttft_p90",
+            "load_avg",
+            "lag_mean",
+            "lag_max",
+        ):
             fields[key] = _nan(fields.get(key))
         fields["step_to_ready"] = _nan(fields["step_to_ready"])
         fields["timeline"] = [tuple(row) for row in fields.get("timeline", [])]

@@ -107,6 +107,12 @@ class EngineHandle:
         return bool(self.engine.ready)
 
     @property
+    def lag(self) -> float:
+        """Simulated seconds the engine is behind wall time (0 when it keeps up): the host could not run its
+        steps on time, so what it serves per wall second is less than a real GPU would."""
+        return max(0.0, float(self.engine.clock.mapped() - self.engine.now()))
+
+    @property
     def busy(self) -> int:
         """Requests the engine holds (running + waiting)."""
         sched = self.engine.scheduler
@@ -125,6 +131,8 @@ class Tick:
     panic: bool
     in_flight: float
     queued: float
+    #: the largest lag of a serving engine (simulated seconds; see ``EngineHandle.lag``)
+    lag: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +240,10 @@ class LocalScaler:
         self.desired = max(self.min_engines, min(self.max_engines, decision.desired))
         self.panic = decision.panic
         await self._reconcile()
+        lag = max((h.lag for h in self.serving()), default=0.0)
         self.timeline.append(
             Tick(obs.now, self.desired, len(self.serving()), len(self.starting()), len(self.draining()),
-                 decision.panic, obs.in_flight, obs.queued)
+                 decision.panic, obs.in_flight, obs.queued, lag)
         )  # fmt: skip
 
     async def _reconcile(self) -> None:

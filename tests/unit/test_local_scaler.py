@@ -20,9 +20,19 @@ class Sched:
 
 
 @dataclass
+class FakeClock:
+    def mapped(self) -> float:
+        return 5.0
+
+
+@dataclass
 class FakeEngine:
     ready: bool = False
     scheduler: Sched = field(default_factory=Sched)
+    clock: FakeClock = field(default_factory=FakeClock)
+
+    def now(self) -> float:
+        return 3.5  # 1.5 simulated seconds behind
 
 
 class FakeEngines:
@@ -158,6 +168,7 @@ async def test_gpu_seconds_and_the_record_use_simulated_time() -> None:
     assert record["time_scale"] == 0.001
     assert record["engines"][0]["ready"] == 0.0
     assert record["timeline"][0]["desired"] == 1
+    assert record["timeline"][0]["lag"] == pytest.approx(1.5)
     await s.shutdown()
     assert engines.stopped == engines.started
 
