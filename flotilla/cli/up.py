@@ -379,6 +379,13 @@ def up(
         raise click.UsageError("--autoscale starts simulated engines; it cannot be combined with --engine")
     if min_engines > max_engines:
         raise click.BadParameter(f"{min_engines} > --max-engines {max_engines}", param_hint="--min-engines")
+    if autoscale:
+        from autoscaler import POLICIES
+
+        if policy.upper() not in POLICIES:
+            raise click.BadParameter(
+                f"{policy!r}; choose from {', '.join(p.lower() for p in POLICIES)}", param_hint="--policy"
+            )
     opts = UpOptions(engines, engine_urls, host, port, model, preset, time_scale, num_gpu_blocks, redis_url,
                      strategy, status, autoscale=autoscale, min_engines=min_engines, max_engines=max_engines,
                      policy=policy, startup_delay=startup_delay, record=record)  # fmt: skip

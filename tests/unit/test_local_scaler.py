@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from flotilla.cli.local_scaler import Decision, EngineHandle, LocalScaler, Observation
+from flotilla.cli.local_scaler import Decision, EngineHandle, LocalScaler, Observation, make_policy
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -188,3 +188,29 @@ async def test_run_reconciles_until_stopped_then_stops_every_engine() -> None:
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="min_engines <= max_engines"):
         scaler(Wants(1), min_engines=3, max_engines=2)
+
+
+def test_make_policy_refuses_unknown_algorithms() -> None:
+    with pytest.raises(ValueError, match="unknown autoscaling policy 'hpa'"):
+        make_policy("hpa", 0, 4)
+
+
+@pytest.mark.parametrize("name", ["kpa", "apa"])
+def test_the_autoscaler_policy_scales_from_zero_on_held_requests(name: str) -> None:
+    policy = make_policy(name, 0, 4, target=2.0)
+    idle = Observation(now=0.0, ready=0, starting=0, in_flight=0.0, queued=0.0)
+    assert policy.decide(idle).desired == 0
+    held = Observation(now=2.0, ready=0, starting=0, in_flight=0.0, queued=3.0)
+    assert policy.decide(held).desired >= 1
+
+
+def test_the_autoscaler_policy_follows_demand_per_engine() -> None:
+    policy = make_policy("kpa", 1, 8, target=2.0)
+    decision = Decision(0)
+    for t in range(0, 40, 2):  # 8 concurrent requests on 1 engine at target 2/engine
+        decision = policy.decide(
+            Observation(
+                now=float(t), ready=1, starting=0, in_flight=8.0, queued=0.0, running=(4,), waiting=(4,)
+            )
+        )
+    assert decision.desired == 4
