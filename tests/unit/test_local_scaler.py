@@ -206,11 +206,12 @@ def test_the_autoscaler_policy_scales_from_zero_on_held_requests(name: str) -> N
 
 def test_the_autoscaler_policy_follows_demand_per_engine() -> None:
     policy = make_policy("kpa", 1, 8, target=2.0)
-    decision = Decision(0)
-    for t in range(0, 40, 2):  # 8 concurrent requests on 1 engine at target 2/engine
-        decision = policy.decide(
-            Observation(
-                now=float(t), ready=1, starting=0, in_flight=8.0, queued=0.0, running=(4,), waiting=(4,)
-            )
-        )
-    assert decision.desired == 4
+    desired = 1
+    seen = []
+    for t in range(0, 40, 2):  # 8 concurrent requests on 1 ready engine at a target of 2 per engine
+        obs = Observation(now=float(t), ready=1, starting=desired - 1, in_flight=8.0, queued=0.0, running=(4,),
+                          waiting=(4,))  # fmt: skip
+        desired = policy.decide(obs).desired
+        seen.append(desired)
+    assert seen[0] == 2  # at most twice the current count per decision (max_scale_up_rate)
+    assert desired == 4
