@@ -188,3 +188,54 @@ def test_interval_is_a_student_t_interval() -> None:
     assert half == pytest.approx(4.30 * 1.0 / math.sqrt(3), rel=1e-3)
     assert math.isnan(interval([1.0])[1])
     assert math.isnan(interval([])[0])
+
+
+# ---------------------------------------------------------------- report and results file
+def result_with(runs):
+    import dataclasses
+
+    from bench.autoscaling.runner import AutoscaleResult, AutoscaleSuite, Calibration
+
+    return AutoscaleResult("autoscaling", "flotilla bench --suite autoscaling", dataclasses.asdict(AutoscaleSuite("x")),
+                           Calibration(0.7, 2.5, 2.4, [(0.5, 0.1, 0.8, 3.4, 3.3)]), runs)  # fmt: skip
+
+
+def record(contender, seed, gpu, attainment):
+    from bench.autoscaling.runner import RunRecord
+
+    return RunRecord(trace="step", seed=seed, contender=contender, requests=100, failed=0, gpu_seconds=gpu,
+                     oracle_gpu_seconds=100.0, attainment=attainment, good_minutes=6, minutes=7, ttft_p90=1.0,
+                     step_to_ready=[61.0], scale_changes=4, reversals=0, timeline=[(0.0, 1, 1, 0), (10.0, 2, 1, 1)],
+                     lag_mean=0.1, lag_max=1.0)  # fmt: skip
+
+
+def test_goal_check_states_met_and_missed_plainly() -> None:
+    from bench.autoscaling.report import goal_check
+
+    runs = [record("kpa", s, g, a) for s, g, a in ((1, 105.0, 1.0), (2, 108.0, 1.0))]
+    runs += [record("apa", s, 150.0, 0.9) for s in (1, 2)]
+    runs += [record("hpa", s, 200.0, 0.95) for s in (1, 2)]
+    lines = goal_check(result_with(runs))
+    kpa = next(line for line in lines if "Flotilla KPA" in line)
+    apa = next(line for line in lines if "Flotilla APA" in line)
+    assert "1.06× the oracle (goal ≤ 1.10×: met)" in kpa
+    assert "(goal ≥ 99 %: met)" in kpa
+    assert "cheaper and more within SLO" in kpa
+    assert "missed by 0.40×" in apa
+    assert "missed by 9.0 points" in apa
+    assert "not more within SLO" in apa
+
+
+def test_report_renders_and_the_results_file_round_trips() -> None:
+    from bench.autoscaling.report import render
+    from bench.autoscaling.suite import from_json, to_json
+
+    result = result_with([record("kpa", 1, 120.0, 6 / 7), record("hpa", 1, 200.0, 5 / 7)])
+    text = render(result, {"step": ["autoscaling-step.png"]})
+    assert "### Trace `step`" in text
+    assert "| Flotilla KPA | 1.20 |" in text
+    assert "![step](autoscaling-step.png)" in text
+    assert "capacity at the SLO **0.700 req/s**" in text
+    again = from_json(to_json(result))
+    assert again.runs == result.runs
+    assert again.calibration.cap == 0.7
