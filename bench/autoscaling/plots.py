@@ -1,14 +1,15 @@
 """The replicas-and-load plot of each trace: every contender's ready engines over time against the load.
 
 One panel per seed would crowd the report; the first seed's run of each contender is drawn (the tables hold
-every seed). The load is drawn in engines' worth (rate ÷ capacity), on the same axis as replicas, so the
-oracle's schedule and the gap of every contender to it can be read directly.
+every seed). The load is drawn in engines' worth (rate ÷ capacity), on the same axis as replicas, with the oracle's
+schedule (engines running, cold starts included) dashed, so every contender's gap to it can be read directly.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from bench.autoscaling import oracle
 from bench.autoscaling.runner import AutoscaleResult
 from bench.autoscaling.traces import TRACES, scaled
 from bench.plots import _pyplot
@@ -25,6 +26,10 @@ def trace_plot(result: AutoscaleResult, trace: str, path: Path) -> None:
     xs = list(range(int(t.duration) + 1))
     ax.fill_between(xs, [t.level(x) for x in xs], color="tab:orange", alpha=0.25, step="post",
                     label="load (engines' worth)")  # fmt: skip
+    plan = oracle.schedule(t, result.calibration.cap, result.config["startup_delay"],
+                           min_replicas=result.config["min_engines"])  # fmt: skip
+    ax.step(xs, [plan.alive(x) for x in xs], where="post", color="black", linestyle="--", linewidth=0.9,
+            label="oracle plan (engines running)")  # fmt: skip
     for r in runs:
         if r.seed != seed or not r.timeline:
             continue

@@ -1,7 +1,7 @@
-"""The autoscaling suites, results.json for them, and the entry point ``flotilla bench --suite autoscaling`` calls.
+"""The autoscaling suites and their results file (``autoscaling.json``, re-rendered by ``--rerender``).
 
 * ``autoscaling`` — 4 traces × seeds 1, 2, 3 × 5 contenders (KPA, APA, HPA-like, fixed, oracle replayed), two
-  contenders at a time; about 25 minutes on a 2-core machine (see docs/benchmarks.md for why not less).
+  contenders at a time; about 20 minutes on a 2-core machine (see docs/benchmarks.md for why not less).
 * ``autoscaling-quick`` (``--quick``) — the step trace at half length, seed 1, KPA vs HPA-like vs fixed side
   by side, after a two-point calibration: under a minute, for the integration tier.
 
@@ -27,7 +27,7 @@ def full() -> AutoscaleSuite:
 def quick() -> AutoscaleSuite:
     return AutoscaleSuite(
         name="autoscaling-quick", traces=("step",), seeds=(1,), contenders=("kpa", "hpa", "fixed"),
-        trace_factor=2.0, parallel=3, calibration_rates=(0.5, 0.7), calibration_seconds=70.0,
+        trace_factor=2.0, parallel=3, calibration_rates=(0.5, 0.7), calibration_seconds=60.0,
     )  # fmt: skip
 
 
