@@ -50,7 +50,7 @@ def build_policy(spec: dict[str, Any]) -> Policy:
     p = spec.get("params", {})
     if kind in ("kpa", "apa"):
         from autoscaler import DEMAND, MetricTarget, ScalerSettings
-        from flotilla.cli.local_scaler import AutoscalerPolicy
+        from flotilla.cli.local_wiring import AutoscalerPolicy
 
         settings = ScalerSettings(
             max_replicas=spec["max_engines"], min_replicas=spec["min_engines"],

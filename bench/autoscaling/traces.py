@@ -87,6 +87,8 @@ def scaled(trace: Trace, factor: float) -> Trace:
     """The same shape ``factor`` times shorter (quick runs); step times scale with it."""
     if not factor > 0:
         raise ValueError(f"time factor must be > 0, got {factor}")
+    if factor == 1.0:
+        return trace
     return Trace(trace.name, trace.description + f" (time ÷ {factor:g})", trace.duration / factor,
                  lambda t: trace.level(t * factor), tuple(s / factor for s in trace.steps))  # fmt: skip
 

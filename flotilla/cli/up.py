@@ -192,7 +192,8 @@ async def _first_model(base_url: str, fallback: str) -> str:
 
 
 def _build_scaler(opts: UpOptions, app: Any, policy: Any) -> Any:
-    from flotilla.cli.local_scaler import GatewayEndpoints, LocalScaler, SimEngines, make_policy
+    from flotilla.cli.local_scaler import LocalScaler
+    from flotilla.cli.local_wiring import GatewayEndpoints, SimEngines, make_policy
 
     try:
         chosen = (

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from flotilla.cli.local_scaler import Decision, EngineHandle, LocalScaler, Observation, make_policy
+from flotilla.cli.local_scaler import Decision, EngineHandle, LocalScaler, Observation
+from flotilla.cli.local_wiring import make_policy
 
 pytestmark = pytest.mark.timeout(30)
 
