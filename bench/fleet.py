@@ -16,6 +16,7 @@ import httpx
 
 from bench.procs import BenchError, Proc, flotilla_argv, free_ports, wait_http
 from bench.results import EngineCounters, counters_from_samples
+from flotilla.vllm_metrics import sum_samples
 
 
 @dataclass(frozen=True)
@@ -50,26 +51,7 @@ class FleetSpec:
 
 def parse_prometheus(text: str) -> dict[str, float]:
     """``{sample name: value summed over label sets}`` from Prometheus text exposition."""
-    out: dict[str, float] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        head = line.split(" ", 1)[0]
-        if "{" in head:
-            name, _, rest = line.partition("{")
-            rest = rest.rsplit("}", 1)[-1]
-        else:
-            name, _, rest = line.partition(" ")
-        fields = rest.split()
-        if not fields:
-            continue
-        try:
-            value = float(fields[0])
-        except ValueError:
-            continue
-        out[name] = out.get(name, 0.0) + value
-    return out
+    return sum_samples(text)
 
 
 class Fleet:

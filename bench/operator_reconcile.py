@@ -2,7 +2,7 @@
 
     python -m bench.operator_reconcile --count 500
 
-One run, on one freshly started loopback control plane (tests/e2e/controlplane.py), two paths side by side:
+One run, on one freshly started loopback control plane (bench/harness/controlplane.py), two paths side by side:
 
 1. **direct** (the floor): the same N Deployments + N Services the builders produce are POSTed straight to
    the API server, as fast as the operator path's client; measured until every Deployment is Available.
@@ -30,10 +30,10 @@ from typing import Any
 
 import httpx
 
+from bench.harness.controlplane import FLOTILLA, REPO, TOKEN, ControlPlane, binaries
+from bench.harness.localhost import install_loopback_guard
 from flotilla.crds import ModelDeploymentSpec
 from flotilla_operator import builders, peering
-from tests.e2e.controlplane import FLOTILLA, REPO, TOKEN, ControlPlane, binaries
-from tests.support import install_loopback_guard
 
 CONCURRENCY = 16
 TICK = os.sysconf("SC_CLK_TCK")

@@ -10,8 +10,6 @@ runtime) and ``GET /sim/stats`` (engine state and simulated clock).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -40,6 +38,7 @@ from engine_sim.protocol import (
 )
 from engine_sim.sleep import sleep_router
 from flotilla import __version__
+from flotilla.asgi import unless_disconnected
 from flotilla.tokenizer import VOCAB_SIZE
 
 log = logging.getLogger("engine_sim.server")
@@ -408,28 +407,12 @@ def _stream_usage(u: dict[str, Any]) -> dict[str, Any]:
     return u
 
 
-async def _until_disconnected(request: Request) -> None:
-    # The body has been read, so the next ASGI message is the disconnect.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Response]) -> Response:
     """Run a non-streaming handler, cancelling it when the client goes away (vLLM's ``with_cancellation``).
 
     Cancellation reaches ``complete``'s ``finally``, which aborts the engine request and frees its KV blocks.
     """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_until_disconnected(request))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    response = await unless_disconnected(work, request.receive)
+    if response is not None:
+        return response
     return Response(status_code=499)  # nobody is listening; the status shows in access logs

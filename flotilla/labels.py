@@ -19,6 +19,8 @@ COMPONENT: Final = f"{GROUP}/component"
 COMPONENT_ENGINE: Final = "engine"
 #: gateway pods carry ``gateway`` (the autoscaler reads per-model demand from their /metrics)
 COMPONENT_GATEWAY: Final = "gateway"
+#: operator pods carry ``operator`` (engines' NetworkPolicy admits them: LoRA loading, metrics for autoscaling)
+COMPONENT_OPERATOR: Final = "operator"
 #: "true" when the engine publishes vLLM KV-cache events
 KV_EVENTS: Final = f"{GROUP}/kv-events"
 #: "true" when the engine accepts runtime LoRA loading

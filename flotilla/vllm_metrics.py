@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-__all__ = ["EngineMetrics", "LoraInfo", "MetricsError", "parse_metrics", "scrape_metrics"]
+__all__ = ["EngineMetrics", "LoraInfo", "MetricsError", "parse_metrics", "scrape_metrics", "sum_samples"]
 
 
 class MetricsError(Exception):
@@ -171,6 +171,26 @@ def parse_metrics(text: str, *, latency: bool = False) -> EngineMetrics:
         ttft_buckets=tuple(sorted(ttft.items())),
         families=frozenset(families),
     )
+
+
+def sum_samples(text: str, prefixes: tuple[str, ...] = ("",)) -> dict[str, float]:
+    """``{sample name: value summed over label sets}`` for the samples whose name starts with one of
+    ``prefixes`` (all by default): the generic reading the benchmarks use for counters (one parser in the
+    project, this module's)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#" or not line.startswith(prefixes):
+            continue
+        m = _LINE_RE.match(line)
+        if m is None:
+            continue
+        try:
+            value = float(m["value"])
+        except ValueError:
+            continue
+        if value == value:  # NaN: no data yet
+            out[m["name"]] = out.get(m["name"], 0.0) + value
+    return out
 
 
 async def scrape_metrics(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +14,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flotilla.asgi import unless_disconnected
 from gateway import api_models as m
 from gateway.errors import GatewayError, PayloadTooLarge, error_response, install_handlers, valid_request_id
 from gateway.service import Gateway, GatewayStats
@@ -61,34 +60,6 @@ _COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
 log = logging.getLogger("flotilla.gateway")
 
 
-async def until_disconnect(work: Coroutine[Any, Any, Response], receive: Receive) -> Response | None:
-    """Run ``work`` (routing + waiting for the engine's first byte) unless the client disconnects first.
-
-    Cancelling ``work`` closes the upstream connection, so the engine aborts the request instead of generating
-    for nobody. Once a response exists, Starlette's streaming response watches for disconnects itself.
-    """
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # we are cancelled ourselves (shutdown): take the work down with us
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return None
-
-
 #: path -> request kind, for the routes proxied to engines
 PROXIED = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
 
@@ -115,7 +86,7 @@ class FastPath:
         request = Request(scope, receive)
         try:
             raw = await read_body(request, self.limit)
-            response = await until_disconnect(
+            response = await unless_disconnected(
                 self.gateway.handle(scope["path"], kind, raw, request.headers), receive
             )
             if response is None:
@@ -203,12 +174,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """Liveness: the gateway process answers."""
         return {"status": "ok"}
 
-    @app.get("/ready", responses={503: {"description": "No healthy endpoint"}})
+    @app.get("/ready", responses={503: {"description": "Nothing to serve or hold yet"}})
     async def ready() -> Response:
-        """Readiness: at least one endpoint is healthy."""
+        """Readiness: discovery has run, and some endpoint is healthy or some model is declared (a request
+        for a model at zero replicas is held while it scales up, so that gateway must stay in rotation)."""
         healthy = sum(1 for e in gw.pool if e.available)
+        ok = gw.discovered and (healthy > 0 or len(gw.catalog) > 0)
         return JSONResponse(
-            {"ready": healthy > 0, "healthy_endpoints": healthy}, status_code=200 if healthy else 503
+            {"ready": ok, "healthy_endpoints": healthy, "declared_models": len(gw.catalog)},
+            status_code=200 if ok else 503,
         )
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
 import click
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @click.command("gateway")
@@ -58,4 +66,10 @@ def gateway(**options: Any) -> None:
         app = create_app(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if not _loopback(settings.host) and not (settings.api_keys or settings.api_keys_file):
+        click.echo(
+            f"WARNING: the gateway listens on {settings.host} with NO API KEYS: anyone who can reach it can use "
+            "every model. Set --api-keys-file (or FLOTILLA_GATEWAY_API_KEYS) or bind 127.0.0.1.",
+            err=True,
+        )
     uvicorn.Server(server_config(app, settings)).run()

@@ -124,6 +124,8 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers: list[Any] = []
         self._wanted_profiles: dict[str, str] = {}
+        #: the endpoint set is known (static engines at once; Kubernetes after the first pod list)
+        self.discovered = not settings.kubernetes
         self.requests = 0
         self.errors = 0
         self._match_sum = 0.0
@@ -222,6 +224,7 @@ class Gateway:
 
     def set_endpoints(self, specs: list[EndpointSpec]) -> None:
         """Replace the endpoint set (Kubernetes discovery); new endpoints are scraped right away."""
+        self.discovered = True
         wanted = {s.model: s.routing_profile for s in specs if s.model and s.routing_profile}
         if wanted != self._wanted_profiles:
             self._wanted_profiles = wanted

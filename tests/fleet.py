@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -26,29 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import flotilla_argv, free_ports
 from tests.support import free_port
-
-_LAUNCH = "from flotilla.cli import main; main()"
-
-
-def _consecutive_free_ports(n: int) -> int:
-    for _ in range(200):
-        base = free_port()
-        if base + n >= 65535:
-            continue
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports found")
 
 
 @dataclass
@@ -60,7 +37,7 @@ class _Proc:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCH, *self.args],
+                flotilla_argv(*self.args),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -168,7 +145,7 @@ def sim_fleet(
             for i, (p, q) in enumerate(zip(ports, kv_ports, strict=True))
         ]
     else:
-        base, kv_base = _consecutive_free_ports(engines), _consecutive_free_ports(engines)
+        base, kv_base = free_ports(engines), free_ports(engines)
         ports = [base + i for i in range(engines)]
         kv_ports = [kv_base + i for i in range(engines)]
         procs = [

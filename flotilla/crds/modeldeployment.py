@@ -121,6 +121,22 @@ class KVEventsSpec(ApiModel):
     topic: str = Field(default="kv-events", max_length=253, description="ZMQ topic of the events.")
 
 
+class NetworkPolicySpec(ApiModel):
+    """Who may reach the engine pods. vLLM's API (and, with LoRA, its runtime adapter API) has no auth of
+    its own, so by default only Flotilla's gateway and operator pods may connect."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Create a NetworkPolicy admitting only pods labelled flotilla.dev/component=gateway or "
+        "operator (any namespace) to the engine and KV-event ports.",
+    )
+    extra_ingress_from: list[OpaqueObject] = Field(
+        default_factory=list,
+        max_length=32,
+        description="More allowed peers (Kubernetes NetworkPolicyPeer objects), e.g. your Prometheus.",
+    )
+
+
 class PodTemplateMetadata(ApiModel):
     labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
@@ -175,6 +191,9 @@ class ModelDeploymentSpec(ApiModel):
         pattern=DNS_LABEL,
         description="Gateway routing profile for this model (a profile name the gateway knows); unset = the "
         "gateway's default.",
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, description="Ingress allowed to the engine pods."
     )
     pod_template: PodTemplateOverride = Field(
         default_factory=PodTemplateOverride, description="Overrides merged into the generated pod template."

@@ -107,6 +107,9 @@ def create_registry(config: OperatorConfig, configuration: client.Configuration)
         handlers.child_event
     )
     kopf.on.event("", "v1", "services", labels=MANAGED, registry=registry, id="service")(handlers.child_event)
+    kopf.on.event(
+        "networking.k8s.io", "v1", "networkpolicies", labels=MANAGED, registry=registry, id="networkpolicy"
+    )(handlers.child_event)
     return registry
 
 

@@ -1,4 +1,4 @@
-"""Pure manifest builders: a ModelDeployment in, the Deployment and Service it implies out. No I/O.
+"""Pure manifest builders: a ModelDeployment in, the Deployment, Service and NetworkPolicy it implies out. No I/O.
 
 Everything the operator creates is computed here, so the whole mapping is covered by table-driven unit tests
 and the handlers stay thin. The manifests are *apply configurations*: they list only the fields Flotilla
@@ -150,6 +150,13 @@ def engine_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
             spec, period=probes.period_seconds, failure_threshold=probes.failure_threshold
         ),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        # restricted-profile basics that every engine image tolerates (vLLM's own runs as root, so runAsNonRoot
+        # is left to podTemplate); the GPU is reached through the device plugin, not capabilities
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     if env:
         container["env"] = env
@@ -174,6 +181,9 @@ def pod_template(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
         "containers": [engine_container(spec)],
         # vLLM's workers share tensors through /dev/shm; the container default (64 MiB) is too small
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # engines need no Kubernetes API access: no token in the pod
+        "automountServiceAccountToken": False,
     }
     if spec.resources.node_selector:
         pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
@@ -227,4 +237,45 @@ def service(name: str, namespace: str, uid: str, spec: ModelDeploymentSpec) -> d
             "ownerReferences": [owner_reference(name, uid)],
         },
         "spec": {"type": "ClusterIP", "selector": selector_labels(name), "ports": ports},
+    }
+
+
+def network_policy(name: str, namespace: str, uid: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """Ingress to the engine pods only from Flotilla's gateway and operator pods (and ``extraIngressFrom``).
+
+    vLLM authenticates nobody, and with LoRA enabled its API loads code-adjacent artifacts on request, so
+    "anyone in the cluster" is the wrong default. Egress is left alone (engines download weights).
+    """
+    ports = [{"protocol": "TCP", "port": spec.engine.port}]
+    if spec.kv_events.enabled:
+        ports.append({"protocol": "TCP", "port": spec.kv_events.port})
+    peers: list[dict[str, Any]] = [
+        {
+            "namespaceSelector": {},
+            "podSelector": {
+                "matchExpressions": [
+                    {
+                        "key": labels.COMPONENT,
+                        "operator": "In",
+                        "values": [labels.COMPONENT_GATEWAY, labels.COMPONENT_OPERATOR],
+                    }
+                ]
+            },
+        },
+        *spec.network_policy.extra_ingress_from,
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": object_labels(name),
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": ports}],
+        },
     }

@@ -87,7 +87,22 @@ def _parse(spec: Any) -> ModelDeploymentSpec:
 
 
 def _children(name: str, namespace: str, uid: str, spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
-    return [builders.deployment(name, namespace, uid, spec), builders.service(name, namespace, uid, spec)]
+    children = [builders.deployment(name, namespace, uid, spec), builders.service(name, namespace, uid, spec)]
+    if spec.network_policy.enabled:
+        children.append(builders.network_policy(name, namespace, uid, spec))
+    return children
+
+
+def _retire(state: State, name: str, namespace: str, uid: str, spec: ModelDeploymentSpec) -> list[str]:
+    """Delete children the spec no longer asks for (a NetworkPolicy switched off); returns their kinds."""
+    if spec.network_policy.enabled:
+        return []
+    live = state.kube.get("networking.k8s.io/v1", "NetworkPolicy", namespace, name)
+    if live is None or uid not in {r.get("uid") for r in live["metadata"].get("ownerReferences") or []}:
+        return []  # never ours: a policy the user wrote with the same name stays
+    state.count("delete/NetworkPolicy")
+    state.kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, name)
+    return ["NetworkPolicy"]
 
 
 def ensure(state: State, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -166,12 +181,15 @@ def reconcile(
         parsed = _parse(spec)
         manifests = _children(name, namespace, uid, parsed)
         results = [ensure(memo, m) for m in manifests]
+        retired = _retire(memo, name, namespace, uid, parsed)
     except (InvalidSpec, Rejected) as exc:
         raise _reject(memo, md, exc) from exc
     except Unavailable as exc:
         raise kopf.TemporaryError(str(exc), delay=exc.retry_after) from exc
 
     changed = [m["kind"] for m, (_, did) in zip(manifests, results, strict=True) if did]
+    if retired:
+        post_event(memo, md, "Deleted", f"Deleted {' and '.join(retired)} {name} (no longer in the spec)")
     if changed:
         verb = "Created" if reason == "create" else "Applied"
         post_event(memo, md, verb, f"{verb} {' and '.join(changed)} {name}")
@@ -225,10 +243,12 @@ def child_event(
     try:
         parsed = _parse(md.get("spec") or {})
         manifest = next(
-            m for m in _children(owner, namespace, md["metadata"]["uid"], parsed) if m["kind"] == kind
+            (m for m in _children(owner, namespace, md["metadata"]["uid"], parsed) if m["kind"] == kind), None
         )
     except InvalidSpec:
         return  # reported by reconcile already
+    if manifest is None:
+        return  # a child the spec no longer asks for (reconcile deletes it)
     ref = _md_ref(namespace, owner, md["metadata"]["uid"])
     try:
         if event.get("type") == "DELETED":

@@ -41,7 +41,12 @@ def _path(api_version: str, kind_plural: str, namespace: str, name: str | None =
     return path
 
 
-_PLURALS = {"Deployment": "deployments", "Service": "services", "ModelDeployment": MD_PLURAL}
+_PLURALS = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "NetworkPolicy": "networkpolicies",
+    "ModelDeployment": MD_PLURAL,
+}
 
 
 def translate(exc: BaseException, what: str) -> KubeError:
@@ -115,6 +120,14 @@ class Kube:
         path = _path(manifest["apiVersion"], _PLURALS[manifest["kind"]], meta["namespace"], meta["name"])
         query = [("fieldManager", self.field_manager), ("force", "true")]
         return self.request("PATCH", path, body=manifest, query=query, content_type=APPLY)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete an object; False if it was not there."""
+        try:
+            self.request("DELETE", _path(api_version, _PLURALS[kind], namespace, name))
+        except NotFound:
+            return False
+        return True
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

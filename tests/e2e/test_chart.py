@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from tests.e2e.controlplane import REPO, ControlPlane
+from tests.e2e.helpers import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -54,7 +55,7 @@ def test_chart_installs_and_its_rbac_grants_what_the_operator_needs(cluster: Con
             (operator_sa, "patch", "deployments.apps"),
             (operator_sa, "create", "events"),
             (operator_sa, "patch", "clusterkopfpeerings.kopf.dev"),
-            (gateway_sa, "watch", "pods"),
+            (operator_sa, "create", "networkpolicies.networking.k8s.io"),
         ]
         denied = [
             (operator_sa, "delete", "nodes"),
@@ -71,5 +72,55 @@ def test_chart_installs_and_its_rbac_grants_what_the_operator_needs(cluster: Con
                 cluster.kubectl("auth", "can-i", verb, resource, "--as", who, check=False).stdout.strip()
                 == "no"
             )
+        # the gateway discovers in its own namespace only (a pod elsewhere with engine labels gets no prompts)
+        for namespace, answer in ((NAMESPACE, "yes"), ("default", "no")):
+            can = cluster.kubectl(
+                "auth", "can-i", "watch", "pods", "-n", namespace, "--as", gateway_sa, check=False
+            )
+            assert can.stdout.strip() == answer, namespace
+        _engine_pod_template_policy(cluster)
     finally:
         helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "60s")
+
+
+def _engine_pod_template_policy(cluster: ControlPlane) -> None:
+    """The chart's admission policy refuses a privileged engine pod template, except where admins allow it."""
+    ns = "chart-podtemplate"
+    cluster.kubectl("create", "namespace", ns)
+    try:
+
+        def md(name: str, pod_spec: dict[str, object]) -> str:
+            return json.dumps({
+                "apiVersion": "flotilla.dev/v1alpha1", "kind": "ModelDeployment",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"model": "org/m", "replicas": 0, "resources": {"gpus": 0}, "podTemplate": {"spec": pod_spec}},
+            })  # fmt: skip
+
+        privileged = {"containers": [{"name": "engine", "securityContext": {"privileged": True}}]}
+        refused = [
+            ({"hostNetwork": True}, "hostNetwork"),
+            ({"serviceAccountName": "admin"}, "ServiceAccount"),
+            ({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}, "hostPath"),
+            (privileged, "privileged"),
+        ]
+        for pod_spec, words in refused:
+            out = cluster.kubectl("apply", "-f", "-", input=md("bad", pod_spec), check=False)
+            assert out.returncode != 0, pod_spec
+            assert words in out.stderr, out.stderr
+        ok = {
+            "containers": [{"name": "engine", "securityContext": {"runAsNonRoot": True}}],
+            "priorityClassName": "x",
+        }
+        assert cluster.kubectl("apply", "-f", "-", input=md("fine", ok), check=False).returncode == 0
+        # the documented escape hatch: a namespace an admin labelled
+        cluster.kubectl("label", "namespace", ns, "flotilla.dev/allow-privileged-engines=true")
+
+        def admitted() -> bool:
+            return (
+                cluster.kubectl("apply", "-f", "-", input=md("trusted", privileged), check=False).returncode
+                == 0
+            )
+
+        eventually(admitted, 30, "privileged template admitted in the labelled namespace")
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

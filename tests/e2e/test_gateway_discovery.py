@@ -7,6 +7,7 @@ pod IPs are the shared e2e fixtures.
 from __future__ import annotations
 
 import json
+import threading
 
 import openai
 import pytest
@@ -57,3 +58,39 @@ def test_pods_join_and_leave_the_rotation(
                     model="disc-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=2
                 )
                 assert raw.headers["x-flotilla-endpoint"].rsplit(":", 1)[0] == survivor[0]
+
+
+def test_a_model_at_zero_replicas_is_listed_and_its_first_request_waits_for_a_pod(
+    operator: OperatorProcess, pod_sims: PodSimulator, cluster: ControlPlane, ns: str
+) -> None:
+    """The gateway learns models from ModelDeployments, not only from pods: at zero replicas the model is
+    listed, a request for it is held, and it is served once a pod is Ready (here scaled by hand; the
+    autoscaler does the same through /scale when it sees the held request)."""
+    cluster.kubectl(
+        "apply", "-f", "-",
+        input=md_manifest("cold", ns, servedModelName="cold-8b", replicas=0, routingProfile="round-robin"),
+    )  # fmt: skip
+    with running_gateway(
+        kubernetes=True, kubeconfig=str(cluster.kubeconfig), namespace=ns, hold_timeout=60
+    ) as gw:
+        eventually(lambda: "cold-8b" in gw.gateway.catalog, 30, "model declared by its ModelDeployment")
+        with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=90) as client:
+            assert "cold-8b" in {m.id for m in client.models.list().data}
+            outcome: dict[str, object] = {}
+
+            def ask() -> None:
+                try:
+                    outcome["reply"] = client.chat.completions.create(
+                        model="cold-8b", messages=[{"role": "user", "content": "wake up"}], max_tokens=2
+                    )
+                except Exception as exc:  # reported below
+                    outcome["error"] = exc
+
+            thread = threading.Thread(target=ask)
+            thread.start()
+            eventually(lambda: gw.gateway.holding.queued.get("cold-8b") == 1, 30, "request held")
+            cluster.kubectl("scale", "md/cold", "-n", ns, "--replicas=1")
+            thread.join(90)
+            assert "reply" in outcome, outcome
+        # the ModelDeployment's routingProfile reached the gateway through the pod annotation
+        assert gw.gateway.router.discovered_profiles.get("cold-8b") == "round-robin"

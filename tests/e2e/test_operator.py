@@ -126,6 +126,34 @@ def test_deleted_and_edited_children_are_restored(
     assert {"Restored", "DriftCorrected"} <= reasons
 
 
+def test_engines_are_reachable_only_by_the_gateway_and_operator(
+    operator: OperatorProcess, cluster: ControlPlane, ns: str
+) -> None:
+    cluster.kubectl(
+        "apply", "-f", "-", input=md_manifest("fenced", ns, replicas=0, kvEvents={"enabled": True})
+    )
+    policy = eventually(lambda: get(cluster, "networkpolicy", "fenced", ns), 60, "network policy created")
+    assert policy["spec"]["podSelector"]["matchLabels"][labels.DEPLOYMENT] == "fenced"
+    (rule,) = policy["spec"]["ingress"]
+    assert sorted(p["port"] for p in rule["ports"]) == [5557, 8000]
+    assert rule["from"][0]["podSelector"]["matchExpressions"][0]["values"] == ["gateway", "operator"]
+    cluster.kubectl("delete", "networkpolicy", "fenced", "-n", ns)
+    eventually(lambda: get(cluster, "networkpolicy", "fenced", ns), 60, "deleted policy restored")
+    cluster.kubectl(
+        "patch",
+        "md",
+        "fenced",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec":{"networkPolicy":{"enabled":false}}}',
+    )
+    eventually(
+        lambda: get(cluster, "networkpolicy", "fenced", ns) is None, 60, "policy removed when switched off"
+    )
+
+
 def test_deleting_the_model_deployment_collects_its_children(
     operator: OperatorProcess, cluster: ControlPlane, ns: str
 ) -> None:

@@ -123,3 +123,14 @@ def test_held_requests_beyond_the_queue_bound_are_refused_at_once() -> None:
         assert time.monotonic() - started < 2
         thread.join(10)
         assert isinstance(out.get("error"), openai.InternalServerError)  # the held one timed out with 503
+
+
+def test_ready_means_something_to_serve_or_hold() -> None:
+    with running_gateway() as gw:
+        assert httpx.get(gw.url + "/ready").status_code == 503  # nothing to serve, nothing declared
+        gw.call(gw.gateway.catalog.declare, "test", {MODEL: None})
+        ready = httpx.get(gw.url + "/ready")
+        assert (
+            ready.status_code == 200
+        )  # a model at zero replicas: requests for it are held, stay in rotation
+        assert ready.json()["declared_models"] == 1

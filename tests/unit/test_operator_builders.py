@@ -174,3 +174,44 @@ LORA_ENV = [
 def test_lora_runtime_env(env: list[dict[str, str]], expected: list[dict[str, str]]) -> None:
     container = builders.engine_container(spec(lora={"enabled": True}, engine={"env": env}))
     assert container["env"] == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "ports", "extra_peers"),
+    [
+        pytest.param({}, [8000], 0, id="engine-port-only"),
+        pytest.param({"kvEvents": {"enabled": True, "port": 5600}}, [8000, 5600], 0, id="kv-events-port-too"),
+        pytest.param(
+            {
+                "networkPolicy": {
+                    "extraIngressFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]
+                }
+            },
+            [8000],
+            1,
+            id="extra-peer",
+        ),
+    ],
+)
+def test_engines_admit_only_the_gateway_and_the_operator(
+    fields: dict[str, Any], ports: list[int], extra_peers: int
+) -> None:
+    md = spec(**fields)
+    policy = builders.network_policy("md", "ns", "uid-1", md)
+    assert policy["spec"]["podSelector"] == {"matchLabels": builders.selector_labels("md")}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress untouched: engines download weights
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ports
+    first = rule["from"][0]["podSelector"]["matchExpressions"][0]
+    assert (first["key"], first["operator"]) == (labels.COMPONENT, "In")
+    assert set(first["values"]) == {labels.COMPONENT_GATEWAY, labels.COMPONENT_OPERATOR}
+    assert len(rule["from"]) == 1 + extra_peers
+
+
+def test_engine_pods_run_with_restricted_basics() -> None:
+    pod = builders.deployment("md", "ns", "uid-1", spec())["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["automountServiceAccountToken"] is False
+    ctx = pod["containers"][0]["securityContext"]
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"]}

@@ -44,6 +44,10 @@ class FakeKube:
         self.objects[(manifest["kind"], manifest["metadata"]["name"])] = live
         return live
 
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.applied.append(f"-{kind}")
+        return self.objects.pop((kind, name), None) is not None
+
     def patch_md_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(status)
         if self.probe is not None:
@@ -83,10 +87,24 @@ def call(kube: FakeKube, spec: dict[str, Any] = SPEC, reason: str = "create") ->
 def test_create_applies_both_children_and_reports_the_generation() -> None:
     kube = FakeKube()
     call(kube)
-    assert kube.applied == ["Deployment", "Service"]
+    assert kube.applied == ["Deployment", "Service", "NetworkPolicy"]
     assert kube.statuses[-1]["observedGeneration"] == 3
     assert kube.statuses[-1]["selector"] == builders.selector_string("md")
     assert kube.events == [("Normal", "Created")]
+
+
+def test_switching_the_network_policy_off_deletes_it_and_leaves_a_foreign_one_alone() -> None:
+    kube = FakeKube()
+    call(kube)
+    kube.applied.clear()
+    off = {**SPEC, "networkPolicy": {"enabled": False}}
+    call(kube, spec=off, reason="update")
+    assert kube.applied == ["-NetworkPolicy"]
+    assert ("Normal", "Deleted") in kube.events
+    kube.objects[("NetworkPolicy", "md")] = {"metadata": {"name": "md", "ownerReferences": []}}
+    kube.applied.clear()
+    call(kube, spec=off, reason="update")
+    assert kube.applied == []  # the user's own policy of the same name is not ours to delete
 
 
 def test_resume_with_children_in_place_writes_nothing_to_them() -> None:

@@ -14,3 +14,8 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 
 {{- define "flotilla.operatorSA" -}}{{ .Values.serviceAccount.operatorName | default (printf "%s-operator" (include "flotilla.name" .)) }}{{- end -}}
 {{- define "flotilla.gatewaySA" -}}{{ .Values.serviceAccount.gatewayName | default (printf "%s-gateway" (include "flotilla.name" .)) }}{{- end -}}
+
+{{- /* The one namespace the gateway watches ("" = every namespace, only with gateway.clusterWide). */ -}}
+{{- define "flotilla.gatewayNamespace" -}}
+{{- if not .Values.gateway.clusterWide -}}{{ .Values.gateway.namespace | default .Release.Namespace }}{{- end -}}
+{{- end -}}

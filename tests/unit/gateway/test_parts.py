@@ -245,3 +245,44 @@ def test_parse_models() -> None:
     assert len(cards) == 2
     with pytest.raises(ValueError, match="model list"):
         parse_models([1])
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.9.0.3", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("10.1.2.3", False), ("gateway.example", False)],
+)  # fmt: skip
+def test_only_loopback_binds_skip_the_no_keys_warning(host: str, loopback: bool) -> None:
+    from gateway.cli import _loopback
+
+    assert _loopback(host) is loopback
+
+
+def test_kvcache_logs_go_through_the_gateways_json_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    from gateway.telemetry import configure_logging
+
+    detach = configure_logging(json_logs=True, level="INFO")
+    try:
+        logging.getLogger("flotilla.kvcache.redis").warning("redis index unreachable")
+    finally:
+        detach()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    record = json.loads(line)
+    assert (record["logger"], record["msg"]) == ("flotilla.kvcache.redis", "redis index unreachable")
+
+
+def test_backend_errors_count_the_stores_failures() -> None:
+    from prometheus_client import generate_latest
+
+    from gateway.endpoints import EndpointPool
+    from gateway.telemetry import GatewayMetrics
+
+    failures = {"ratelimit": 0}
+    metrics = GatewayMetrics(EndpointPool())
+    metrics.watch_backend_errors({"ratelimit": lambda: failures["ratelimit"], "prefix_index": lambda: 0})
+    failures["ratelimit"] = 3
+    text = generate_latest(metrics.registry).decode()
+    assert 'flotilla_gateway_backend_errors_total{backend="ratelimit"} 3.0' in text
