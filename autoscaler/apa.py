@@ -29,10 +29,7 @@ class APA:
         for m in inputs.metrics:
             if m.stable is None:
                 continue
-            if within_tolerance(m.stable, m.target, inputs.ready, s):
-                want = inputs.current
-            else:
-                want = clamp(pods_for(m.stable, m.target), low, high)
-            per_metric[m.name] = want
-        desired = max(per_metric.values()) if per_metric else None
+            in_band = within_tolerance(m.stable, m.target, inputs.ready, s)
+            per_metric[m.name] = inputs.current if in_band else pods_for(m.stable, m.target)
+        desired = clamp(max(per_metric.values()), low, high) if per_metric else None
         return PolicyResult(desired, per_metric, inputs.panic)

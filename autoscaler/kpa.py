@@ -6,8 +6,8 @@ Per metric, with load L averaged over each window and per-pod target T:
     panic_want  = ceil(L_panic ÷ T)      (same dead band)
     both clamped to [floor(current ÷ max_down_rate), ceil(max_up_rate × current)]
 
-The largest metric wins. **Panic** (Knative): entered when ``panic_want ≥ panic_threshold × ready`` (a burst
-that wants at least twice the pods that are serving; with no ready pod, any want) for any metric. In panic the
+The largest metric wins. **Panic**: entered when ``panic_want ≥ panic_threshold × current`` (a burst that wants
+at least twice the pods the target has; at zero, any want) for any metric. In panic the
 count is ``max(panic_want, stable_want, current, previous panic decision)``: the short window reacts within
 seconds, and nothing is removed while a burst is under way. Panic ends one full stable window after the
 condition last held, by which time the stable window has absorbed the burst, so leaving panic does not drop
@@ -18,8 +18,12 @@ fleet at once: the average falls gradually, and the scaler's scale-down cooldown
 
 Why Knative's trigger and not AIBrix's ``panic ÷ stable > threshold``: AIBrix compares two averages of the
 same load, so a slow ramp that has already doubled the fleet's load never panics, and with ``stable = 0`` it
-panics on any load at all. Comparing the short window's want with the pods that serve asks the question that
-matters: are we short by a factor of two right now?
+panics on any load at all. Comparing the short window's want with the pods we have asks the question that
+matters: are we short by a factor of two right now? One change from Knative: the comparison is with the
+target's replicas, pods still starting included, not with the ready pods. Knative's cold starts take seconds;
+an LLM engine's take minutes, and counting only ready pods would keep re-triggering panic — and so block every
+scale-down — for the whole cold start after the burst has already been answered with enough pods. (Scale-downs
+while pods start are held by the scaler anyway.)
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class KPA:
                 continue
             pwant = self._want(m.panic, m.target, inputs)
             panic_want = pwant if panic_want is None else max(panic_want, pwant)
-            if pwant > 0 and pwant >= s.panic_threshold * inputs.ready:
+            if pwant > 0 and pwant >= s.panic_threshold * inputs.current:
                 triggered = True
         if stable_want is None:
             return PolicyResult(None, per_metric, inputs.panic)

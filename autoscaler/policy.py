@@ -76,7 +76,7 @@ class PolicyInput:
 class PolicyResult:
     #: replicas wanted, before min/max bounds, cooldowns and scale-to-zero; None: no metric had data
     desired: int | None
-    #: metric name → replicas that metric alone wants
+    #: metric name → replicas that metric alone wants (before the rate bounds)
     per_metric: dict[str, int]
     panic: PanicState = field(default_factory=PanicState)
 

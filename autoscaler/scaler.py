@@ -14,7 +14,9 @@ target's current replica count and the time, and gets a ``Decision``; it applies
 5. **Holds on scale-down** (never flap, never act blind): no scale-down until the windows have been filled
    for a full stable window since this scaler started (after an operator restart the windows are empty and a
    few samples must not undo the previous decision), none while a pod failed to answer (HPA likewise treats
-   missing pods as fully loaded when scaling down), none within ``scale_down_cooldown`` of the last scaling.
+   missing pods as fully loaded when scaling down) or while fewer pods answer than the target has (some are
+   still starting: their load is unknown, and removing pods while others load is how fleets oscillate), none
+   within ``scale_down_cooldown`` of the last scaling.
    A scale-up waits only for ``scale_up_cooldown`` (0 by default): under-provisioning costs SLOs,
    over-provisioning only money, and the down-cooldown then stops the count from bouncing back.
 
@@ -41,11 +43,14 @@ from autoscaler.windows import Window
 
 __all__ = [
     "HELD_METRICS_MISSING",
+    "HELD_PODS_NOT_READY",
     "HELD_SCALE_DOWN_COOLDOWN",
     "HELD_SCALE_UP_COOLDOWN",
     "HELD_WINDOW_FILLING",
+    "LIMITED_DOWN_RATE",
     "LIMITED_MAX",
     "LIMITED_MIN",
+    "LIMITED_UP_RATE",
     "Autoscaler",
     "Decision",
     "ScalerState",
@@ -55,9 +60,13 @@ __all__ = [
 #: ScalingLimited reasons)
 LIMITED_MIN: Final = "TooFewReplicas"
 LIMITED_MAX: Final = "TooManyReplicas"
+#: ``Decision.limited``: the max scale-up / scale-down rate cut the change short (HPA's ScaleUpLimit)
+LIMITED_UP_RATE: Final = "ScaleUpLimit"
+LIMITED_DOWN_RATE: Final = "ScaleDownLimit"
 #: ``Decision.held``: a change the policy wanted and the scaler deferred
 HELD_WINDOW_FILLING: Final = "WindowFilling"
 HELD_METRICS_MISSING: Final = "MetricsMissing"
+HELD_PODS_NOT_READY: Final = "PodsNotReady"
 HELD_SCALE_DOWN_COOLDOWN: Final = "ScaleDownCooldown"
 HELD_SCALE_UP_COOLDOWN: Final = "ScaleUpCooldown"
 
@@ -87,7 +96,8 @@ class Decision:
     #: metric name → the stable-window load the decision used (fleet totals, see ``sampling``)
     values: Mapping[str, float]
     panic: bool
-    #: LIMITED_MIN / LIMITED_MAX when a bound changed the recommendation, else None
+    #: LIMITED_MIN / LIMITED_MAX when a bound changed the recommendation, LIMITED_UP_RATE /
+    #: LIMITED_DOWN_RATE when a rate bound did, else None
     limited: str | None
     #: one of the HELD_* reasons when a wanted change was deferred, else None
     held: str | None
@@ -173,11 +183,19 @@ class Autoscaler:
             limited = LIMITED_MIN if floor == s.min_replicas else None
         if desired > s.max_replicas:
             desired, limited = s.max_replicas, LIMITED_MAX
+        raw = max(result.per_metric.values()) if result.per_metric else None
+        if limited is None and raw is not None and result.desired is not None:
+            if raw > desired:
+                limited = LIMITED_MAX if desired == s.max_replicas else LIMITED_UP_RATE
+            elif raw < result.desired and not result.panic.active:
+                limited = LIMITED_DOWN_RATE
         if desired < current <= s.max_replicas:
             if now - self._since < s.stable_window:
                 held = HELD_WINDOW_FILLING
             elif sample.missing:
                 held = HELD_METRICS_MISSING
+            elif sample.ready < current:
+                held = HELD_PODS_NOT_READY
             elif state.last_scale_time is not None and now - state.last_scale_time < s.scale_down_cooldown:
                 held = HELD_SCALE_DOWN_COOLDOWN
         elif (

@@ -74,7 +74,7 @@ class ScalerSettings:
     stable_window: float = 180.0
     #: averaging window of KPA's panic recommendation (AIBrix 60 s; Knative 10 % of stable)
     panic_window: float = 60.0
-    #: KPA enters panic when the panic window wants at least this many times the ready pods (Knative 2.0)
+    #: KPA enters panic when the panic window wants at least this many times the current replicas (Knative 2.0)
     panic_threshold: float = 2.0
     #: at most ``ceil(rate × current)`` replicas per decision (AIBrix 2)
     max_scale_up_rate: float = 2.0

@@ -112,7 +112,7 @@ class ModelAutoscalerSpec(ApiModel):
         default=2.0,
         gt=1,
         le=100,
-        description="KPA enters panic when the panic window wants this many times the ready pods.",
+        description="KPA enters panic when the panic window wants this many times the current replicas.",
     )
     scale_up_tolerance: float = Field(default=0.1, ge=0, le=1, description="No scale-up within +this.")
     scale_down_tolerance: float = Field(default=0.1, ge=0, lt=1, description="No scale-down within -this.")

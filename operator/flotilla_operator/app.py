@@ -20,7 +20,7 @@ from kubernetes import client
 
 from flotilla import labels
 from flotilla.crds import GROUP, VERSION
-from flotilla_operator import handlers
+from flotilla_operator import autoscaling, handlers
 from flotilla_operator.kube import Kube, api_client
 
 MANAGED = {labels.MANAGED_BY: labels.MANAGED_BY_VALUE}
@@ -46,6 +46,8 @@ class OperatorConfig:
     workers: int = 16
     liveness_endpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the ModelAutoscaler controller (gateway discovery, scrape timeout)
+    autoscaling: autoscaling.AutoscalingOptions = field(default_factory=autoscaling.AutoscalingOptions)
 
 
 def _login(configuration: client.Configuration, **_: Any) -> kopf.ConnectionInfo:
@@ -110,6 +112,12 @@ def create_registry(config: OperatorConfig, configuration: client.Configuration)
     kopf.on.event(
         "networking.k8s.io", "v1", "networkpolicies", labels=MANAGED, registry=registry, id="networkpolicy"
     )(handlers.child_event)
+    options = config.autoscaling
+    if not options.namespaces and config.namespaces:
+        options = dataclasses.replace(options, namespaces=tuple(config.namespaces))
+    kopf.daemon(
+        GROUP, VERSION, "modelautoscalers", registry=registry, id="autoscale", cancellation_timeout=10.0
+    )(functools.partial(autoscaling.autoscale, options=options))
     return registry
 
 

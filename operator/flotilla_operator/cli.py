@@ -10,6 +10,7 @@ import click
 from flotilla import crds as api
 from flotilla_operator import peering
 from flotilla_operator.app import PEERING_NAME, OperatorConfig, run
+from flotilla_operator.autoscaling import AutoscalingOptions
 
 
 def all_manifests() -> list[dict[str, object]]:
@@ -56,6 +57,18 @@ def crds(output_dir: Path | None) -> None:
     default=None,
     help="Serve kopf's liveness probe at this URL, e.g. http://$(POD_IP):8080/healthz.",
 )
+@click.option(
+    "--gateway-metrics-url",
+    "gateway_metrics_urls",
+    multiple=True,
+    help="A gateway's /metrics URL (or base URL) the autoscaler reads per-model demand from (repeat).",
+)
+@click.option(
+    "--gateway-discovery/--no-gateway-discovery",
+    default=True,
+    show_default=True,
+    help="Also read demand from Ready pods labelled flotilla.dev/component=gateway (their 'http' port).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def operator(
     kubeconfig: str | None,
@@ -66,13 +79,18 @@ def operator(
     priority: int | None,
     workers: int,
     liveness: str | None,
+    gateway_metrics_urls: tuple[str, ...],
+    gateway_discovery: bool,
     verbose: bool,
 ) -> None:
-    """Run the Flotilla operator (ModelDeployment → Deployment + Service, status, drift correction)."""
+    """Run the Flotilla operator (ModelDeployment → Deployment + Service, status, drift correction;
+    ModelAutoscaler → /scale)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # the autoscaler scrapes every pod each sync period: httpx's one INFO line per request would drown the log
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
     run(
         OperatorConfig(
             kubeconfig=kubeconfig,
@@ -83,5 +101,8 @@ def operator(
             priority=priority,
             workers=workers,
             liveness_endpoint=liveness,
+            autoscaling=AutoscalingOptions(
+                gateway_metrics_urls=gateway_metrics_urls, discover_gateways=gateway_discovery
+            ),
         )
     )

@@ -5,11 +5,15 @@ server for engine pods (``flotilla.dev/component=engine``) and starts a simulato
 and engine port, serving the pod's served model name; when the pod goes (or its IP changes) the process is
 stopped. Every component under test then reaches "pods" over real HTTP at ``status.podIP``, exactly as it
 would in a cluster. Polling (0.5 s) instead of a watch keeps it simple and free of TLS warnings.
+
+A pod annotated ``sim.flotilla.test/args`` gets those extra simulator arguments (e.g. ``--startup-delay 3``
+for a cold start, ``--time-scale``): the test world's stand-in for what the engine image would do.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import subprocess
 import threading
 from collections.abc import Callable
@@ -23,6 +27,9 @@ from tests.e2e.controlplane import FLOTILLA, TOKEN, ControlPlane
 from tests.support import is_loopback, wait_for_port
 
 log = logging.getLogger("flotilla.tests.podsim")
+
+#: extra ``flotilla sim`` arguments for one pod (test-only annotation)
+SIM_ARGS = "sim.flotilla.test/args"
 
 #: (pod ip, port, served model name) -> argv of the stand-in process
 Command = Callable[[str, int, str], list[str]]
@@ -46,6 +53,7 @@ class Sim:
     port: int
     model: str
     proc: subprocess.Popen[bytes]
+    args: tuple[str, ...] = ()
 
 
 @dataclass
@@ -94,7 +102,7 @@ class PodSimulator:
                 self._stop.wait(self.interval)
 
     def _sync(self, pods: list[dict[str, object]]) -> None:
-        wanted: dict[PodKey, tuple[str, int, str]] = {}
+        wanted: dict[PodKey, tuple[str, int, str, tuple[str, ...]]] = {}
         for pod in pods:
             meta: dict[str, object] = pod["metadata"]  # type: ignore[assignment]
             status: dict[str, object] = pod.get("status") or {}  # type: ignore[assignment]
@@ -107,8 +115,9 @@ class PodSimulator:
             annotations: dict[str, str] = meta.get("annotations") or {}  # type: ignore[assignment]
             port = int(annotations.get(labels.ENGINE_PORT, labels.DEFAULT_ENGINE_PORT))
             model = annotations.get(labels.SERVED_MODEL_NAME, "model")
+            args = tuple(shlex.split(annotations.get(SIM_ARGS, "")))
             key = PodKey(str(meta["namespace"]), str(meta["name"]), str(meta["uid"]))
-            wanted[key] = (ip, port, model)
+            wanted[key] = (ip, port, model, args)
         with self._lock:
             for key, sim in list(self.sims.items()):
                 if sim.proc.poll() is not None:  # e.g. its pod address was taken: never let that pass quietly
@@ -117,22 +126,22 @@ class PodSimulator:
                     del self.sims[key]
             for key in [k for k in self.sims if wanted.get(k) != self._spec(k)]:
                 self._kill(key)
-            for key, (ip, port, model) in wanted.items():
+            for key, (ip, port, model, args) in wanted.items():
                 if key not in self.sims:
-                    self._spawn(key, ip, port, model)
+                    self._spawn(key, ip, port, model, args)
 
-    def _spec(self, key: PodKey) -> tuple[str, int, str]:
+    def _spec(self, key: PodKey) -> tuple[str, int, str, tuple[str, ...]]:
         sim = self.sims[key]
-        return (sim.ip, sim.port, sim.model)
+        return (sim.ip, sim.port, sim.model, sim.args)
 
-    def _spawn(self, key: PodKey, ip: str, port: int, model: str) -> None:
+    def _spawn(self, key: PodKey, ip: str, port: int, model: str, args: tuple[str, ...] = ()) -> None:
         # an IP reused by kwok after a pod died: the old process must be gone before the new one binds
         for other in [k for k, s in self.sims.items() if (s.ip, s.port) == (ip, port)]:
             self._kill(other)
         out = (self.log_dir / f"{key.namespace}_{key.name}.log").open("ab")
-        proc = subprocess.Popen(self.command(ip, port, model), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*self.command(ip, port, model), *args], stdout=out, stderr=subprocess.STDOUT)
         out.close()
-        self.sims[key] = Sim(ip, port, model, proc)
+        self.sims[key] = Sim(ip, port, model, proc, args)
         log.info("started sim for %s/%s on %s:%d", key.namespace, key.name, ip, port)
 
     def _kill(self, key: PodKey) -> None:

@@ -19,8 +19,8 @@ MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[SimFleet]:
-    # time-scale 0.1: a 64-token answer takes ~0.1-0.2 s of wall time, long enough to be seen running
-    with sim_fleet(2, extra_args=["--time-scale", "0.1", "--max-num-seqs", "4"]) as f:
+    # time-scale 0.5: a 64-token answer takes ~0.5 s of wall time, long enough to be seen queued and running
+    with sim_fleet(2, extra_args=["--time-scale", "0.5", "--max-num-seqs", "4"]) as f:
         yield f
 
 
@@ -43,8 +43,12 @@ async def test_collects_load_rates_and_ttft_from_real_engines(fleet: SimFleet) -
             )
 
         load = [asyncio.create_task(one()) for _ in range(12)]
-        await asyncio.sleep(0.05)
-        busy = sampler.sample(await collector.collect(fleet.urls, [dead]), time.time())
+        deadline = time.monotonic() + 10
+        while True:  # until all 12 have reached the engine (the client needs a moment on a busy machine)
+            busy = sampler.sample(await collector.collect(fleet.urls, [dead]), time.time())
+            if busy.values[RUNNING] + busy.values[WAITING] == 12 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
         await asyncio.gather(*load)
         after = sampler.sample(await collector.collect([*fleet.urls, dead], [dead]), time.time())
     # 12 requests on one engine with 4 seats: 4 running, 8 waiting, at the first scrape

@@ -142,3 +142,11 @@ def test_invalid_settings_are_refused(kw, message):
 def test_invalid_metric_targets_are_refused(name, target):
     with pytest.raises(ValueError, match="metric"):
         MetricTarget(name, target)
+
+
+def test_kpa_panic_compares_with_the_replicas_asked_for_not_the_ready_ones():
+    # 4 replicas of which 2 are still loading; the burst wants 5: short of what is coming by less than 2x
+    loads = (MetricLoad(RUNNING, 10, 30, 50),)
+    assert not KPA().recommend(PolicyInput(0.0, 4, 2, loads, SETTINGS)).panic.active
+    # the same burst against 2 replicas is a panic
+    assert KPA().recommend(PolicyInput(0.0, 2, 2, loads, SETTINGS)).panic.active

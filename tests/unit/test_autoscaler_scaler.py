@@ -10,10 +10,13 @@ import pytest
 from autoscaler import (
     DEMAND,
     HELD_METRICS_MISSING,
+    HELD_PODS_NOT_READY,
     HELD_SCALE_DOWN_COOLDOWN,
     HELD_WINDOW_FILLING,
+    LIMITED_DOWN_RATE,
     LIMITED_MAX,
     LIMITED_MIN,
+    LIMITED_UP_RATE,
     RUNNING,
     Autoscaler,
     FleetSample,
@@ -216,3 +219,36 @@ def test_noisy_steady_load_never_flaps(algorithm, seed):
     changes = [(a, b) for a, b in zip(fleet.history, fleet.history[1:], strict=False) if a != b]
     reversals = sum(1 for (a, b), (c, d) in itertools.pairwise(changes) if (b - a) * (d - c) < 0)
     assert reversals == 0, fleet.history
+
+
+@pytest.mark.parametrize(
+    ("load", "current", "max_replicas", "expected", "reason"),
+    [
+        (100.0, 2, 10, 4, LIMITED_UP_RATE),
+        (100.0, 2, 4, 4, LIMITED_MAX),
+        (20.0, 2, 10, 2, None),
+    ],
+    ids=["up-rate", "max", "free"],
+)
+def test_limited_reason_names_what_cut_the_want(load, current, max_replicas, expected, reason):
+    scaler = Autoscaler(settings(max_replicas=max_replicas, algorithm="APA"))
+    d = scaler.recommend(busy(load, current), current=current, now=0.0)
+    assert d.desired == expected
+    assert d.limited == reason
+
+
+def test_down_rate_limit_is_reported():
+    scaler = Autoscaler(settings())
+    scaler.recommend(busy(0.0, 8), current=8, now=0.0)
+    d = scaler.recommend(busy(0.0, 8), current=8, now=30.0)
+    assert d.desired == 4
+    assert d.limited == LIMITED_DOWN_RATE
+
+
+def test_no_scale_down_while_pods_are_still_starting():
+    scaler = Autoscaler(settings())
+    scaler.recommend(busy(0.0, 2), current=4, now=0.0)
+    d = scaler.recommend(busy(0.0, 2), current=4, now=30.0)
+    assert d.desired == 4
+    assert d.held == HELD_PODS_NOT_READY
+    assert scaler.recommend(busy(0.0, 4), current=4, now=32.0).desired == 2
