@@ -77,7 +77,11 @@ def configure(
     show_default=True,
     help="Multiply every workload's request rate.",
 )
-@click.option("--workloads", default=None, help=f"Comma list to run, of: {', '.join(GENERATORS)}.")
+@click.option(
+    "--workloads",
+    default=None,
+    help=f"Comma list to run, of: {', '.join(GENERATORS)} (--suite autoscaling: of its traces).",
+)
 @click.option(
     "--contenders", default=None, help="Comma list to keep, e.g. direct,flotilla:default,sglang:cache_aware."
 )
@@ -102,7 +106,7 @@ def bench(
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
         seeds = (seed,) if seed != 0 else None  # 0 = the suite's own seeds
         run_autoscaling(suite_name, quick=quick, out=out, time_scale=time_scale, contenders=_csv(contenders),
-                        seeds=seeds, rerender=rerender, command=command.strip())  # fmt: skip
+                        traces=_csv(workloads), seeds=seeds, rerender=rerender, command=command.strip())  # fmt: skip
         return
     if rerender:
         try:

@@ -10,6 +10,7 @@ import click
 
 from bench.autoscaling.runner import CONTENDERS, count_steps, run_autoscale_suite
 from bench.autoscaling.suite import AUTOSCALE_SUITES, load, to_json
+from bench.autoscaling.traces import TRACES
 from bench.procs import BenchError
 from bench.progress import Progress
 
@@ -18,7 +19,7 @@ RESULTS = "autoscaling.json"
 
 def run(
     suite_name: str, *, quick: bool, out: Path, time_scale: float | None, contenders: set[str] | None,
-    seeds: tuple[int, ...] | None, rerender: bool, command: str,
+    traces: set[str] | None, seeds: tuple[int, ...] | None, rerender: bool, command: str,
 ) -> None:  # fmt: skip
     if rerender:
         try:
@@ -33,9 +34,15 @@ def run(
         if unknown := contenders - set(CONTENDERS):
             raise click.UsageError(f"unknown autoscaling contender(s): {', '.join(sorted(unknown))}")
         suite = dataclasses.replace(suite, contenders=tuple(c for c in suite.contenders if c in contenders))
+    if traces is not None:
+        if unknown := traces - set(TRACES):
+            raise click.UsageError(
+                f"unknown trace(s): {', '.join(sorted(unknown))}; known: {', '.join(TRACES)}"
+            )
+        suite = dataclasses.replace(suite, traces=tuple(t for t in suite.traces if t in traces))
     if seeds:
         suite = dataclasses.replace(suite, seeds=seeds)
-    if not suite.contenders:
+    if not suite.contenders or not suite.traces:
         raise click.UsageError("nothing to run: the filters left no contender")
     progress = Progress(count_steps(suite))
     try:
