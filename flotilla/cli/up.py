@@ -230,6 +230,9 @@ async def run(
                 values.update(index_backend="redis", redis_url=opts.redis_url)
             if opts.strategy:
                 values["default_profile"] = opts.strategy
+            if opts.autoscale:
+                # a request at zero engines is held through a whole cold start, with room to spare
+                values["hold_timeout"] = max(30.0, 2 * opts.startup_delay * opts.time_scale)
             try:
                 app = create_app(GatewaySettings(**values))
             except ValueError as exc:
