@@ -45,10 +45,11 @@ def configure(
 @click.option(
     "--suite",
     "suite_name",
-    type=click.Choice(sorted(SUITES) + sorted(AUTOSCALE_SUITES)),
+    type=click.Choice(sorted([*SUITES, "reliability", *AUTOSCALE_SUITES])),
     default="standard",
     show_default=True,
-    help="autoscaling: autoscalers vs HPA-like, fixed and oracle (docs/benchmarks.md); --quick makes it short.",
+    help="reliability: faults under load (bench/reliability); autoscaling: autoscalers vs HPA-like, fixed and "
+    "oracle (bench/autoscaling); with --quick, their short versions.",
 )
 @click.option(
     "--out",
@@ -108,6 +109,11 @@ def bench(
         run_autoscaling(suite_name, quick=quick, out=out, time_scale=time_scale, contenders=_csv(contenders),
                         traces=_csv(workloads), seeds=seeds, rerender=rerender, command=command.strip())  # fmt: skip
         return
+    if suite_name == "reliability":
+        if workloads or contenders:
+            raise click.UsageError("--workloads and --contenders do not apply to the reliability suite")
+        run_reliability_suite(quick, out, seed, engines, preset, time_scale, rate_scale, rerender)
+        return
     if rerender:
         try:
             write_report(load(out / "results.json"), out)
@@ -133,6 +139,43 @@ def bench(
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_bytes(to_json(result))
     write_report(result, out)
+
+
+def run_reliability_suite(
+    quick: bool, out: Path, seed: int, engines: int | None, preset: str | None, time_scale: float | None,
+    rate_scale: float, rerender: bool,
+) -> None:  # fmt: skip
+    """Faults under load; exits non-zero when an acceptance check fails (the report says which)."""
+    from bench import reliability
+
+    if rerender:
+        try:
+            result = reliability.from_json((out / "results.json").read_bytes())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise click.ClickException(f"cannot read reliability results from {out}: {exc}") from exc
+    else:
+        spec = (reliability.quick if quick else reliability.full)(seed)
+        spec = dataclasses.replace(
+            spec, engines=engines or spec.engines, preset=preset or spec.preset,
+            time_scale=time_scale or spec.time_scale, rate=spec.rate * rate_scale,
+        )  # fmt: skip
+        progress = Progress(len(spec.phases))
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        try:
+            result = asyncio.run(
+                reliability.run_reliability(
+                    spec, command=command.strip(), progress=progress, gateway_log=out / "gateway.log"
+                )
+            )
+        except BenchError as exc:
+            raise click.ClickException(str(exc)) from exc
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_bytes(reliability.to_json(result))
+    (out / "report.md").write_text(reliability.render(result))
+    click.echo(f"report: {out / 'report.md'}")
+    if not result.passed:
+        failed = "; ".join(f"{c.name} ({c.detail})" for c in result.checks if not c.passed)
+        raise click.ClickException(f"reliability acceptance failed: {failed}")
 
 
 def write_report(result: SuiteResult, out: Path) -> None:

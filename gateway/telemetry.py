@@ -20,6 +20,8 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 _ITL = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.25, 0.5, 1.0, 2.5)
 _DECISION = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
 _RATIO = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+#: ``flotilla_gateway_endpoint_breaker_state`` values (ordered by how much traffic the breaker lets through)
+BREAKER_STATES = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 
 
 class _EndpointCollector(Collector):
@@ -43,12 +45,18 @@ class _EndpointCollector(Collector):
             "Uncached prompt blocks of in-flight requests that have no first byte yet (ttft-cost's queue)",
             labels=["endpoint"],
         )
+        breaker = GaugeMetricFamily(
+            "flotilla_gateway_endpoint_breaker_state",
+            "Circuit breaker of the endpoint: 0 closed, 1 half-open (the next request is a trial), 2 open",
+            labels=["endpoint"],
+        )
         for e in self.pool:
             in_flight.add_metric([e.key], e.in_flight)
             healthy.add_metric([e.key], 1.0 if e.available else 0.0)
             blocks.add_metric([e.key], e.active_blocks)
             pending.add_metric([e.key], e.pending_blocks)
-        return [in_flight, healthy, blocks, pending]
+            breaker.add_metric([e.key], BREAKER_STATES[e.breaker.state])
+        return [in_flight, healthy, blocks, pending, breaker]
 
 
 class _DemandCollector(Collector):
@@ -56,21 +64,33 @@ class _DemandCollector(Collector):
     the series exist before the first request and an autoscaler sees an explicit zero."""
 
     def __init__(
-        self, queued: Mapping[str, int], in_flight: Mapping[str, int], declared: Callable[[], Iterable[str]]
+        self,
+        queued: Mapping[str, int],
+        in_flight: Mapping[str, int],
+        arrivals: Mapping[str, int],
+        declared: Callable[[], Iterable[str]],
     ) -> None:
-        self.queued, self.in_flight, self.declared = queued, in_flight, declared
+        self.queued, self.in_flight, self.arrivals, self.declared = queued, in_flight, arrivals, declared
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         queued = GaugeMetricFamily(
             demand.QUEUED_METRIC, "Requests held because no ready endpoint serves the model", labels=["model"]
         )
         in_flight = GaugeMetricFamily(
             demand.IN_FLIGHT_METRIC, "Requests dispatched to an engine and not finished", labels=["model"]
         )
-        for model in sorted(set(self.queued) | set(self.in_flight) | set(self.declared())):
+        arrivals = CounterMetricFamily(
+            demand.ARRIVALS_METRIC.removesuffix("_total"),
+            "Requests that arrived for the model (routable or held)",
+            labels=["model"],
+        )
+        for model in sorted(
+            set(self.queued) | set(self.in_flight) | set(self.arrivals) | set(self.declared())
+        ):
             queued.add_metric([model], self.queued.get(model, 0))
             in_flight.add_metric([model], self.in_flight.get(model, 0))
-        return [queued, in_flight]
+            arrivals.add_metric([model], self.arrivals.get(model, 0))
+        return [queued, in_flight, arrivals]
 
 
 class _BackendErrors(Collector):
@@ -168,10 +188,14 @@ class GatewayMetrics:
         r.register(_EndpointCollector(pool))
 
     def watch_demand(
-        self, queued: Mapping[str, int], in_flight: Mapping[str, int], declared: Callable[[], Iterable[str]]
+        self,
+        queued: Mapping[str, int],
+        in_flight: Mapping[str, int],
+        arrivals: Mapping[str, int],
+        declared: Callable[[], Iterable[str]],
     ) -> None:
         """Export per-model demand (flotilla/demand.py), read live from the gateway's own counters."""
-        self.registry.register(_DemandCollector(queued, in_flight, declared))
+        self.registry.register(_DemandCollector(queued, in_flight, arrivals, declared))
 
     def watch_backend_errors(self, sources: Mapping[str, Callable[[], int]]) -> None:
         """``flotilla_gateway_backend_errors_total{backend}``: failures of the shared stores (a fallback was

@@ -70,11 +70,23 @@ def running_gateway(**settings: Any) -> Iterator[RunningGateway]:
     app = create_app(GatewaySettings(port=port, **settings))
     config = server_config(app, app.state.gateway.settings, host="127.0.0.1", loop="asyncio")
     server = uvicorn.Server(config)
-    loop = asyncio.new_event_loop()  # owned here, so tests can run code on the gateway's loop (``call``)
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(server.serve(),), name="gateway-under-test", daemon=True
-    )
+    # the loop is owned here, so tests can run code on it (``call``); asyncio.Runner closes it the way
+    # asyncio.run does (leftover tasks cancelled, async generators and the executor shut down), so no
+    # connection is left for the garbage collector to find
+    loops: list[asyncio.AbstractEventLoop] = []
+    started = threading.Event()
+
+    def serve() -> None:
+        with asyncio.Runner() as runner:
+            loops.append(runner.get_loop())
+            started.set()
+            runner.run(server.serve())
+
+    thread = threading.Thread(target=serve, name="gateway-under-test", daemon=True)
     thread.start()
+    if not started.wait(30):
+        raise RuntimeError("gateway loop did not start")
+    loop = loops[0]
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
@@ -85,5 +97,3 @@ def running_gateway(**settings: Any) -> Iterator[RunningGateway]:
     finally:
         server.should_exit = True
         thread.join(15)
-        if not thread.is_alive():
-            loop.close()

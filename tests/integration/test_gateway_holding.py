@@ -66,6 +66,7 @@ def test_a_declared_model_at_zero_engines_is_held_until_an_engine_joins() -> Non
         demand = _demand(gw)[MODEL]
         assert demand.queued == 0
         assert demand.in_flight == 0
+        assert demand.arrivals == 1  # the offered load counts the held request once
 
 
 def test_an_adapter_being_loaded_is_served_as_soon_as_it_is_there() -> None:

@@ -62,20 +62,23 @@ def _use_and_stop(args: list[str], sig: signal.Signals) -> str:
                             text=True)  # fmt: skip
     try:
         _wait_ready(proc, base_url)
-        client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
-        reply = client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hello, Flotilla!"}], max_tokens=8
-        )
-        assert reply.choices[0].message.content
-        assert reply.usage is not None
-        assert reply.usage.completion_tokens == 8 or reply.choices[0].finish_reason == "stop"
-        stream = client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Stream, please."}], max_tokens=5, stream=True
-        )
-        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-        assert text
-        models = [m.id for m in client.models.list()]
-        assert MODEL in models
+        with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:  # closes its pool
+            reply = client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hello, Flotilla!"}], max_tokens=8
+            )
+            assert reply.choices[0].message.content
+            assert reply.usage is not None
+            assert reply.usage.completion_tokens == 8 or reply.choices[0].finish_reason == "stop"
+            stream = client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Stream, please."}],
+                max_tokens=5,
+                stream=True,
+            )
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+            assert text
+            models = [m.id for m in client.models.list()]
+            assert MODEL in models
     finally:
         proc.send_signal(sig)
         try:

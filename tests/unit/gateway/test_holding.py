@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from flotilla.demand import IN_FLIGHT_METRIC, QUEUED_METRIC, ModelDemand, parse_demand
+from flotilla.demand import ARRIVALS_METRIC, IN_FLIGHT_METRIC, QUEUED_METRIC, ModelDemand, parse_demand
 from gateway.catalog import Catalog
 from gateway.discovery.kube import catalog_entries
 from gateway.errors import ModelNotFound, NoEndpoint
@@ -153,6 +153,8 @@ def test_parse_demand_sums_series_per_model_and_ignores_the_rest() -> None:
 {IN_FLIGHT_METRIC}{{model="a"}} 3.0
 {IN_FLIGHT_METRIC}{{model="a",replica="x"}} 1.0
 flotilla_gateway_requests_total{{model="a"}} 99.0
+# TYPE flotilla_gateway_model_arrivals counter
+{ARRIVALS_METRIC}{{model="a"}} 17.0
 """
-    assert parse_demand(text) == {"a": ModelDemand(queued=2, in_flight=4), "b": ModelDemand()}
+    assert parse_demand(text) == {"a": ModelDemand(queued=2, in_flight=4, arrivals=17), "b": ModelDemand()}
     assert parse_demand("") == {}
