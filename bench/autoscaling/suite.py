@@ -1,7 +1,7 @@
 """The autoscaling suites and their results file (``autoscaling.json``, re-rendered by ``--rerender``).
 
 * ``autoscaling`` — 4 traces × seeds 1, 2, 3 × 5 contenders (KPA, APA, HPA-like, fixed, oracle replayed), two
-  contenders at a time; about 20 minutes on a 2-core machine (see docs/benchmarks.md for why not less).
+  contenders at a time; about half an hour on a 2-core machine (docs/benchmarks.md says why not less).
 * ``autoscaling-quick`` (``--quick``) — the step trace at half length, seed 1, KPA vs HPA-like vs fixed side
   by side, after a two-point calibration: under a minute, for the integration tier.
 
