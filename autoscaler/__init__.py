@@ -33,6 +33,7 @@ from autoscaler.scaler import (
     ScalerState,
 )
 from autoscaler.settings import (
+    ARRIVALS,
     DEMAND,
     KV_CACHE,
     METRICS,
@@ -46,6 +47,7 @@ from autoscaler.settings import (
 
 __all__ = [
     "APA",
+    "ARRIVALS",
     "DEMAND",
     "HELD_METRICS_MISSING",
     "HELD_PODS_NOT_READY",

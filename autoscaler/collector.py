@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from flotilla.demand import ModelDemand, parse_demand
 from flotilla.vllm_metrics import EngineMetrics, MetricsError, scrape_metrics
 
-__all__ = ["Collector", "GatewayScrape", "PodScrape", "Scrape", "gateway_metrics_url"]
+__all__ = ["Collector", "GatewayScrape", "PodScrape", "Scrape", "gateway_metrics_url", "parse_finished"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,24 @@ class GatewayScrape:
     url: str
     demand: Mapping[str, ModelDemand] | None
     error: str | None = None
+    #: requests the gateway has finished per model (cumulative ``flotilla_gateway_requests_total``)
+    finished: Mapping[str, float] | None = None
+
+
+#: the gateway's per-request counter (labels model, endpoint, status), counted when a request finishes
+FINISHED_METRIC = "flotilla_gateway_requests_total"
+
+
+def parse_finished(text: str) -> dict[str, float]:
+    """Finished requests per model from a gateway's ``/metrics`` (summed over endpoints and statuses)."""
+    wanted = [line for line in text.splitlines() if line.startswith(FINISHED_METRIC)]
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families("\n".join(wanted) + "\n"):
+        for sample in family.samples:
+            model = sample.labels.get("model")
+            if model is not None and sample.name == FINISHED_METRIC:
+                out[model] = out.get(model, 0.0) + sample.value
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +108,6 @@ class Collector:
         if response.status_code != 200:
             return GatewayScrape(url, None, f"scraping {target} returned HTTP {response.status_code}")
         try:
-            return GatewayScrape(url, parse_demand(response.text))
+            return GatewayScrape(url, parse_demand(response.text), finished=parse_finished(response.text))
         except ValueError as exc:
             return GatewayScrape(url, None, f"{target}: unreadable demand metrics: {exc}")

@@ -13,6 +13,12 @@ the sampler keeps each pod's previous reading and uses the difference; a pod see
 delta yet, and a counter that went down (engine restart) restarts from the new reading. The TTFT quantile is
 Prometheus' ``histogram_quantile`` (linear inside the bucket) over the bucket deltas of all pods merged.
 
+**Arrivals** at the gateways are not counted anywhere, but requests are conserved: every request that arrived
+since the last tick either finished (``flotilla_gateway_requests_total`` grew) or is still queued or in flight
+(demand grew), so ``arrivals = Δfinished + Δ(queued + in flight)`` per gateway, divided by the time between
+the two scrapes. A gateway seen for the first time gives no rate yet; one whose counter went down restarted,
+and everything it reports is new.
+
 **Present vs absent.** A metric with no data this tick (no request got a first token, every pod failed, no
 gateway answered) is left out rather than reported as zero, so a blind spot never looks like an idle fleet.
 With no pods at all the engine totals are a true zero.
@@ -25,7 +31,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from autoscaler.collector import Scrape
-from autoscaler.settings import DEMAND, KV_CACHE, RPS, RUNNING, TTFT_P95, WAITING
+from autoscaler.settings import ARRIVALS, DEMAND, KV_CACHE, RPS, RUNNING, TTFT_P95, WAITING
 
 __all__ = ["FleetSample", "Sampler", "histogram_quantile"]
 
@@ -67,6 +73,13 @@ def histogram_quantile(q: float, buckets: Collection[tuple[float, float]]) -> fl
 
 
 @dataclass(frozen=True, slots=True)
+class _GatewayReading:
+    at: float
+    finished: float
+    demand: float
+
+
+@dataclass(frozen=True, slots=True)
 class _Reading:
     at: float
     finished: float
@@ -92,6 +105,7 @@ class Sampler:
     def __init__(self, models: Collection[str]) -> None:
         self.models = frozenset(models)
         self._previous: dict[str, _Reading] = {}
+        self._gateways: dict[str, _GatewayReading] = {}
 
     def sample(self, scrape: Scrape, now: float) -> FleetSample:
         values: dict[str, float] = {}
@@ -134,7 +148,11 @@ class Sampler:
         in_flight = sum(d[m].in_flight for d in answered_gateways for m in self.models if m in d)
         if answered_gateways:
             values[DEMAND] = queued + in_flight
-        busy = queued + in_flight + rate + values.get(WAITING, 0.0) + values.get(RUNNING, 0.0) > 0
+        arrivals = self._arrivals(scrape, now)
+        if arrivals is not None:
+            values[ARRIVALS] = arrivals
+        load = queued + in_flight + rate + (arrivals or 0.0)
+        busy = load + values.get(WAITING, 0.0) + values.get(RUNNING, 0.0) > 0
         return FleetSample(
             ready=len(answered),
             values=values,
@@ -143,3 +161,31 @@ class Sampler:
             missing=missing,
             busy=busy,
         )
+
+    def _arrivals(self, scrape: Scrape, now: float) -> float | None:
+        """Requests/s that arrived at the gateways since their previous scrape; None before any rate."""
+        total, rated = 0.0, 0
+        current: dict[str, _GatewayReading] = {}
+        for g in scrape.gateways:
+            if g.demand is None or g.finished is None:
+                continue
+            reading = _GatewayReading(
+                now,
+                sum(g.finished.get(m, 0.0) for m in self.models),
+                sum(g.demand[m].total for m in self.models if m in g.demand),
+            )
+            current[g.url] = reading
+            before = self._gateways.get(g.url)
+            if before is None or now <= before.at:
+                continue
+            finished = reading.finished - before.finished
+            arrived = (
+                reading.finished + reading.demand
+                if finished < 0
+                else finished + reading.demand - before.demand
+            )
+            total += max(0.0, arrived) / (now - before.at)
+            rated += 1
+        failed = {g.url for g in scrape.gateways if g.demand is None or g.finished is None}
+        self._gateways = {url: r for url, r in self._gateways.items() if url in failed} | current
+        return total if rated else None

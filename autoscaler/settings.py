@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
+    "ARRIVALS",
     "DEMAND",
     "KV_CACHE",
     "METRICS",
@@ -40,8 +41,12 @@ TTFT_P95: Final = "ttft_p95"
 #: queued + in-flight requests for the model at the gateways (``flotilla.demand``), per pod: Knative's
 #: concurrency, and the only signal that exists when the model has zero pods
 DEMAND: Final = "gateway_demand"
+#: requests per second *arriving* at the gateways for the model: finished (``flotilla_gateway_requests_total``)
+#: plus the change in queued + in flight. Unlike concurrency it does not grow with the backlog of an
+#: under-provisioned fleet, so a per-pod target at the pod's capacity asks for what the load needs
+ARRIVALS: Final = "gateway_requests_per_second"
 
-METRICS: Final = (WAITING, RUNNING, KV_CACHE, RPS, TTFT_P95, DEMAND)
+METRICS: Final = (WAITING, RUNNING, KV_CACHE, RPS, TTFT_P95, DEMAND, ARRIVALS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ METRICS = (
     "requests_per_second",
     "ttft_p95",
     "gateway_demand",
+    "gateway_requests_per_second",
 )
 
 _DATE_TIME: JsonDict = {"format": "date-time"}
@@ -47,11 +48,13 @@ class MetricTarget(ApiModel):
         "requests_per_second",
         "ttft_p95",
         "gateway_demand",
+        "gateway_requests_per_second",
     ] = Field(
         description=(
             "Metric to scale on: engine queue (num_requests_waiting), batch (num_requests_running), KV-cache "
             "fraction (kv_cache_usage), finished requests/s (requests_per_second), TTFT p95 in seconds "
-            "(ttft_p95), or queued + in-flight requests at the gateways (gateway_demand)."
+            "(ttft_p95), queued + in-flight requests at the gateways (gateway_demand), or requests/s arriving at the "
+            "gateways (gateway_requests_per_second)."
         )
     )
     target: float = Field(

@@ -214,7 +214,9 @@ def test_load_scales_a_model_deployment_up_and_back_down(
     ))  # fmt: skip
     cluster.kubectl("apply", "-f", "-", input=mas_manifest(
         "chat", ns, "chat", minReplicas=1, maxReplicas=4,
-        metrics=[{"name": "num_requests_running", "target": 2}, {"name": "num_requests_waiting", "target": 2}],
+        metrics=[{"name": "num_requests_running", "target": 2}, {"name": "num_requests_waiting", "target": 2},
+                 # read from the gateway pod, with a target too high to decide anything
+                 {"name": "gateway_requests_per_second", "target": 1000}],
         **FAST,
     ))  # fmt: skip
     eventually(
@@ -247,6 +249,7 @@ def test_load_scales_a_model_deployment_up_and_back_down(
     by_name = {m["name"]: m for m in loaded["metrics"]}
     assert by_name["num_requests_running"]["total"] > 0
     assert by_name["num_requests_running"]["target"] == 2
+    assert by_name["gateway_requests_per_second"]["total"] > 0  # arrivals seen at the gateway
     assert loaded["desiredReplicas"] == 4
     assert loaded["lastScaleTime"]
     # the tick after the last scale-down: the idle load wants 0 and minReplicas holds it at 1

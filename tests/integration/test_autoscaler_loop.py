@@ -12,8 +12,9 @@ import time
 
 import httpx
 import openai
+import pytest
 
-from autoscaler import DEMAND, RUNNING, Autoscaler, Collector, MetricTarget, Sampler, ScalerSettings
+from autoscaler import ARRIVALS, DEMAND, RUNNING, Autoscaler, Collector, MetricTarget, Sampler, ScalerSettings
 from gateway.endpoints import EndpointSpec
 from tests.fleet import sim_fleet
 from tests.integration.gateway_harness import running_gateway
@@ -34,14 +35,20 @@ async def test_scale_from_zero_through_a_real_gateway_and_back() -> None:
         scaler, sampler = Autoscaler(settings), Sampler([MODEL])
         replicas = 0
         history = [0]
+        arrived = 0.0  # the integral of the arrival rate over the ticks
+        last_tick: float | None = None
         async with httpx.AsyncClient() as http:
             collector = Collector(http, timeout=1.0)
 
             async def tick() -> None:
-                nonlocal replicas
+                nonlocal replicas, arrived, last_tick
                 scrape = await collector.collect(fleet.urls[:replicas], [gw.url])
                 now = time.monotonic()
-                decision = scaler.recommend(sampler.sample(scrape, now), current=replicas, now=now)
+                sample = sampler.sample(scrape, now)
+                if last_tick is not None:
+                    arrived += sample.values.get(ARRIVALS, 0.0) * (now - last_tick)
+                last_tick = now
+                decision = scaler.recommend(sample, current=replicas, now=now)
                 if decision.scale:
                     replicas = decision.desired
                     history.append(replicas)
@@ -65,6 +72,8 @@ async def test_scale_from_zero_through_a_real_gateway_and_back() -> None:
                 await asyncio.sleep(0.1)
             assert await request
             assert history == [0, 1]
+            # the one request was seen arriving (held, then in flight, then finished): ~1 request in total
+            assert arrived == pytest.approx(1.0, abs=0.01)
             deadline = time.monotonic() + 20
             while replicas and time.monotonic() < deadline:
                 await tick()

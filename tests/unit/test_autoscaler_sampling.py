@@ -7,6 +7,7 @@ import math
 import pytest
 
 from autoscaler import (
+    ARRIVALS,
     DEMAND,
     KV_CACHE,
     METRICS,
@@ -21,6 +22,7 @@ from autoscaler import (
     gateway_metrics_url,
     histogram_quantile,
 )
+from autoscaler.collector import parse_finished
 from flotilla.crds import modelautoscaler
 from flotilla.demand import ModelDemand
 from flotilla.vllm_metrics import parse_metrics
@@ -148,3 +150,33 @@ def test_gateway_metrics_url(url, expected):
 
 def test_metric_names_match_the_crd():
     assert set(modelautoscaler.METRICS) == set(METRICS)
+
+
+def test_arrivals_are_finished_plus_the_change_in_demand():
+    sampler = Sampler(["m"])
+
+    def gw(finished: float, queued: float, in_flight: float, url: str = "g") -> GatewayScrape:
+        return GatewayScrape(url, {"m": ModelDemand(queued, in_flight)}, finished={"m": finished, "x": 99})
+
+    first = sampler.sample(Scrape(gateways=(gw(100, 0, 2),)), 0.0)
+    assert ARRIVALS not in first.values  # a rate needs two readings
+    # 10 s later: 30 more finished, demand 2 -> 12: 40 arrived
+    second = sampler.sample(Scrape(gateways=(gw(130, 4, 8),)), 10.0)
+    assert second.values[ARRIVALS] == pytest.approx(4.0)
+    # a backlog that drains while nothing arrives is not an arrival rate
+    third = sampler.sample(Scrape(gateways=(gw(142, 0, 0),)), 20.0)
+    assert third.values[ARRIVALS] == pytest.approx(0.0)
+    # the gateway restarted: its counter went down, everything it reports is new
+    fourth = sampler.sample(Scrape(gateways=(gw(5, 0, 5),)), 30.0)
+    assert fourth.values[ARRIVALS] == pytest.approx(1.0)
+
+
+def test_parse_finished_sums_endpoints_and_statuses():
+    text = (
+        "# TYPE flotilla_gateway_requests counter\n"
+        'flotilla_gateway_requests_total{endpoint="a",model="m",status="200"} 3.0\n'
+        'flotilla_gateway_requests_total{endpoint="b",model="m",status="503"} 2.0\n'
+        'flotilla_gateway_requests_created{endpoint="a",model="m",status="200"} 1.7e9\n'
+        'flotilla_gateway_requests_total{endpoint="a",model="n",status="200"} 1.0\n'
+    )
+    assert parse_finished(text) == {"m": 5.0, "n": 1.0}
