@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bench.autoscaling.runner import CONTENDERS, count_steps, run_autoscale_suite
+from bench.autoscaling.runner import CONTENDERS, EXTRA_CONTENDERS, count_steps, run_autoscale_suite
 from bench.autoscaling.suite import AUTOSCALE_SUITES, load, to_json
 from bench.autoscaling.traces import TRACES
 from bench.procs import BenchError
@@ -31,9 +31,10 @@ def run(
     if time_scale is not None:
         suite = dataclasses.replace(suite, time_scale=time_scale)
     if contenders is not None:
-        if unknown := contenders - set(CONTENDERS):
+        known = (*CONTENDERS, *EXTRA_CONTENDERS)
+        if unknown := contenders - set(known):
             raise click.UsageError(f"unknown autoscaling contender(s): {', '.join(sorted(unknown))}")
-        suite = dataclasses.replace(suite, contenders=tuple(c for c in suite.contenders if c in contenders))
+        suite = dataclasses.replace(suite, contenders=tuple(c for c in known if c in contenders))
     if traces is not None:
         if unknown := traces - set(TRACES):
             raise click.UsageError(

@@ -14,7 +14,14 @@ from bench.autoscaling.runner import AutoscaleResult
 from bench.autoscaling.traces import TRACES, scaled
 from bench.plots import _pyplot
 
-STYLE = {"kpa": "tab:blue", "apa": "tab:green", "hpa": "tab:red", "fixed": "tab:gray", "oracle": "black"}
+STYLE = {
+    "kpa": "tab:blue",
+    "kpa-arrivals": "tab:purple",
+    "apa": "tab:green",
+    "hpa": "tab:red",
+    "fixed": "tab:gray",
+    "oracle": "black",
+}
 
 
 def trace_plot(result: AutoscaleResult, trace: str, path: Path) -> None:
@@ -35,7 +42,7 @@ def trace_plot(result: AutoscaleResult, trace: str, path: Path) -> None:
             continue
         times = [row[0] for row in r.timeline]
         ready = [row[2] for row in r.timeline]
-        ax.step(times, ready, where="post", color=STYLE.get(r.contender), linewidth=1.6 if r.contender in ("kpa", "apa") else 1.0,
+        ax.step(times, ready, where="post", color=STYLE.get(r.contender), linewidth=1.6 if r.contender.startswith(("kpa", "apa")) else 1.0,
                 label=f"{r.contender} ready engines")  # fmt: skip
     ax.set_xlabel("trace time (simulated s)")
     ax.set_ylabel("engines")

@@ -30,6 +30,8 @@ from bench.procs import Proc, free_port, wait_http
 from bench.progress import Progress
 
 CONTENDERS = ("kpa", "apa", "hpa", "fixed", "oracle")
+#: contenders a run may select beyond the default ones: KPA on the gateway's arrival rate (target = cap)
+EXTRA_CONTENDERS = ("kpa-arrivals",)
 #: Flotilla's autoscaler as the suite runs it: Knative's 60 s stable / 6 s panic windows (not AIBrix's 180 s,
 #: which is slow against a 60 s cold start), a 30 s scale-down cooldown instead of 300 s
 KPA_SETTINGS: dict[str, Any] = {"stable_window": 60.0, "panic_window": 6.0, "scale_down_cooldown": 30.0}
@@ -141,6 +143,8 @@ def _spec(
     }  # fmt: skip
     if contender == "kpa":
         spec["params"] = {"target": calib.concurrency * suite.target_factor, **suite.kpa}
+    elif contender == "kpa-arrivals":
+        spec["params"] = {"target": calib.cap * suite.target_factor, **suite.kpa}
     elif contender == "apa":
         spec["params"] = {"target": calib.concurrency * suite.target_factor, **suite.apa}
     elif contender == "hpa":

@@ -48,13 +48,14 @@ class StartsAt:
 def build_policy(spec: dict[str, Any]) -> Policy:
     kind = spec["policy"]
     p = spec.get("params", {})
-    if kind in ("kpa", "apa"):
-        from autoscaler import DEMAND, MetricTarget, ScalerSettings
+    if kind in ("kpa", "apa", "kpa-arrivals"):
+        from autoscaler import ARRIVALS, DEMAND, MetricTarget, ScalerSettings
         from flotilla.cli.local_wiring import AutoscalerPolicy
 
+        metric = ARRIVALS if kind == "kpa-arrivals" else DEMAND
         settings = ScalerSettings(
             max_replicas=spec["max_engines"], min_replicas=spec["min_engines"],
-            metrics=(MetricTarget(DEMAND, p["target"]),), algorithm=kind.upper(),
+            metrics=(MetricTarget(metric, p["target"]),), algorithm=kind[:3].upper(),
             **{k: v for k, v in p.items() if k != "target"},
         )  # fmt: skip
         return AutoscalerPolicy(settings)

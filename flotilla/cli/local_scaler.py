@@ -53,6 +53,8 @@ class Observation:
     #: ``vllm:num_requests_running`` / ``_waiting`` of each ready engine
     running: tuple[int, ...] = ()
     waiting: tuple[int, ...] = ()
+    #: requests that ever arrived at the gateway for this model (a counter; its rate is the offered load)
+    arrivals: float = 0.0
 
     @property
     def demand(self) -> float:
@@ -87,8 +89,8 @@ class Endpoints(Protocol):
 
     def publish(self, urls: Sequence[str]) -> None: ...
 
-    def demand(self) -> tuple[float, float]:
-        """(in-flight, queued) requests for the model."""
+    def demand(self) -> tuple[float, float, float]:
+        """(in-flight, queued, arrivals so far) requests for the model."""
         ...
 
 
@@ -203,7 +205,7 @@ class LocalScaler:
         return ScalerStatus(len(self.serving()), len(self.starting()), self.desired, self.panic)
 
     def observe(self) -> Observation:
-        in_flight, queued = self.endpoints.demand()
+        in_flight, queued, arrivals = self.endpoints.demand()
         serving = self.serving()
         return Observation(
             now=self.now(),
@@ -213,6 +215,7 @@ class LocalScaler:
             queued=queued,
             running=tuple(len(h.engine.scheduler.running) for h in serving),
             waiting=tuple(len(h.engine.scheduler.waiting) for h in serving),
+            arrivals=arrivals,
         )
 
     # ------------------------------------------------------------------ the loop

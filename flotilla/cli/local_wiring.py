@@ -59,7 +59,7 @@ class GatewayEndpoints:
 
         self.gateway.set_endpoints([EndpointSpec(url=u, model=self.model) for u in urls])
 
-    def demand(self) -> tuple[float, float]:
+    def demand(self) -> tuple[float, float, float]:
         from prometheus_client import generate_latest
 
         from flotilla.demand import ModelDemand, parse_demand
@@ -67,7 +67,7 @@ class GatewayEndpoints:
         found = parse_demand(generate_latest(self.gateway.metrics.registry).decode()).get(
             self.model, ModelDemand()
         )
-        return found.in_flight, found.queued
+        return found.in_flight, found.queued, found.arrivals
 
 
 class AutoscalerPolicy:
@@ -81,14 +81,19 @@ class AutoscalerPolicy:
 
         self.scaler = Autoscaler(settings)
         self.last: Any = None
+        self._previous: Observation | None = None
 
     def decide(self, obs: Observation) -> Decision:
-        from autoscaler import DEMAND, RUNNING, WAITING, FleetSample
+        from autoscaler import ARRIVALS, DEMAND, RUNNING, WAITING, FleetSample
 
         running, waiting = float(sum(obs.running)), float(sum(obs.waiting))
         values = (
             {DEMAND: obs.demand, RUNNING: running, WAITING: waiting} if obs.ready else {DEMAND: obs.demand}
         )
+        prev, self._previous = self._previous, obs
+        if prev is not None and obs.now > prev.now:
+            # the gateway's arrivals counter as a rate (req/s): the offered load, which a backlog does not swell
+            values[ARRIVALS] = max(0.0, obs.arrivals - prev.arrivals) / (obs.now - prev.now)
         sample = FleetSample(
             ready=obs.ready, values=values, queued=obs.queued, in_flight=obs.in_flight,
             busy=obs.demand > 0 or running > 0 or waiting > 0,

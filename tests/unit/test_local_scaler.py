@@ -56,12 +56,13 @@ class FakeGateway:
         self.published: list[list[str]] = []
         self.in_flight = 0.0
         self.queued = 0.0
+        self.arrivals = 0.0
 
     def publish(self, urls) -> None:
         self.published.append(list(urls))
 
-    def demand(self) -> tuple[float, float]:
-        return self.in_flight, self.queued
+    def demand(self) -> tuple[float, float, float]:
+        return self.in_flight, self.queued, self.arrivals
 
 
 class Wants:
@@ -216,3 +217,16 @@ def test_the_autoscaler_policy_follows_demand_per_engine() -> None:
         seen.append(desired)
     assert seen[0] == 2  # at most twice the current count per decision (max_scale_up_rate)
     assert desired == 4
+
+
+def test_the_autoscaler_policy_reads_the_arrival_rate() -> None:
+    from autoscaler import ARRIVALS, MetricTarget, ScalerSettings
+    from flotilla.cli.local_wiring import AutoscalerPolicy
+
+    policy = AutoscalerPolicy(ScalerSettings(max_replicas=8, metrics=(MetricTarget(ARRIVALS, 0.5),)))
+    desired = 1
+    for t in range(0, 40, 2):  # 1.5 req/s arriving, 0.5 req/s per engine: 3 engines, whatever the backlog
+        obs = Observation(now=float(t), ready=1, starting=desired - 1, in_flight=30.0, queued=0.0,
+                          running=(4,), waiting=(26,), arrivals=1.5 * t)  # fmt: skip
+        desired = policy.decide(obs).desired
+    assert desired == 3
