@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from bench.autoscaling.suite import AUTOSCALE_SUITES
 from bench.procs import BenchError
 from bench.progress import Progress
 from bench.report import render
@@ -44,10 +45,11 @@ def configure(
 @click.option(
     "--suite",
     "suite_name",
-    type=click.Choice(sorted([*SUITES, "reliability"])),
+    type=click.Choice(sorted([*SUITES, "reliability", *AUTOSCALE_SUITES])),
     default="standard",
     show_default=True,
-    help="reliability: faults under load (bench/reliability); with --quick, its short version.",
+    help="reliability: faults under load (bench/reliability); autoscaling: autoscalers vs HPA-like, fixed and "
+    "oracle (bench/autoscaling); with --quick, their short versions.",
 )
 @click.option(
     "--out",
@@ -76,7 +78,11 @@ def configure(
     show_default=True,
     help="Multiply every workload's request rate.",
 )
-@click.option("--workloads", default=None, help=f"Comma list to run, of: {', '.join(GENERATORS)}.")
+@click.option(
+    "--workloads",
+    default=None,
+    help=f"Comma list to run, of: {', '.join(GENERATORS)} (--suite autoscaling: of its traces).",
+)
 @click.option(
     "--contenders", default=None, help="Comma list to keep, e.g. direct,flotilla:default,sglang:cache_aware."
 )
@@ -106,6 +112,14 @@ def bench(
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
     if lora:
         _lora(out, seed, seeds, requests, engines, preset, time_scale, rate_scale, _csv(contenders))
+        return
+    if suite_name in AUTOSCALE_SUITES:
+        from bench.autoscaling.cli import run as run_autoscaling
+
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        suite_seeds = (seed,) if seed != 0 else None  # 0 = the suite's own seeds
+        run_autoscaling(suite_name, quick=quick, out=out, time_scale=time_scale, contenders=_csv(contenders),
+                        traces=_csv(workloads), seeds=suite_seeds, rerender=rerender, command=command.strip())  # fmt: skip
         return
     if suite_name == "reliability":
         if workloads or contenders:

@@ -19,7 +19,8 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import click
@@ -59,6 +60,17 @@ class UpOptions:
     #: ``--lora NAME=PATH[:REPLICAS]`` adapters, placed by ``up_lora`` (LoRA is on when any is given)
     loras: tuple[Any, ...] = ()
     max_loras: int = 2
+    #: --autoscale: engines follow load between min_engines and max_engines (flotilla.cli.local_scaler)
+    autoscale: bool = False
+    min_engines: int = 0
+    max_engines: int = 4
+    policy: str = "kpa"
+    #: simulated seconds from an engine's start to ready (cold start), autoscale mode
+    startup_delay: float = 0.0
+    #: write the scaler's timeline and engine lifetimes here as JSON on exit
+    record: Path | None = None
+    #: further EngineConfig fields for the simulated engines (e.g. max_num_seqs)
+    engine_extra: dict[str, Any] = field(default_factory=dict)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -113,13 +125,18 @@ def status_line(stats: Any) -> str:
     )
 
 
-async def _status_loop(app: Any, stream: TextIO, stop: asyncio.Event) -> None:
+def scaler_line(status: Any) -> str:
+    starting = f" (+{status.starting} starting)" if status.starting else ""
+    return f"replicas {status.replicas}{starting} · desired {status.desired} · panic {'yes' if status.panic else 'no'} · "
+
+
+async def _status_loop(app: Any, stream: TextIO, stop: asyncio.Event, scaler: Any = None) -> None:
     from gateway import live_stats
 
     tty = stream.isatty()
     last = ""
     while not stop.is_set():
-        line = status_line(live_stats(app))
+        line = (scaler_line(scaler.status()) if scaler is not None else "") + status_line(live_stats(app))
         if tty:
             stream.write("\r\033[K" + line)
             stream.flush()
@@ -133,25 +150,37 @@ async def _status_loop(app: Any, stream: TextIO, stop: asyncio.Event) -> None:
         stream.write("\n")
 
 
+def _engine_config(opts: UpOptions) -> Any:
+    from engine_sim import EngineConfig
+
+    values: dict[str, Any] = {"model": opts.model, "preset": opts.preset, "host": "127.0.0.1",
+                              "time_scale": opts.time_scale, **opts.engine_extra}  # fmt: skip
+    if opts.num_gpu_blocks is not None:
+        values["num_gpu_blocks"] = opts.num_gpu_blocks
+    if opts.autoscale:
+        values["startup_delay"] = opts.startup_delay
+    if opts.loras:
+        values.update(enable_lora=True, max_loras=opts.max_loras)
+    try:
+        return EngineConfig(**values)
+    except ValueError as exc:
+        raise click.ClickException(f"bad engine options: {exc}") from exc
+
+
 @contextlib.asynccontextmanager
 async def _engines(opts: UpOptions) -> AsyncIterator[list[str]]:
     if opts.engine_urls:
         yield [u.rstrip("/") for u in opts.engine_urls]
         return
-    from engine_sim import EngineConfig, fleet_configs, serve_engines
+    if opts.autoscale:
+        yield []  # the local scaler starts them
+        return
+    from engine_sim import fleet_configs, serve_engines
 
-    values: dict[str, Any] = {"model": opts.model, "preset": opts.preset, "host": "127.0.0.1",
-                              "time_scale": opts.time_scale}  # fmt: skip
-    if opts.num_gpu_blocks is not None:
-        values["num_gpu_blocks"] = opts.num_gpu_blocks
-    if opts.loras:
-        values.update(enable_lora=True, max_loras=opts.max_loras)
-    try:
-        base = EngineConfig(**values)
-    except ValueError as exc:
-        raise click.ClickException(f"bad engine options: {exc}") from exc
     # port 0: every engine gets its own free loopback port
-    configs = [c.model_copy(update={"port": 0}) for c in fleet_configs(base, opts.engines, 0, None)]
+    configs = [
+        c.model_copy(update={"port": 0}) for c in fleet_configs(_engine_config(opts), opts.engines, 0, None)
+    ]
     async with serve_engines(configs) as running:
         yield [r.url for r in running]
 
@@ -167,7 +196,27 @@ async def _first_model(base_url: str, fallback: str) -> str:
     return fallback
 
 
-async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
+def _build_scaler(opts: UpOptions, app: Any, policy: Any) -> Any:
+    from flotilla.cli.local_scaler import LocalScaler
+    from flotilla.cli.local_wiring import GatewayEndpoints, SimEngines, make_policy
+
+    try:
+        chosen = (
+            policy if policy is not None else make_policy(opts.policy, opts.min_engines, opts.max_engines)
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return LocalScaler(
+        chosen, SimEngines(_engine_config(opts)), GatewayEndpoints(app.state.gateway, opts.model),
+        min_engines=opts.min_engines, max_engines=opts.max_engines, time_scale=opts.time_scale,
+    )  # fmt: skip
+
+
+async def run(
+    opts: UpOptions, *, out: TextIO, err: TextIO, policy: Any = None, initial: int | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM. ``policy`` overrides ``opts.policy`` (the benchmark's baselines);
+    ``initial`` = engines started warm before the scaler's first tick (default ``min_engines``)."""
     from flotilla.cli import up_lora
     from gateway import GatewaySettings, create_app
 
@@ -187,6 +236,9 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
                 values.update(index_backend="redis", redis_url=opts.redis_url)
             if opts.strategy:
                 values["default_profile"] = opts.strategy
+            if opts.autoscale:
+                # a request at zero engines is held through a whole cold start, with room to spare
+                values["hold_timeout"] = max(30.0, 2 * opts.startup_delay * opts.time_scale)
             try:
                 app = create_app(GatewaySettings(**values))
             except ValueError as exc:
@@ -200,24 +252,38 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
                     task.result()
                     raise click.ClickException("the gateway exited during startup")
                 await asyncio.sleep(0.01)
+            scaler = _build_scaler(opts, app, policy) if opts.autoscale else None
+            scaler_stop = asyncio.Event()
+            scaling = None
+            if scaler is not None:
+                await scaler.prestart(opts.min_engines if initial is None else initial)
+                scaling = asyncio.create_task(scaler.run(scaler_stop), name="local-scaler")
             what = (
                 f"gateway in front of {len(urls)} engine(s) at {', '.join(urls)}"
                 if opts.engine_urls
+                else f"{opts.min_engines}–{opts.max_engines} simulated engines ({opts.preset}, {opts.policy}"
+                f" autoscaling, {opts.startup_delay:g} s cold start) behind the gateway"
+                if opts.autoscale
                 else f"{len(urls)} simulated engines ({opts.preset}) behind the gateway"
             )
-            model = await _first_model(base_url, opts.model)
+            model = opts.model if opts.autoscale else await _first_model(base_url, opts.model)
             text = banner(base_url, model, what)
             if lora is not None:
                 text += "LoRA adapters (use the name as 'model'):\n" + up_lora.describe(lora, urls) + "\n"
             out.write(text + "\n")
             out.flush()
-            status = asyncio.create_task(_status_loop(app, err, stop)) if opts.status else None
+            status = asyncio.create_task(_status_loop(app, err, stop, scaler)) if opts.status else None
             await stop.wait()
             if status is not None:
                 await status
             err.write("stopping…\n")
             server.should_exit = True
             await task
+            if scaling is not None and scaler is not None:
+                scaler_stop.set()
+                await scaling
+                if opts.record is not None:
+                    opts.record.write_bytes(scaler.record())
     finally:
         sock.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -283,10 +349,40 @@ async def run(opts: UpOptions, *, out: TextIO, err: TextIO) -> None:
 @click.option(
     "--max-loras", default=2, show_default=True, type=click.IntRange(1, 256), help="LoRA slots per engine."
 )
+@click.option(
+    "--autoscale", is_flag=True, help="Start and stop simulated engines to follow load (no cluster needed)."
+)
+@click.option(
+    "--min-engines",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Autoscale: fewest engines.",
+)
+@click.option(
+    "--max-engines", default=4, show_default=True, type=click.IntRange(1, 64), help="Autoscale: most engines."
+)
+@click.option(
+    "--policy", default="kpa", show_default=True, help="Autoscale: the autoscaler's algorithm (kpa or apa)."
+)
+@click.option(
+    "--startup-delay",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Autoscale: simulated seconds from an engine's start to ready (its cold start).",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Autoscale: write the scaler's timeline and engine lifetimes here as JSON on exit.",
+)
 def up(
     engines: int, engine_urls: tuple[str, ...], port: int, host: str, model: str, preset: str,
     time_scale: float, num_gpu_blocks: int | None, redis_url: str | None, strategy: str | None, status: bool,
     loras: tuple[str, ...], max_loras: int,
+    autoscale: bool, min_engines: int, max_engines: int, policy: str, startup_delay: float, record: Path | None,
 ) -> None:  # fmt: skip
     """Start simulated engines and the gateway locally (no cluster needed); Ctrl-C stops everything."""
     for url in engine_urls:
@@ -305,10 +401,27 @@ def up(
         click.echo(
             f"warning: listening on {host}, not loopback: anyone who can reach it can use it", err=True
         )
+    if autoscale and engine_urls:
+        raise click.UsageError("--autoscale starts simulated engines; it cannot be combined with --engine")
+    if autoscale and loras:
+        raise click.UsageError(
+            "--lora places adapters on a fixed set of engines; it cannot be combined with --autoscale"
+        )
+    if min_engines > max_engines:
+        raise click.BadParameter(f"{min_engines} > --max-engines {max_engines}", param_hint="--min-engines")
+    if autoscale:
+        from autoscaler import POLICIES
+
+        if policy.upper() not in POLICIES:
+            raise click.BadParameter(
+                f"{policy!r}; choose from {', '.join(p.lower() for p in POLICIES)}", param_hint="--policy"
+            )
     from flotilla.cli.up_lora import parse_lora
 
     opts = UpOptions(engines, engine_urls, host, port, model, preset, time_scale, num_gpu_blocks, redis_url,
-                     strategy, status, tuple(parse_lora(v) for v in loras), max_loras)  # fmt: skip
+                     strategy, status, loras=tuple(parse_lora(v) for v in loras), max_loras=max_loras,
+                     autoscale=autoscale, min_engines=min_engines, max_engines=max_engines, policy=policy,
+                     startup_delay=startup_delay, record=record)  # fmt: skip
     try:
         import uvloop
 

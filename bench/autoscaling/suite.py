@@ -1,0 +1,80 @@
+"""The autoscaling suites and their results file (``autoscaling.json``, re-rendered by ``--rerender``).
+
+* ``autoscaling`` — 4 traces × seeds 1, 2, 3 × 5 contenders (KPA, APA, HPA-like, fixed, oracle replayed), two
+  contenders at a time; about half an hour on a 2-core machine (docs/benchmarks.md says why not less).
+* ``autoscaling-quick`` (``--quick``) — the step trace at half length, seed 1, KPA vs HPA-like vs fixed side
+  by side, after a two-point calibration: under a minute, for the integration tier.
+
+Tuning of the Flotilla policies' settings was done on seed 100 only; the reported seeds are 1–3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.autoscaling.runner import AutoscaleResult, AutoscaleSuite, Calibration, RunRecord
+
+
+def full() -> AutoscaleSuite:
+    return AutoscaleSuite(name="autoscaling")
+
+
+def quick() -> AutoscaleSuite:
+    return AutoscaleSuite(
+        name="autoscaling-quick", traces=("step",), seeds=(1,), contenders=("kpa", "hpa", "fixed"),
+        trace_factor=2.0, parallel=3, calibration_rates=(0.5, 0.7), calibration_seconds=60.0,
+    )  # fmt: skip
+
+
+AUTOSCALE_SUITES = {"autoscaling": full, "autoscaling-quick": quick}
+
+
+def to_json(result: AutoscaleResult) -> bytes:
+    return orjson.dumps(dataclasses.asdict(result), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _nan(value: Any) -> Any:
+    if value is None:
+        return math.nan
+    if isinstance(value, list):
+        return [_nan(v) for v in value]
+    return value
+
+
+def from_json(raw: bytes) -> AutoscaleResult:
+    data = orjson.loads(raw)
+    cal = data["calibration"]
+    runs = []
+    for r in data["runs"]:
+        fields = {f.name: r[f.name] for f in dataclasses.fields(RunRecord) if f.name in r}
+        for key in (
+            "gpu_seconds",
+            "oracle_gpu_seconds",
+            "attainment",
+            "ttft_p90",
+            "load_avg",
+            "lag_mean",
+            "lag_max",
+        ):
+            fields[key] = _nan(fields.get(key))
+        fields["step_to_ready"] = _nan(fields["step_to_ready"])
+        fields["timeline"] = [tuple(row) for row in fields.get("timeline", [])]
+        runs.append(RunRecord(**fields))
+    return AutoscaleResult(
+        suite=data["suite"], command=data["command"], config=data["config"],
+        calibration=Calibration(cal["cap"], cal["concurrency"], cal["running"],
+                                [tuple(_nan(p)) for p in cal["points"]]),
+        runs=runs, notes=list(data["notes"]),
+    )  # fmt: skip
+
+
+def load(path: Path) -> AutoscaleResult:
+    try:
+        return from_json(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot read autoscaling results from {path}: {exc}") from exc
