@@ -68,3 +68,9 @@ def wait_ready(
 
     md: dict[str, Any] = eventually(ready, timeout, f"md/{name} ready with {replicas} replicas")
     return md
+
+
+def peering_priorities(cluster: ControlPlane, name: str = "flotilla") -> list[int]:
+    """Priorities of the operator replicas registered in the ClusterKopfPeering ``name``."""
+    body = json.loads(cluster.kubectl("get", "clusterkopfpeering", name, "-o", "json").stdout)
+    return sorted(p["priority"] for p in (body.get("status") or {}).values())

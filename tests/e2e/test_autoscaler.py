@@ -28,7 +28,7 @@ import yaml
 from flotilla import labels
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.controlplane import FLOTILLA, ControlPlane
-from tests.e2e.helpers import eventually, get, md_manifest
+from tests.e2e.helpers import eventually, get, md_manifest, peering_priorities
 from tests.e2e.podsim import SIM_ARGS, PodSimulator
 from tests.support import free_port, wait_for_port
 
@@ -414,12 +414,9 @@ def test_only_the_active_operator_replica_runs_autoscalers(
     standby = OperatorProcess(cluster, tmp_path / "standby.log", "--priority", "10")
     standby.start()
     try:
-
-        def peers() -> list[int]:
-            body = json.loads(cluster.kubectl("get", "clusterkopfpeering", "flotilla", "-o", "json").stdout)
-            return sorted(p["priority"] for p in (body.get("status") or {}).values())
-
-        eventually(lambda: peers() == [10, 100], 60, "both replicas in the peering object")
+        eventually(
+            lambda: peering_priorities(cluster) == [10, 100], 60, "both replicas in the peering object"
+        )
         cluster.kubectl("apply", "-f", "-", input=md_manifest("peer", ns, replicas=1))
         cluster.kubectl("apply", "-f", "-", input=mas_manifest(
             "peer", ns, "peer", minReplicas=1, maxReplicas=2,

@@ -14,7 +14,15 @@ import yaml
 from flotilla import labels
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.helpers import conditions, diagnose, eventually, get, md_manifest, wait_ready
+from tests.e2e.helpers import (
+    conditions,
+    diagnose,
+    eventually,
+    get,
+    md_manifest,
+    peering_priorities,
+    wait_ready,
+)
 from tests.e2e.podsim import PodSimulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -303,12 +311,9 @@ def test_a_second_replica_stands_by_and_takes_over(
     standby = OperatorProcess(cluster, tmp_path / "standby.log", "--priority", "10")
     standby.start()
     try:
-
-        def peers() -> list[int]:
-            body = json.loads(cluster.kubectl("get", "clusterkopfpeering", "flotilla", "-o", "json").stdout)
-            return sorted(p["priority"] for p in (body.get("status") or {}).values())
-
-        eventually(lambda: peers() == [10, 100], 60, "both replicas in the peering object")
+        eventually(
+            lambda: peering_priorities(cluster) == [10, 100], 60, "both replicas in the peering object"
+        )
         cluster.kubectl("apply", "-f", "-", input=md_manifest("peer", ns, replicas=1))
         wait_ready(cluster, "peer", ns, 1)
         time.sleep(2)
