@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from flotilla import labels
 from gateway.endpoints import Endpoint, Lease
-from gateway.errors import NoEndpoint, UpstreamError, sse_error
+from gateway.errors import GatewayError, NoEndpoint, UpstreamError, sse_error
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import timeouts
 
@@ -86,6 +86,10 @@ class Attempt:
     #: read the engine's ``usage`` (TPM reconciliation) into ``usage_tokens``; costs a parse, so only on demand
     want_usage: bool = False
     usage_tokens: int | None = None
+
+
+#: given the keys of endpoints already tried, endpoints to try next (may wait for them; raises when none come)
+Refill = Callable[[set[str]], Awaitable[list[Endpoint]]]
 
 
 def response_headers(upstream: httpx.Response, attempt: Attempt, debug: bool) -> dict[str, str]:
@@ -186,16 +190,49 @@ class Proxy:
         stream: bool,
         attempt: Attempt,
         on_done: Callable[[Attempt], None],
+        refill: Refill | None = None,
     ) -> Response:
-        self.budget.deposit()
+        """Try ``ranked`` in order. When every try failed *to connect* (or every breaker was open) and
+        ``refill`` is given, ask it for endpoints not tried yet — it may hold the request while, say, an adapter
+        is re-placed after its only pod died — and go on with those; nothing reached the client yet."""
         started = time.perf_counter()
+        if attempt.tries == 0:
+            self.budget.deposit()
+        while True:
+            response = await self._round(ranked, path, body, headers, stream, attempt, started, on_done)
+            if response is not None:
+                return response
+            if refill is None or not (attempt.tries == 0 or attempt.reason in ("connect", "breaker")):
+                break
+            try:
+                ranked = await refill({key for key, _ in attempt.errors})
+            except BaseException as exc:  # held too long, or the client left while held: it ends here
+                attempt.status = 499 if isinstance(exc, asyncio.CancelledError) else 503
+                on_done(attempt)
+                raise
+            refill = None  # one more round: the refill already waited as long as a request may be held
+        raise self._give_up(attempt, on_done)
+
+    async def _round(
+        self,
+        ranked: list[Endpoint],
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        stream: bool,
+        attempt: Attempt,
+        started: float,
+        on_done: Callable[[Attempt], None],
+    ) -> Response | None:
+        """One pass over ``ranked`` (at most ``1 + max_retries`` tries); None = nothing succeeded."""
         extensions = self._extensions[stream]
+        first = attempt.tries
         for endpoint in ranked:
-            if attempt.tries > self.max_retries:
+            if attempt.tries - first > self.max_retries:
                 break
             if not endpoint.breaker.allows():
                 continue
-            if attempt.tries > 0:
+            if attempt.tries > first:
                 if not self.budget.withdraw():
                     self.metrics.retries.labels("budget_exhausted").inc()
                     break
@@ -219,9 +256,15 @@ class Proxy:
                 raise
             if response is not None:
                 return response
+        return None
+
+    def _give_up(self, attempt: Attempt, on_done: Callable[[Attempt], None]) -> GatewayError:
+        """Account the failed request and return the error the client gets."""
         if attempt.tries == 0:
             self.metrics.rejections.labels("no_endpoint").inc()
-            raise NoEndpoint(
+            attempt.status = 503
+            on_done(attempt)
+            return NoEndpoint(
                 f"no healthy endpoint can serve model '{attempt.model}' right now",
                 headers={"retry-after": str(self.retry_after)},
             )
@@ -237,13 +280,13 @@ class Proxy:
         if attempt.reason in ("connect", "breaker"):
             attempt.status = 503
             on_done(attempt)
-            raise NoEndpoint(
+            return NoEndpoint(
                 f"no endpoint reachable for model '{attempt.model}' ({attempt.tries} tries: {details})",
                 headers={"retry-after": str(self.retry_after)},
             )
         attempt.status = 502
         on_done(attempt)
-        raise UpstreamError(
+        return UpstreamError(
             f"upstream failed after {attempt.tries} attempt(s): {details}",
             headers={"retry-after": str(self.retry_after)},
         )

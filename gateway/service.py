@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -429,10 +429,24 @@ class Gateway:
                 stream=ctx.parsed.stream,
                 attempt=ctx.attempt,
                 on_done=lambda _attempt: ctx.finish(),
+                # a declared model whose endpoints all failed to connect (its only pod just died, an adapter is
+                # being re-placed) is held for a fresh endpoint instead of answered 503
+                refill=self._refill(ctx.model, len(raw)) if ctx.model in self.catalog else None,
             )
         except BaseException:
             ctx.finish()  # no-op if the proxy already reported the end
             raise
+
+    def _refill(self, model: str, size: int) -> Callable[[set[str]], Awaitable[list[Endpoint]]]:
+        async def refill(tried: set[str]) -> list[Endpoint]:
+            def fresh() -> list[Endpoint] | None:
+                found = self._probe(model)
+                untried = [e for e in found or () if e.key not in tried]
+                return untried or None
+
+            return await self.holding.wait(model, size, fresh)
+
+        return refill
 
     def _count(self, status: int) -> None:
         self.requests += 1

@@ -199,3 +199,71 @@ async def test_a_non_streaming_response_must_complete_within_the_first_byte_time
     assert asyncio.get_running_loop().time() - started < 2
     assert done[0].reason == "timeout"
     assert _idle(e)
+
+
+async def test_a_refill_serves_from_a_fresh_endpoint_when_every_try_failed_to_connect() -> None:
+    clock = Clock()
+    dead, fresh = _endpoint(clock, 1), _endpoint(clock, 2)
+    asked: list[set[str]] = []
+
+    async def refill(tried: set[str]) -> list[Endpoint]:
+        asked.append(tried)
+        return [fresh]
+
+    done: list[Attempt] = []
+    response = await _proxy(ScriptedTransport(httpx.ConnectError("refused"), 200)).forward(
+        [dead],
+        "/v1/completions",
+        b"{}",
+        {},
+        stream=False,
+        attempt=_attempt(),
+        on_done=done.append,
+        refill=refill,
+    )
+    assert response.status_code == 200
+    assert asked == [{dead.key}]
+    assert [a.status for a in done] == [200]  # one request, reported once
+    assert _idle(dead)
+    assert _idle(fresh)
+
+
+async def test_a_refill_that_gives_up_ends_the_request_once() -> None:
+    e = _endpoint(Clock())
+
+    async def refill(tried: set[str]) -> list[Endpoint]:
+        raise NoEndpoint("none became ready")
+
+    done: list[Attempt] = []
+    with pytest.raises(NoEndpoint, match="none became ready"):
+        await _proxy(ScriptedTransport(httpx.ConnectError("refused"))).forward(
+            [e],
+            "/v1/completions",
+            b"{}",
+            {},
+            stream=False,
+            attempt=_attempt(),
+            on_done=done.append,
+            refill=refill,
+        )
+    assert [a.status for a in done] == [503]
+    assert _idle(e)
+
+
+async def test_a_broken_response_is_not_refilled() -> None:
+    e = _endpoint(Clock())
+
+    async def refill(tried: set[str]) -> list[Endpoint]:  # pragma: no cover - must not be called
+        raise AssertionError("a 5xx is not a connect failure")
+
+    with pytest.raises(UpstreamError):
+        await _proxy(ScriptedTransport(500)).forward(
+            [e],
+            "/v1/completions",
+            b"{}",
+            {},
+            stream=False,
+            attempt=_attempt(),
+            on_done=lambda a: None,
+            refill=refill,
+        )
