@@ -6,8 +6,9 @@ open forever. :class:`GuardedHttpTools` bounds both, per connection, before the 
 
 - the request head (request line + headers) may be at most ``max_header_bytes``; beyond, ``431 Request Header
   Fields Too Large`` and the connection is closed;
-- the head must arrive within ``header_timeout`` seconds of the connection opening (or of the previous response
-  ending, on a kept-alive connection); otherwise the connection is closed.
+- the head must arrive within ``header_timeout`` seconds of the connection opening, or, on a kept-alive
+  connection, of the first byte of the next request; otherwise the connection is closed. (An idle kept-alive
+  connection is uvicorn's ``timeout_keep_alive`` to close.)
 
 Bodies are bounded by the application (``max_body_bytes``, 413), idle kept-alive connections by uvicorn's
 ``timeout_keep_alive``. Every gateway process — ``flotilla gateway``, ``flotilla up``, the test harness —
@@ -63,6 +64,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._reading_head and self._head_timer is None:
+            self._arm()  # the first byte of the next request on a kept-alive connection
         was_reading_head = self._reading_head
         super().data_received(data)
         if was_reading_head and self._reading_head:  # the whole chunk was head: count it
@@ -83,9 +86,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._reading_head = True
-            self._arm()
+        self._reading_head = True  # the next head's clock starts with its first byte (data_received)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

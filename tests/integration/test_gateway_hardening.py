@@ -179,3 +179,17 @@ def test_a_slow_request_head_is_cut_off(fleet: SimFleet) -> None:
         assert time.monotonic() - started < 5
         # a normal request on a new connection is unaffected
         assert httpx.post(gw.base_url + "/chat/completions", json=CHAT).status_code == 200
+
+
+def test_a_kept_alive_connection_is_not_cut_by_the_head_timer(fleet: SimFleet) -> None:
+    """The head timer starts with a request's first byte: an idle kept-alive connection lives on (until
+    uvicorn's keep-alive timeout), and a request sent on the *same* connection later is served."""
+    request = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
+    with running_gateway(engines=fleet.urls, header_timeout=0.5) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(request)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(1.5)  # idle longer than header_timeout, shorter than the keep-alive timeout
+            sock.sendall(request)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # b"" if the server had closed it
