@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from gateway.holding import Holding
 from gateway.index import build_index, build_subscriber, start_index
 from gateway.lifecycle import DemandHook, IndexHook, RequestContext, RequestHook, TelemetryHook, UsageHook
 from gateway.parsing import ParsedRequest, check_request_id, max_model_len, parse
-from gateway.proxy import Attempt, Proxy, RetryBudget
+from gateway.proxy import Attempt, Proxy, Refill, RetryBudget
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.routing import Router, RoutingRequest
 from gateway.routing.router import Profile
@@ -437,7 +437,7 @@ class Gateway:
             ctx.finish()  # no-op if the proxy already reported the end
             raise
 
-    def _refill(self, model: str, size: int) -> Callable[[set[str]], Awaitable[list[Endpoint]]]:
+    def _refill(self, model: str, size: int) -> Refill:
         async def refill(tried: set[str]) -> list[Endpoint]:
             def fresh() -> list[Endpoint] | None:
                 found = self._probe(model)
