@@ -82,6 +82,9 @@ class ChatBody(SamplingBody):
     max_completion_tokens: int | None = None
     top_logprobs: int | None = None
     add_generation_prompt: bool = True
+    #: rendered by the chat template, as vLLM does
+    tools: list[dict[str, Any]] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -120,6 +123,8 @@ class TokenizeBody(BaseModel):
     add_special_tokens: bool | None = None
     add_generation_prompt: bool = True
     return_token_strs: bool = False
+    tools: list[dict[str, Any]] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 class DetokenizeBody(BaseModel):

@@ -3,7 +3,8 @@
 Prefix-aware routing only works if the router computes the *same token ids* as the engine (a block-size or
 unit mismatch silently breaks matching: Dynamo PR #1233). Real deployments get that by loading the model's own
 tokenizer; without model weights or a hub we need one that is exact, fast and needs no files, so the simulator
-and the gateway both use this one (or, optionally, an HF ``tokenizer.json`` through :func:`load_tokenizer`).
+and the gateway both use this one by default (a model's own files: :mod:`flotilla.hf_tokenizer`, through
+:func:`load_tokenizer`).
 
 The scheme, GPT-2-like in shape so token counts look realistic (about one token per English word):
 
@@ -23,14 +24,13 @@ the same in every request and can be cached per string.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import xxhash
 
@@ -66,6 +66,19 @@ _WORD_RE = re.compile(r"(?:[bcdfghjklmnprstvwxyz][aeiou]){1,2}")
 
 Message = Mapping[str, Any]
 
+#: characters per token assumed for text that was not encoded (token counts for limits and load only)
+_EST_CHARS_PER_TOKEN = 4
+
+
+class PromptTokens(NamedTuple):
+    """The leading ids of a prompt, as routing needs them (``prompt_prefix`` / ``chat_prefix``)."""
+
+    #: leading ids, exactly those of the full encode; all of them when ``complete``
+    ids: list[int]
+    #: how many ids the whole prompt has: exact when ``complete``, else estimated from the encoded share
+    total: int
+    complete: bool
+
 
 class Tokenizer(Protocol):
     """What engine and gateway need from a tokenizer."""
@@ -79,8 +92,28 @@ class Tokenizer(Protocol):
     def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]: ...
 
     def encode_chat(
-        self, messages: Sequence[Message], *, add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Any] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[int]: ...
+
+    def prompt_prefix(self, text: str, limit: int, *, add_special_tokens: bool = True) -> PromptTokens:
+        """At least ``limit`` leading ids of the prompt (all when it is shorter), with less work than a full
+        encode of a long text."""
+        ...
+
+    def chat_prefix(
+        self,
+        messages: Sequence[Message],
+        limit: int,
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Any] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> PromptTokens: ...
 
 
 def word_id(index: int, *, spaced: bool = True) -> int:
@@ -212,19 +245,80 @@ class FlotillaTokenizer:
         ids = self.encode(text)
         return [BOS, *ids] if add_special_tokens else ids
 
-    def encode_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Any] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[int]:
         """Llama-3 chat template: ``<|begin_of_text|>`` then, per message,
-        ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``, then the assistant header."""
+        ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``, then the assistant header.
+        (``tools`` and ``template_kwargs`` are accepted as vLLM does and not rendered.)"""
         ids = [BOS]
         for message in messages:
-            ids.append(START_HEADER)
-            ids.extend(self.encode(str(message.get("role", "user"))))
-            ids.extend((END_HEADER, 10, 10))
+            ids.extend(self._header(message))
             ids.extend(self.encode(message_text(message.get("content"))))
             ids.append(EOT)
         if add_generation_prompt:
-            ids.extend((START_HEADER, *self.encode("assistant"), END_HEADER, 10, 10))
+            ids.extend(self._header({"role": "assistant"}))
         return ids
+
+    def _header(self, message: Message) -> list[int]:
+        return [START_HEADER, *self.encode(str(message.get("role", "user"))), END_HEADER, 10, 10]
+
+    def prompt_prefix(self, text: str, limit: int, *, add_special_tokens: bool = True) -> PromptTokens:
+        """Pieces are matched lazily over the whole text, so the ids stop early and are still exact."""
+        head = [BOS] if add_special_tokens else []
+        cached = self._cache.get(text) if len(text) >= 256 else None
+        if cached is not None:
+            return PromptTokens(head + cached, len(head) + len(cached), True)
+        budget = max(limit - len(head), 0)
+        body: list[int] = []
+        end = 0
+        for match in PIECE_RE.finditer(text):
+            body.extend(_piece_ids(match.group()))
+            end = match.end()
+            if len(body) >= budget:
+                break
+        if end >= len(text):
+            if len(text) >= 256:
+                self._cache.put(text, body)
+            return PromptTokens(head + body, len(head) + len(body), True)
+        rest = round((len(text) - end) * len(body) / max(end, 1))
+        return PromptTokens(head + body, len(head) + len(body) + rest, False)
+
+    def chat_prefix(
+        self,
+        messages: Sequence[Message],
+        limit: int,
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Any] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> PromptTokens:
+        """The ids :meth:`encode_chat` starts with, encoding contents only until ``limit`` ids are known."""
+        ids = [BOS]
+        estimated = 0  # ids of what was not encoded
+        for message in messages:
+            content = message_text(message.get("content"))
+            if estimated or len(ids) >= limit:
+                estimated += 5 + len(content) // _EST_CHARS_PER_TOKEN
+                continue
+            ids.extend(self._header(message))
+            part = self.prompt_prefix(content, limit - len(ids), add_special_tokens=False)
+            ids.extend(part.ids)
+            if part.complete:
+                ids.append(EOT)
+            else:
+                estimated += part.total - len(part.ids) + 1
+        if add_generation_prompt:
+            if estimated or len(ids) >= limit:
+                estimated += 5
+            else:
+                ids.extend(self._header({"role": "assistant"}))
+        return PromptTokens(ids, len(ids) + estimated, not estimated)
 
 
 def message_text(content: Any) -> str:
@@ -244,65 +338,18 @@ def message_text(content: Any) -> str:
     return str(content)
 
 
-class HFTokenizer:
-    """An HF ``tokenizer.json`` (package ``tokenizers``, extra ``hf``) with the same Llama-3 chat layout.
-
-    Use the same file in engine_sim and the gateway; special tokens are looked up by their Llama-3 names.
-    """
-
-    def __init__(self, path: str) -> None:
-        try:
-            from tokenizers import Tokenizer as _HF
-        except ImportError as exc:  # pragma: no cover - depends on the optional extra
-            raise RuntimeError(
-                "an HF tokenizer.json needs the 'tokenizers' package: pip install 'flotilla[hf]'"
-            ) from exc
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"tokenizer file not found: {path}")
-        self._tok = _HF.from_file(path)
-        self.name = f"hf:{path}"
-        specials = {}
-        for token_id, text in SPECIAL_TOKENS.items():
-            found = self._tok.token_to_id(text)
-            specials[token_id] = found if found is not None else token_id
-        self._bos, self._sh, self._eh, self._eot = (
-            specials[BOS],
-            specials[START_HEADER],
-            specials[END_HEADER],
-            specials[EOT],
-        )
-        self._nl = self.encode("\n\n")
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return str(self._tok.decode(list(ids), skip_special_tokens=False))
-
-    def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        ids = self.encode(text)
-        return [self._bos, *ids] if add_special_tokens else ids
-
-    def encode_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
-        ids = [self._bos]
-        for message in messages:
-            ids.append(self._sh)
-            ids.extend(self.encode(str(message.get("role", "user"))))
-            ids.append(self._eh)
-            ids.extend(self._nl)
-            ids.extend(self.encode(message_text(message.get("content"))))
-            ids.append(self._eot)
-        if add_generation_prompt:
-            ids.extend((self._sh, *self.encode("assistant"), self._eh, *self._nl))
-        return ids
-
-
-def load_tokenizer(spec: str | None = None) -> Tokenizer:
-    """``None`` or ``"flotilla"`` → :class:`FlotillaTokenizer`; a path to ``tokenizer.json`` → :class:`HFTokenizer`."""
+def load_tokenizer(spec: str | None = None, *, chat_template: str | None = None) -> Tokenizer:
+    """``None`` or ``"flotilla"`` → :class:`FlotillaTokenizer`; a model directory (or its ``tokenizer.json``) →
+    :class:`flotilla.hf_tokenizer.HFTokenizer` with the model's chat template, or ``chat_template`` (vLLM's
+    ``--chat-template``: a file or the template itself) instead."""
     if spec in (None, "", "flotilla", FlotillaTokenizer.name):
+        if chat_template:
+            raise ValueError("a chat template needs a model tokenizer (--tokenizer DIR)")
         return FlotillaTokenizer()
     assert spec is not None
-    return HFTokenizer(spec)
+    from flotilla.hf_tokenizer import HFTokenizer
+
+    return HFTokenizer(spec, chat_template=chat_template)
 
 
 def synthetic_text(ids: Iterable[int]) -> str:

@@ -7,6 +7,7 @@ module level, so several differently configured gateways can run in one process 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -109,7 +110,11 @@ class Gateway:
             model_profiles=settings.model_profiles,
             prefix_mode=settings.prefix_mode,
         )
-        self.tokenizer = load_tokenizer(settings.tokenizer)
+        self.tokenizer = load_tokenizer(settings.tokenizer, chat_template=settings.chat_template)
+        #: large bodies are parsed and tokenised here, off the event loop (HF tokenizers release the GIL)
+        self._tokenize_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.tokenize_threads, thread_name_prefix="flotilla-tokenize"
+        )
         self.keys = KeyStore.load(settings.api_keys, settings.api_keys_file)
         self.index = build_index(settings.index_backend, settings.redis_url)
         #: the index fed by engines' KV events (precise mode), and its subscriber
@@ -218,6 +223,7 @@ class Gateway:
                 await closeable.aclose()
         await self.index.close()
         await self.limiter.close()
+        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -329,6 +335,8 @@ class Gateway:
             )
         candidates = await self._candidates(ctx.model, len(raw))
         self._check_context(ctx, candidates)
+        if ctx.parsed.engine_tokenize:
+            await self._engine_tokenize(ctx, candidates[0])
         await self._route(ctx, profile, candidates, headers)
         response = await self._dispatch(ctx, path, raw, headers)
         response.headers.update(ctx.limit_headers)
@@ -338,7 +346,7 @@ class Gateway:
         """Who asks (request id, API key), what for (the parsed body), and whether their limits allow it."""
         request_id = check_request_id(headers.get(labels.HEADER_REQUEST_ID)) or uuid.uuid4().hex
         key = self.keys.authenticate(headers.get("authorization"))
-        parsed: ParsedRequest = parse(raw, kind, self.tokenizer)
+        parsed = await self._parse(raw, kind)
         ctx = RequestContext(path=path, request_id=request_id, parsed=parsed, key=key)
         rpm = (key.rpm if key else None) or self.settings.rpm_limit
         tpm = (key.tpm if key else None) or self.settings.tpm_limit
@@ -365,6 +373,38 @@ class Gateway:
             )
         return ctx
 
+    async def _parse(self, raw: bytes, kind: str) -> ParsedRequest:
+        """Parse and tokenise only the blocks routing can use; a large body on a worker thread, so the event
+        loop (health checks, streams in flight) never waits for one request's tokenizer."""
+        s = self.settings
+        limit = s.max_prefix_blocks * s.block_size
+        if len(raw) < s.tokenize_thread_bytes:
+            return parse(raw, kind, self.tokenizer, limit)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenize_pool, parse, raw, kind, self.tokenizer, limit)
+
+    async def _engine_tokenize(self, ctx: RequestContext, endpoint: Endpoint) -> None:
+        """A chat the gateway cannot render (no template here, or it failed): the ids from the engine's own
+        ``/tokenize`` (vLLM's chat form). If the engine cannot say either, route without prefix blocks and let
+        it answer the request itself."""
+        assert self.scrape_client is not None, "Gateway.start() was not awaited"
+        body = ctx.parsed.body
+        payload = {"model": ctx.model, "messages": body["messages"]}
+        for name in ("add_generation_prompt", "continue_final_message", "tools", "chat_template_kwargs"):
+            if name in body:
+                payload[name] = body[name]
+        try:
+            response = await self.scrape_client.post(endpoint.url + "/tokenize", json=payload)
+            response.raise_for_status()
+            tokens = response.json()["tokens"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.debug("engine /tokenize failed for request %s: %s", ctx.request_id, exc)
+            return
+        if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
+            s = self.settings
+            ctx.parsed.prompt_ids = tokens[: s.max_prefix_blocks * s.block_size]
+            ctx.parsed.prompt_tokens = ctx.parsed.first_tokens = len(tokens)
+
     def _check_context(self, ctx: RequestContext, candidates: list[Endpoint]) -> None:
         """``max_tokens`` above the model's context length can never be served: 400, as vLLM answers."""
         requested = ctx.parsed.requested_max_tokens
@@ -388,7 +428,7 @@ class Gateway:
         )
         ctx.routing = RoutingRequest(
             model=ctx.model,
-            prompt_tokens=len(ctx.parsed.prompt_ids),
+            prompt_tokens=ctx.parsed.first_tokens,
             hashes=ctx.hashes,
             block_size=s.block_size,
             max_tokens=ctx.parsed.max_tokens,
