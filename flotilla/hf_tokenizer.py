@@ -22,19 +22,21 @@ text before it differently).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flotilla.chat_template import ChatTemplate, NoChatTemplate, override_source, template_source
-from flotilla.tokenizer import Message, PromptTokens
+from flotilla.tokenizer import EncodeCache, Message, PromptTokens, bounded_prefix
 
 #: the special-token names transformers passes to a chat template (``special_tokens_map``)
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
-#: a first guess of characters per token for the bounded encode (doubled until enough ids are exact)
-_CHARS_PER_TOKEN = 6
+
+#: texts at least this long are encoded with the GIL released (a thread hand-off costs more for short ones)
+_GIL_FREE_CHARS = 4096
 
 
 def _token_text(value: Any) -> str | None:
@@ -48,7 +50,9 @@ def _token_text(value: Any) -> str | None:
 class HFTokenizer:
     """``tokenizer.json`` + chat template from a model directory (see the module docstring)."""
 
-    def __init__(self, path: str, *, chat_template: str | None = None) -> None:
+    def __init__(
+        self, path: str, *, chat_template: str | None = None, head_cache_bytes: int = 16 << 20
+    ) -> None:
         try:
             from tokenizers import Tokenizer as _HF
         except ImportError as exc:  # pragma: no cover - depends on the optional extra
@@ -65,6 +69,8 @@ class HFTokenizer:
         self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
         added = self._tok.get_added_tokens_decoder().values()
         self._added_len = max((len(t.content) for t in added), default=0)
+        #: exact leading ids of long prompts by their character-bounded head, with and without special tokens
+        self._heads = {flag: EncodeCache(head_cache_bytes) for flag in (True, False)}
         config_file = directory / "tokenizer_config.json"
         self.config: dict[str, Any] = json.loads(config_file.read_text()) if config_file.is_file() else {}
         specials: dict[str, Any] = {}
@@ -92,15 +98,22 @@ class HFTokenizer:
     def has_chat_template(self) -> bool:
         return self._template(tools=False) is not None
 
+    def _encode(self, text: str, special: bool) -> Any:
+        """One encode; a long text through ``encode_batch``, which releases the GIL while Rust works
+        (``encode`` holds it), so an event loop beside a tokenizer thread keeps running."""
+        if len(text) < _GIL_FREE_CHARS:
+            return self._tok.encode(text, add_special_tokens=special)
+        return self._tok.encode_batch([text], add_special_tokens=special)[0]
+
     # ------------------------------------------------------------------ the Tokenizer protocol
     def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
+        return list(self._encode(text, False).ids)
 
     def decode(self, ids: Iterable[int]) -> str:
         return str(self._tok.decode(list(ids), skip_special_tokens=False))
 
     def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+        return list(self._encode(text, add_special_tokens).ids)
 
     def render_chat(
         self,
@@ -139,24 +152,31 @@ class HFTokenizer:
 
     def prompt_prefix(self, text: str, limit: int, *, add_special_tokens: bool = True) -> PromptTokens:
         """At least ``limit`` leading ids of ``text`` exactly as a full encode gives them (all when shorter)."""
-        chars = max(limit, 1) * _CHARS_PER_TOKEN
-        while chars < len(text):
-            enc = self._tok.encode(text[:chars], add_special_tokens=add_special_tokens)
-            words, offsets = enc.word_ids, enc.offsets
-            last = max((w for w in words if w is not None), default=None)
-            safe = chars - self._added_len - 1  # a special token cut in half re-splits the text before it
-            cut = len(words) if last is None else next(
-                (i for i, (w, span) in enumerate(zip(words, offsets, strict=True))
-                 if (w is not None and w >= last - 1) or span[1] > safe),
-                len(words),
-            )  # fmt: skip
-            if cut >= limit and last is not None and cut > 0:
-                ids = list(enc.ids[:cut])
-                covered = max(offsets[cut - 1][1], 1)
-                return PromptTokens(ids, cut + round((len(text) - covered) * cut / covered), False)
-            chars *= 2
+        found = bounded_prefix(
+            text, max(limit, 1), functools.partial(self._head_ids, special=add_special_tokens),
+            self._heads[add_special_tokens],
+        )  # fmt: skip
+        if found is not None:
+            return found
         ids = self.encode_prompt(text, add_special_tokens=add_special_tokens)
         return PromptTokens(ids, len(ids), True)
+
+    def _head_ids(self, head: str, *, special: bool) -> tuple[list[int], int]:
+        """The ids of ``head`` every text starting with it shares: all but its last two pieces, and nothing
+        within a special token's length of the end (half a special token is text, and splits what precedes
+        it differently)."""
+        enc = self._encode(head, special)
+        words, offsets = enc.word_ids, enc.offsets
+        last = max((w for w in words if w is not None), default=None)
+        if last is None:
+            return [], 0
+        safe = len(head) - self._added_len - 1
+        cut = next(
+            (i for i, (w, span) in enumerate(zip(words, offsets, strict=True))
+             if (w is not None and w >= last - 1) or span[1] > safe),
+            len(words),
+        )  # fmt: skip
+        return list(enc.ids[:cut]), offsets[cut - 1][1] if cut else 0
 
     def chat_prefix(
         self,

@@ -23,12 +23,11 @@ the same in every request and can be cached per string.
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Any, NamedTuple, Protocol
 
@@ -136,7 +135,11 @@ def _word_index(word: str) -> int:
     return _N + _SYLLABLE_INDEX[word[:2]] * _N + _SYLLABLE_INDEX[word[2:]]
 
 
-@functools.lru_cache(maxsize=65536)
+#: pieces memoised per tokenizer (each at most MEMO_PIECE_CHARS long, so the memo is bounded in bytes too)
+MEMO_PIECES = 65536
+MEMO_PIECE_CHARS = 32
+
+
 def _piece_ids(piece: str) -> tuple[int, ...]:
     spaced = piece.startswith(" ")
     body = piece[1:] if spaced else piece
@@ -203,6 +206,38 @@ class EncodeCache:
         return len(self._entries)
 
 
+#: the first character bound tried per wanted token (doubled until enough ids are exact)
+HEAD_CHARS_PER_TOKEN = 6
+
+
+def bounded_prefix(
+    text: str, limit: int, head_ids: Callable[[str], tuple[list[int], int]], cache: EncodeCache
+) -> PromptTokens | None:
+    """At least ``limit`` exact leading ids of a long ``text`` from an encode of a character-bounded head.
+
+    ``head_ids(head)`` returns the ids of ``head`` that any text starting with ``head`` also starts with, and
+    how many characters they cover. The bound starts at ``limit`` × :data:`HEAD_CHARS_PER_TOKEN` characters
+    and doubles until enough ids are known. Results are cached by the head itself (the covered count stored
+    after the ids), so a long document or system prompt that many requests share is tokenised once. The
+    total is estimated from the ids per covered character. None when the bound reaches the text's length:
+    encode it whole.
+    """
+    chars = limit * HEAD_CHARS_PER_TOKEN
+    while chars < len(text):
+        head = text[:chars]
+        cached = cache.get(head)
+        if cached is None:
+            ids, covered = head_ids(head)
+            if len(ids) >= limit:
+                cache.put(head, [*ids, covered])
+        else:
+            ids, covered = cached[:-1], cached[-1]
+        if len(ids) >= limit:
+            return PromptTokens(ids, round(len(ids) * len(text) / max(covered, 1)), False)
+        chars *= 2
+    return None
+
+
 class FlotillaTokenizer:
     """The default deterministic tokenizer (see the module docstring for the scheme)."""
 
@@ -212,15 +247,18 @@ class FlotillaTokenizer:
     def __init__(self, *, content_cache_bytes: int = 64 << 20) -> None:
         # Long, repeated strings (system prompts, documents) are tokenised once per process.
         self._cache = EncodeCache(content_cache_bytes)
+        self._memo: dict[str, tuple[int, ...]] = {}
+        #: exact leading ids of long texts, by their character-bounded head (see bounded_prefix)
+        self._heads = EncodeCache(content_cache_bytes // 4)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""
         if len(text) < 256:
-            return list(chain.from_iterable(map(_piece_ids, PIECE_RE.findall(text))))
+            return self._ids(PIECE_RE.findall(text))
         cached = self._cache.get(text)
         if cached is not None:
             return cached
-        ids = list(chain.from_iterable(map(_piece_ids, PIECE_RE.findall(text))))
+        ids = self._ids(PIECE_RE.findall(text))
         self._cache.put(text, ids)
         return ids
 
@@ -269,25 +307,31 @@ class FlotillaTokenizer:
         return [START_HEADER, *self.encode(str(message.get("role", "user"))), END_HEADER, 10, 10]
 
     def prompt_prefix(self, text: str, limit: int, *, add_special_tokens: bool = True) -> PromptTokens:
-        """Pieces are matched lazily over the whole text, so the ids stop early and are still exact."""
+        """A character-bounded head is split into pieces and its last two pieces dropped (the only ones the
+        cut can change: the pattern looks one character ahead), so the ids kept are exactly the full text's."""
         head = [BOS] if add_special_tokens else []
-        cached = self._cache.get(text) if len(text) >= 256 else None
-        if cached is not None:
-            return PromptTokens(head + cached, len(head) + len(cached), True)
-        budget = max(limit - len(head), 0)
-        body: list[int] = []
-        end = 0
-        for match in PIECE_RE.finditer(text):
-            body.extend(_piece_ids(match.group()))
-            end = match.end()
-            if len(body) >= budget:
-                break
-        if end >= len(text):
-            if len(text) >= 256:
-                self._cache.put(text, body)
-            return PromptTokens(head + body, len(head) + len(body), True)
-        rest = round((len(text) - end) * len(body) / max(end, 1))
-        return PromptTokens(head + body, len(head) + len(body) + rest, False)
+        found = bounded_prefix(text, max(limit - len(head), 1), self._pieces_head, self._heads)
+        if found is not None:
+            return PromptTokens(head + found.ids, len(head) + found.total, False)
+        ids = head + self.encode(text)
+        return PromptTokens(ids, len(ids), True)
+
+    def _pieces_head(self, head: str) -> tuple[list[int], int]:
+        pieces = PIECE_RE.findall(head)[:-2]
+        return self._ids(pieces), sum(map(len, pieces))
+
+    def _ids(self, pieces: list[str]) -> list[int]:
+        """Ids of pieces through the memo (one dict lookup per piece: the hot loop of the synthetic tokenizer)."""
+        get = self._memo.get
+        return list(chain.from_iterable([get(p) or self._miss(p) for p in pieces]))
+
+    def _miss(self, piece: str) -> tuple[int, ...]:
+        ids = _piece_ids(piece)
+        if len(piece) <= MEMO_PIECE_CHARS:
+            if len(self._memo) >= MEMO_PIECES:
+                self._memo.clear()
+            self._memo[piece] = ids
+        return ids
 
     def chat_prefix(
         self,

@@ -23,6 +23,8 @@ DEFAULT_EXPECTED_OUTPUT = 256
 
 @dataclass(slots=True)
 class ParsedRequest:
+    #: the parsed JSON, kept only while the gateway still needs it (a chat for the engine's /tokenize): a
+    #: megabyte prompt is not held twice, as bytes to forward and as a string, for the whole request
     body: dict[str, Any]
     model: str
     stream: bool
@@ -38,6 +40,8 @@ class ParsedRequest:
     engine_tokenize: bool = False
     #: tokens of the (first) prompt, whose leading ids are ``prompt_ids`` (estimated beyond them)
     first_tokens: int = 0
+    #: block hashes of ``prompt_ids``, when computed with them (off the event loop, for large bodies)
+    hashes: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.first_tokens = self.first_tokens or len(self.prompt_ids)
@@ -188,4 +192,4 @@ def parse(raw: bytes, kind: str, tokenizer: Tokenizer, limit: int = 1 << 30) -> 
         if kind == "embeddings":
             stream, max_tokens = False, 0
     expected = DEFAULT_EXPECTED_OUTPUT if max_tokens is None else max_tokens
-    return ParsedRequest(body, model, stream, expected, ids, total, max_tokens, first_tokens=first)
+    return ParsedRequest({}, model, stream, expected, ids, total, max_tokens, first_tokens=first)

@@ -10,8 +10,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
+import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +136,9 @@ class Gateway:
         self.discovered = not settings.kubernetes
         self.requests = 0
         self.errors = 0
+        #: request ids: 128 random bits from a generator seeded once (uuid4 reads the OS's random source on
+        #: every request, a system call that gives up the GIL and waits for it back behind a tokenizer thread)
+        self._ids = random.Random(os.urandom(32))
         self._match_sum = 0.0
         self._match_n = 0
         for spec in static_specs(settings.engines, settings.engines_file, settings.kv_events):
@@ -344,7 +348,9 @@ class Gateway:
 
     async def _admit(self, path: str, kind: str, raw: bytes, headers: Any) -> RequestContext:
         """Who asks (request id, API key), what for (the parsed body), and whether their limits allow it."""
-        request_id = check_request_id(headers.get(labels.HEADER_REQUEST_ID)) or uuid.uuid4().hex
+        request_id = (
+            check_request_id(headers.get(labels.HEADER_REQUEST_ID)) or f"{self._ids.getrandbits(128):032x}"
+        )
         key = self.keys.authenticate(headers.get("authorization"))
         parsed = await self._parse(raw, kind)
         ctx = RequestContext(path=path, request_id=request_id, parsed=parsed, key=key)
@@ -381,7 +387,22 @@ class Gateway:
         if len(raw) < s.tokenize_thread_bytes:
             return parse(raw, kind, self.tokenizer, limit)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenize_pool, parse, raw, kind, self.tokenizer, limit)
+        return await loop.run_in_executor(self._tokenize_pool, self._parse_and_hash, raw, kind, limit)
+
+    def _parse_and_hash(self, raw: bytes, kind: str, limit: int) -> ParsedRequest:
+        """On the worker thread: a large request's block hashes too (pure: the ids, the model, settings)."""
+        parsed = parse(raw, kind, self.tokenizer, limit)
+        parsed.hashes = self._block_hashes(parsed)
+        return parsed
+
+    def _block_hashes(self, parsed: ParsedRequest) -> list[int]:
+        s = self.settings
+        return block_hashes(
+            parsed.prompt_ids[: s.max_prefix_blocks * s.block_size],
+            block_size=s.block_size,
+            seed=s.hash_seed,
+            scope=parsed.model,
+        )
 
     async def _engine_tokenize(self, ctx: RequestContext, endpoint: Endpoint) -> None:
         """A chat the gateway cannot render (no template here, or it failed): the ids from the engine's own
@@ -404,6 +425,7 @@ class Gateway:
             s = self.settings
             ctx.parsed.prompt_ids = tokens[: s.max_prefix_blocks * s.block_size]
             ctx.parsed.prompt_tokens = ctx.parsed.first_tokens = len(tokens)
+            ctx.parsed.hashes = None
 
     def _check_context(self, ctx: RequestContext, candidates: list[Endpoint]) -> None:
         """``max_tokens`` above the model's context length can never be served: 400, as vLLM answers."""
@@ -420,12 +442,8 @@ class Gateway:
         self, ctx: RequestContext, profile: Profile, candidates: list[Endpoint], headers: Any
     ) -> None:
         s = self.settings
-        ctx.hashes = block_hashes(
-            ctx.parsed.prompt_ids[: s.max_prefix_blocks * s.block_size],
-            block_size=s.block_size,
-            seed=s.hash_seed,
-            scope=ctx.model,
-        )
+        hashes = ctx.parsed.hashes
+        ctx.hashes = hashes if hashes is not None else self._block_hashes(ctx.parsed)
         ctx.routing = RoutingRequest(
             model=ctx.model,
             prompt_tokens=ctx.parsed.first_tokens,

@@ -70,6 +70,10 @@ class GatewaySettings(BaseSettings):
     #: request bodies at least this large are parsed and tokenised on a worker thread, off the event loop
     tokenize_thread_bytes: int = Field(default=64 * 1024, ge=0)
     tokenize_threads: int = Field(default=2, ge=1)
+    #: the interpreter's GIL switch interval in the gateway process (``flotilla gateway``): how long a
+    #: tokenizer thread may hold the GIL while the event loop waits for it (Python's default is 5 ms; see
+    #: docs/benchmarks.md, health under load)
+    switch_interval: float = Field(default=0.001, gt=0)
 
     # ------------------------------------------------------------------ engines' health and metrics
     #: scrape interval; load signals older than a few intervals are stale, so keep it short
