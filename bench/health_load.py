@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -64,14 +65,17 @@ def probe(url: str, seconds: float, interval: float) -> list[float]:
     import http.client
 
     host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn = http.client.HTTPConnection(host, int(port), timeout=seconds)
     out = []
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop:
         t0 = time.perf_counter()
-        conn.request("GET", "/health")
-        response = conn.getresponse()
-        response.read()
+        try:
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+        except TimeoutError:  # no answer for the whole run: that is the latency
+            out.append(time.perf_counter() - t0)
+            break
         out.append(time.perf_counter() - t0)
         time.sleep(max(0.0, interval - (time.perf_counter() - t0)))
     return out
@@ -149,8 +153,11 @@ def measure(
         loop.close()
     out, _ = prober.communicate(timeout=120)
     latencies = sorted(json.loads(out))
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99  # a stalled gateway
-    return {"health_p50_ms": q[49] * 1000, "health_p99_ms": q[98] * 1000, "health_max_ms": latencies[-1] * 1000,
+
+    def rank(q: float) -> float:  # nearest rank: a stalled gateway gives few probes, not extrapolated ones
+        return float(latencies[max(0, math.ceil(q * len(latencies)) - 1)]) * 1000
+
+    return {"health_p50_ms": rank(0.5), "health_p99_ms": rank(0.99), "health_max_ms": latencies[-1] * 1000,
             "probes": len(latencies), "served": served, "rss_idle_mb": idle, "rss_peak_mb": peak,
             "rss_peak_first_half_mb": halves[0], "rss_peak_second_half_mb": halves[1],
             "rss_after_mb": rss_mb(pid)}  # fmt: skip

@@ -167,15 +167,17 @@ class HFTokenizer:
         it differently)."""
         enc = self._encode(head, special)
         words, offsets = enc.word_ids, enc.offsets
-        last = max((w for w in words if w is not None), default=None)
+        safe = len(head) - self._added_len - 1
+        # word ids and offsets only grow, so the cut is found walking back from the end (a few tokens)
+        cut = len(words)
+        last = next((w for w in reversed(words) if w is not None), None)
         if last is None:
             return [], 0
-        safe = len(head) - self._added_len - 1
-        cut = next(
-            (i for i, (w, span) in enumerate(zip(words, offsets, strict=True))
-             if (w is not None and w >= last - 1) or span[1] > safe),
-            len(words),
-        )  # fmt: skip
+        while cut > 0:
+            w, span = words[cut - 1], offsets[cut - 1]
+            if not (w is None or w >= last - 1 or span[1] > safe):
+                break
+            cut -= 1
         return list(enc.ids[:cut]), offsets[cut - 1][1] if cut else 0
 
     def chat_prefix(
