@@ -351,6 +351,10 @@ class FlotillaTokenizer:
                 estimated += 5 + len(content) // _EST_CHARS_PER_TOKEN
                 continue
             ids.extend(self._header(message))
+            if len(content) < (limit - len(ids)) * HEAD_CHARS_PER_TOKEN:  # short: encoded whole, no copies
+                ids.extend(self.encode(content))
+                ids.append(EOT)
+                continue
             part = self.prompt_prefix(content, limit - len(ids), add_special_tokens=False)
             ids.extend(part.ids)
             if part.complete:
