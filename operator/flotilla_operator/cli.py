@@ -70,6 +70,12 @@ def crds(output_dir: Path | None) -> None:
     help="Also read demand from Ready pods labelled flotilla.dev/component=gateway (their 'http' port).",
 )
 @click.option(
+    "--gateway-namespace",
+    "gateway_namespaces",
+    multiple=True,
+    help="Namespaces to discover gateway pods in (repeat; default: the watched namespaces, or all).",
+)
+@click.option(
     "--simulator-image",
     envvar="FLOTILLA_SIMULATOR_IMAGE",
     default=None,
@@ -87,6 +93,7 @@ def operator(
     liveness: str | None,
     gateway_metrics_urls: tuple[str, ...],
     gateway_discovery: bool,
+    gateway_namespaces: tuple[str, ...],
     simulator_image: str | None,
     verbose: bool,
 ) -> None:
@@ -110,7 +117,9 @@ def operator(
             liveness_endpoint=liveness,
             simulator_image=simulator_image or None,
             autoscaling=AutoscalingOptions(
-                gateway_metrics_urls=gateway_metrics_urls, discover_gateways=gateway_discovery
+                gateway_metrics_urls=gateway_metrics_urls,
+                discover_gateways=gateway_discovery,
+                namespaces=gateway_namespaces,
             ),
         )
     )
