@@ -90,9 +90,35 @@ def test_chart_installs_and_its_rbac_grants_what_the_operator_needs(cluster: Con
             )
             assert can.stdout.strip() == answer, namespace
         _engine_pod_template_policy(cluster)
+        _upgrade_to_one_gateway_drops_redis(cluster)
     finally:
         helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "60s")
+        left = cluster.kubectl(
+            "get", "deployments,services,networkpolicies,serviceaccounts,roles,rolebindings,configmaps",
+            "-n", NAMESPACE, "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name",
+        ).stdout  # fmt: skip
+        cluster_left = cluster.kubectl(
+            "get", "clusterroles,clusterrolebindings,validatingadmissionpolicies", "-o", "name",
+            "-l", f"app.kubernetes.io/instance={RELEASE}",
+        ).stdout  # fmt: skip
         cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    assert left.strip() == "", left  # helm uninstall leaves nothing of the release behind
+    assert cluster_left.strip() == "", cluster_left
+
+
+def _upgrade_to_one_gateway_drops_redis(cluster: ControlPlane) -> None:
+    helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--reuse-values",
+         "--set", "gateway.replicas=1", "--wait", "--timeout", "120s")  # fmt: skip
+    deployments = json.loads(cluster.kubectl("get", "deployments", "-n", NAMESPACE, "-o", "json").stdout)
+    names = {d["metadata"]["name"] for d in deployments["items"]}
+    assert names == {"flotilla-operator", "flotilla-gateway"}
+    assert (
+        cluster.kubectl("get", "networkpolicy", "flotilla-redis", "-n", NAMESPACE, check=False).returncode
+        != 0
+    )
+    gateway = next(d for d in deployments["items"] if d["metadata"]["name"] == "flotilla-gateway")
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--redis-url")]
 
 
 def test_namespaced_install_grants_the_operator_only_its_namespaces(
