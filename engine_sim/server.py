@@ -99,6 +99,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
             return tok.encode_chat(
                 body.messages,
                 add_generation_prompt=body.add_generation_prompt,
+                continue_final_message=body.continue_final_message,
                 tools=body.tools,
                 template_kwargs=body.chat_template_kwargs,
             )

@@ -138,16 +138,22 @@ class ChatTemplate:
         messages: Sequence[Mapping[str, Any]],
         *,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
         tools: Sequence[Any] | None = None,
         documents: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
     ) -> str:
-        """The prompt text; :class:`ChatTemplateError` when the template refuses or fails on this request."""
+        """The prompt text; :class:`ChatTemplateError` when the template refuses or fails on this request.
+
+        ``continue_final_message`` leaves the last message open (the text is cut after its content), as
+        transformers does; it excludes ``add_generation_prompt``, as there."""
         from jinja2.exceptions import TemplateError
 
+        if continue_final_message and add_generation_prompt:
+            raise ChatTemplateError("continue_final_message and add_generation_prompt cannot both be true")
         variables = {**self.special_tokens, **(kwargs or {})}
         try:
-            return str(
+            text = str(
                 self._template.render(
                     messages=self.messages(messages),
                     tools=list(tools) if tools else None,
@@ -160,6 +166,21 @@ class ChatTemplate:
             raise ChatTemplateError(str(exc)) from exc
         except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
             raise ChatTemplateError(f"the chat template failed on this request: {exc}") from exc
+        return _open_final(text, messages[-1].get("content")) if continue_final_message and messages else text
+
+
+def _open_final(text: str, content: Any) -> str:
+    """Cut the rendered text right after the final message's content (transformers' continue_final_message)."""
+    parts = _text_parts(content)
+    final = parts[-1] if parts else ""
+    if not final.strip() or final.strip() not in text:
+        raise ChatTemplateError(
+            "continue_final_message: the final message's content is not in the rendered chat"
+        )
+    at = text.rindex(final.strip())
+    if text[at : at + len(final.lstrip())] == final.lstrip():
+        return text[: at + len(final.lstrip())]  # the template kept its trailing spacing
+    return text[: at + len(final.strip())]
 
 
 def _text_parts(content: Any) -> list[str]:

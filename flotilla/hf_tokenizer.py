@@ -120,6 +120,7 @@ class HFTokenizer:
         messages: Sequence[Message],
         *,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
         tools: Sequence[Any] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> str:
@@ -131,7 +132,11 @@ class HFTokenizer:
                 "give one with --chat-template"
             )
         return template.render(
-            messages, add_generation_prompt=add_generation_prompt, tools=tools, kwargs=template_kwargs
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+            tools=tools,
+            kwargs=template_kwargs,
         )
 
     def encode_chat(
@@ -139,12 +144,14 @@ class HFTokenizer:
         messages: Sequence[Message],
         *,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
         tools: Sequence[Any] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[int]:
         text = self.render_chat(
             messages,
             add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
             tools=tools,
             template_kwargs=template_kwargs,
         )
@@ -186,12 +193,14 @@ class HFTokenizer:
         limit: int,
         *,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
         tools: Sequence[Any] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> PromptTokens:
         text = self.render_chat(
             messages,
             add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
             tools=tools,
             template_kwargs=template_kwargs,
         )

@@ -95,6 +95,7 @@ class Tokenizer(Protocol):
         messages: Sequence[Message],
         *,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
         tools: Sequence[Any] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[int]: ...
@@ -110,6 +111,7 @@ class Tokenizer(Protocol):
         limit: int,
         *,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
         tools: Sequence[Any] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> PromptTokens: ...
@@ -288,18 +290,21 @@ class FlotillaTokenizer:
         messages: Sequence[Message],
         *,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
         tools: Sequence[Any] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[int]:
         """Llama-3 chat template: ``<|begin_of_text|>`` then, per message,
         ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``, then the assistant header.
+        ``continue_final_message`` leaves the last message open (no ``<|eot_id|>``, no assistant header).
         (``tools`` and ``template_kwargs`` are accepted as vLLM does and not rendered.)"""
         ids = [BOS]
-        for message in messages:
+        for i, message in enumerate(messages):
             ids.extend(self._header(message))
             ids.extend(self.encode(message_text(message.get("content"))))
-            ids.append(EOT)
-        if add_generation_prompt:
+            if not (continue_final_message and i == len(messages) - 1):
+                ids.append(EOT)
+        if add_generation_prompt and not continue_final_message:
             ids.extend(self._header({"role": "assistant"}))
         return ids
 
@@ -339,29 +344,32 @@ class FlotillaTokenizer:
         limit: int,
         *,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
         tools: Sequence[Any] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> PromptTokens:
         """The ids :meth:`encode_chat` starts with, encoding contents only until ``limit`` ids are known."""
         ids = [BOS]
         estimated = 0  # ids of what was not encoded
-        for message in messages:
+        last = len(messages) - 1
+        for i, message in enumerate(messages):
             content = message_text(message.get("content"))
+            close = [] if continue_final_message and i == last else [EOT]
             if estimated or len(ids) >= limit:
                 estimated += 5 + len(content) // _EST_CHARS_PER_TOKEN
                 continue
             ids.extend(self._header(message))
             if len(content) < (limit - len(ids)) * HEAD_CHARS_PER_TOKEN:  # short: encoded whole, no copies
                 ids.extend(self.encode(content))
-                ids.append(EOT)
+                ids.extend(close)
                 continue
             part = self.prompt_prefix(content, limit - len(ids), add_special_tokens=False)
             ids.extend(part.ids)
             if part.complete:
-                ids.append(EOT)
+                ids.extend(close)
             else:
                 estimated += part.total - len(part.ids) + 1
-        if add_generation_prompt:
+        if add_generation_prompt and not continue_final_message:
             if estimated or len(ids) >= limit:
                 estimated += 5
             else:

@@ -130,13 +130,16 @@ def _prompts(value: Any, field: str) -> list[str | list[int]]:
 
 
 def chat_options(body: dict[str, Any]) -> dict[str, Any]:
-    """What vLLM renders a chat template with besides the messages: ``add_generation_prompt``, ``tools`` and
-    ``chat_template_kwargs`` (wrong types are left to the engine's own 400)."""
+    """What vLLM renders a chat template with besides the messages: ``add_generation_prompt``,
+    ``continue_final_message``, ``tools`` and ``chat_template_kwargs`` (wrong types are left to the engine's own
+    400)."""
     add = body.get("add_generation_prompt", True)
     tools = body.get("tools")
     kwargs = body.get("chat_template_kwargs")
+    final = body.get("continue_final_message", False)
     return {
         "add_generation_prompt": add if isinstance(add, bool) else True,
+        "continue_final_message": final if isinstance(final, bool) else False,
         "tools": tools if isinstance(tools, list) and tools else None,
         "template_kwargs": kwargs if isinstance(kwargs, dict) else None,
     }

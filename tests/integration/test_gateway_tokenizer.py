@@ -133,13 +133,12 @@ def hear_from(g: RunningGateway, url: str) -> None:
     raise AssertionError(f"no KV events from {url}")
 
 
-def gateway_hashes(g: RunningGateway, messages: list[dict[str, Any]]) -> list[int]:
+def gateway_hashes(g: RunningGateway, messages: list[dict[str, Any]], **extra: Any) -> list[int]:
     """The blocks the gateway hashes for this chat, through its own request parser."""
     s = g.gateway.settings
     limit = s.max_prefix_blocks * s.block_size
-    parsed = parse(
-        json.dumps({"model": MODEL, "messages": messages}).encode(), "chat", g.gateway.tokenizer, limit
-    )
+    raw = json.dumps({"model": MODEL, "messages": messages, **extra}).encode()
+    parsed = parse(raw, "chat", g.gateway.tokenizer, limit)
     return block_hashes(parsed.prompt_ids[:limit], block_size=s.block_size, seed=s.hash_seed, scope=MODEL)
 
 
@@ -178,6 +177,13 @@ def test_every_block_the_gateway_hashes_is_one_the_engine_reported(
             assert usage is not None
             if len(served[-1][0]) < gw.gateway.settings.max_prefix_blocks:  # the gateway encoded it all
                 assert usage.prompt_tokens == len(tok.encode_chat(messages))
+        # the last message left open (vLLM's continue_final_message), in a request of its own
+        opened = [*conversations(13)[1], {"role": "assistant", "content": text(random.Random(1), 90)}]
+        extra = {"continue_final_message": True, "add_generation_prompt": False}
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=opened, max_tokens=1, extra_body=extra
+        )
+        served.append((gateway_hashes(gw, opened, **extra), raw.headers[HEADER_ENDPOINT]))
     blocks = sum(len(h) for h, _ in served)
     assert blocks > 900
     assert max(len(h) for h, _ in served) == gw.gateway.settings.max_prefix_blocks  # the long one was capped

@@ -168,3 +168,22 @@ def test_bounded_prefix_is_exactly_the_full_encodes_head(family: str, request: p
     assert not head.complete
     assert head.ids == full[: len(head.ids)]
     assert len(head.ids) >= 256
+
+
+def test_continue_final_message_leaves_the_last_message_open(llama3_dir: Path, chatml_dir: Path) -> None:
+    llama = load_tokenizer(str(llama3_dir))
+    assert isinstance(llama, HFTokenizer)
+    messages = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "The answer is "}]
+    text = llama.render_chat(messages, add_generation_prompt=False, continue_final_message=True)
+    # Llama-3's template trims the content, so the cut falls after the stripped text, as in transformers
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nThe answer is")
+    chatml = load_tokenizer(str(chatml_dir))
+    assert isinstance(chatml, HFTokenizer)
+    text = chatml.render_chat(messages, add_generation_prompt=False, continue_final_message=True)
+    assert text.endswith("<|im_start|>assistant\nThe answer is ")  # kept spacing: cut after it
+    ids = chatml.encode_chat(messages, add_generation_prompt=False, continue_final_message=True)
+    assert ids == chatml.encode(text)
+    head = chatml.chat_prefix(messages, 4, add_generation_prompt=False, continue_final_message=True)
+    assert head.ids == ids[: len(head.ids)]
+    with pytest.raises(ChatTemplateError, match="cannot both be true"):
+        chatml.encode_chat(messages, continue_final_message=True)

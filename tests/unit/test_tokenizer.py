@@ -131,3 +131,15 @@ def test_a_long_shared_head_is_tokenised_once() -> None:
     assert second.ids == first.ids
     assert len(tok._heads) == 1
     assert tok._heads.bytes <= tok._heads.max_bytes
+
+
+def test_continue_final_message_synthetic() -> None:
+    tok = FlotillaTokenizer()
+    messages = [{"role": "user", "content": "ba"}, {"role": "assistant", "content": "be bi"}]
+    open_ids = tok.encode_chat(messages, add_generation_prompt=False, continue_final_message=True)
+    closed = tok.encode_chat(messages, add_generation_prompt=False)
+    assert closed == [*open_ids, EOT]
+    assert (
+        tok.chat_prefix(messages, 1000, add_generation_prompt=False, continue_final_message=True).ids
+        == open_ids
+    )

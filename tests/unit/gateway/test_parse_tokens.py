@@ -38,11 +38,12 @@ def test_template_options_are_the_requests(llama3_dir: Path) -> None:
     )
     assert opts == {
         "add_generation_prompt": False,
+        "continue_final_message": False,
         "tools": [{"type": "function"}],
         "template_kwargs": {"x": 1},
     }
-    assert chat_options({"add_generation_prompt": "no", "tools": []}) == {
-        "add_generation_prompt": True, "tools": None, "template_kwargs": None,
+    assert chat_options({"add_generation_prompt": "no", "tools": [], "continue_final_message": True}) == {
+        "add_generation_prompt": True, "continue_final_message": True, "tools": None, "template_kwargs": None,
     }  # fmt: skip
     tok = load_tokenizer(str(llama3_dir))
     messages = [{"role": "user", "content": "Hello"}]
