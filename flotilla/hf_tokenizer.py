@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.chat_template import ChatTemplate, NoChatTemplate, override_source, template_source
-from flotilla.tokenizer import EncodeCache, Message, PromptTokens, bounded_prefix
+from flotilla.prefix import EncodeCache, PromptTokens, bounded_prefix
+from flotilla.tokenizer import Message
 
 #: the special-token names transformers passes to a chat template (``special_tokens_map``)
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")

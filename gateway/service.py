@@ -7,7 +7,6 @@ module level, so several differently configured gateways can run in one process 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -21,7 +20,6 @@ import httpx
 from starlette.responses import Response
 
 from flotilla import labels
-from flotilla.tokenizer import load_tokenizer
 from gateway.auth import KeyStore
 from gateway.catalog import Catalog
 from gateway.discovery.static import static_specs
@@ -30,7 +28,8 @@ from gateway.errors import BadRequest, ModelNotFound, NoEndpoint, RateLimited
 from gateway.holding import Holding
 from gateway.index import build_index, build_subscriber, start_index
 from gateway.lifecycle import DemandHook, IndexHook, RequestContext, RequestHook, TelemetryHook, UsageHook
-from gateway.parsing import ParsedRequest, check_request_id, max_model_len, parse
+from gateway.parsing import check_request_id, max_model_len
+from gateway.prompts import Prompts
 from gateway.proxy import Attempt, Proxy, Refill, RetryBudget
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.routing import Router, RoutingRequest
@@ -39,7 +38,7 @@ from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import make_transport
-from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex, block_hashes
+from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex
 
 log = logging.getLogger("flotilla.gateway")
 
@@ -111,11 +110,9 @@ class Gateway:
             model_profiles=settings.model_profiles,
             prefix_mode=settings.prefix_mode,
         )
-        self.tokenizer = load_tokenizer(settings.tokenizer, chat_template=settings.chat_template)
-        #: large bodies are parsed and tokenised here, off the event loop (HF tokenizers release the GIL)
-        self._tokenize_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=settings.tokenize_threads, thread_name_prefix="flotilla-tokenize"
-        )
+        #: request parsing and tokenisation (gateway/prompts.py)
+        self.prompts = Prompts(settings)
+        self.tokenizer = self.prompts.tokenizer
         self.keys = KeyStore.load(settings.api_keys, settings.api_keys_file)
         self.index = build_index(settings.index_backend, settings.redis_url)
         #: the index fed by engines' KV events (precise mode), and its subscriber
@@ -227,7 +224,7 @@ class Gateway:
                 await closeable.aclose()
         await self.index.close()
         await self.limiter.close()
-        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+        self.prompts.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -340,7 +337,8 @@ class Gateway:
         candidates = await self._candidates(ctx.model, len(raw))
         self._check_context(ctx, candidates)
         if ctx.parsed.engine_tokenize:
-            await self._engine_tokenize(ctx, candidates[0])
+            assert self.scrape_client is not None, "Gateway.start() was not awaited"
+            await self.prompts.from_engine(self.scrape_client, ctx.parsed, candidates[0].url, ctx.request_id)
         await self._route(ctx, profile, candidates, headers)
         response = await self._dispatch(ctx, path, raw, headers)
         response.headers.update(ctx.limit_headers)
@@ -352,7 +350,7 @@ class Gateway:
             check_request_id(headers.get(labels.HEADER_REQUEST_ID)) or f"{self._ids.getrandbits(128):032x}"
         )
         key = self.keys.authenticate(headers.get("authorization"))
-        parsed = await self._parse(raw, kind)
+        parsed = await self.prompts.parse(raw, kind)
         ctx = RequestContext(path=path, request_id=request_id, parsed=parsed, key=key)
         rpm = (key.rpm if key else None) or self.settings.rpm_limit
         tpm = (key.tpm if key else None) or self.settings.tpm_limit
@@ -379,54 +377,6 @@ class Gateway:
             )
         return ctx
 
-    async def _parse(self, raw: bytes, kind: str) -> ParsedRequest:
-        """Parse and tokenise only the blocks routing can use; a large body on a worker thread, so the event
-        loop (health checks, streams in flight) never waits for one request's tokenizer."""
-        s = self.settings
-        limit = s.max_prefix_blocks * s.block_size
-        if len(raw) < s.tokenize_thread_bytes:
-            return parse(raw, kind, self.tokenizer, limit)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenize_pool, self._parse_and_hash, raw, kind, limit)
-
-    def _parse_and_hash(self, raw: bytes, kind: str, limit: int) -> ParsedRequest:
-        """On the worker thread: a large request's block hashes too (pure: the ids, the model, settings)."""
-        parsed = parse(raw, kind, self.tokenizer, limit)
-        parsed.hashes = self._block_hashes(parsed)
-        return parsed
-
-    def _block_hashes(self, parsed: ParsedRequest) -> list[int]:
-        s = self.settings
-        return block_hashes(
-            parsed.prompt_ids[: s.max_prefix_blocks * s.block_size],
-            block_size=s.block_size,
-            seed=s.hash_seed,
-            scope=parsed.model,
-        )
-
-    async def _engine_tokenize(self, ctx: RequestContext, endpoint: Endpoint) -> None:
-        """A chat the gateway cannot render (no template here, or it failed): the ids from the engine's own
-        ``/tokenize`` (vLLM's chat form). If the engine cannot say either, route without prefix blocks and let
-        it answer the request itself."""
-        assert self.scrape_client is not None, "Gateway.start() was not awaited"
-        body = ctx.parsed.body
-        payload = {"model": ctx.model, "messages": body["messages"]}
-        for name in ("add_generation_prompt", "continue_final_message", "tools", "chat_template_kwargs"):
-            if name in body:
-                payload[name] = body[name]
-        try:
-            response = await self.scrape_client.post(endpoint.url + "/tokenize", json=payload)
-            response.raise_for_status()
-            tokens = response.json()["tokens"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            log.debug("engine /tokenize failed for request %s: %s", ctx.request_id, exc)
-            return
-        if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
-            s = self.settings
-            ctx.parsed.prompt_ids = tokens[: s.max_prefix_blocks * s.block_size]
-            ctx.parsed.prompt_tokens = ctx.parsed.first_tokens = len(tokens)
-            ctx.parsed.hashes = None
-
     def _check_context(self, ctx: RequestContext, candidates: list[Endpoint]) -> None:
         """``max_tokens`` above the model's context length can never be served: 400, as vLLM answers."""
         requested = ctx.parsed.requested_max_tokens
@@ -443,7 +393,7 @@ class Gateway:
     ) -> None:
         s = self.settings
         hashes = ctx.parsed.hashes
-        ctx.hashes = hashes if hashes is not None else self._block_hashes(ctx.parsed)
+        ctx.hashes = hashes if hashes is not None else self.prompts.block_hashes(ctx.parsed)
         ctx.routing = RoutingRequest(
             model=ctx.model,
             prompt_tokens=ctx.parsed.first_tokens,

@@ -77,7 +77,8 @@ def test_decode_rejects_out_of_vocab() -> None:
 
 
 def test_the_encode_cache_is_bounded_by_bytes_not_entries() -> None:
-    from flotilla.tokenizer import EncodeCache, FlotillaTokenizer
+    from flotilla.prefix import EncodeCache
+    from flotilla.tokenizer import FlotillaTokenizer
 
     tok = FlotillaTokenizer(content_cache_bytes=4 << 20)
     texts = [f"doc {i} " + "lorem ipsum dolor sit amet " * 2000 for i in range(200)]  # ~54 kB each
