@@ -16,6 +16,10 @@ CHART = REPO / "charts" / "flotilla"
 RELEASE, NAMESPACE = "flotilla", "flotilla-system"
 #: not "flotilla": the operator fixture's peering object must not collide with the release's
 PEERING = "flotilla-chart"
+RESTRICTED = (
+    "pod-security.kubernetes.io/enforce=restricted",
+    "pod-security.kubernetes.io/enforce-version=latest",
+)
 
 
 def helm(cluster: ControlPlane, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -32,12 +36,17 @@ def test_chart_lints(cluster: ControlPlane) -> None:
 
 
 def test_chart_installs_and_its_rbac_grants_what_the_operator_needs(cluster: ControlPlane) -> None:
-    helm(cluster, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
-         "--wait", "--timeout", "150s", "--set", f"operator.peeringName={PEERING}")  # fmt: skip
+    # the API server's Pod Security admission refuses any pod of the chart that is not "restricted"
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    cluster.kubectl("label", "namespace", NAMESPACE, *RESTRICTED)
+    installed = helm(cluster, "install", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                     "--wait", "--timeout", "150s", "--set", f"operator.peeringName={PEERING}")  # fmt: skip
     try:
+        assert "WARNING: the gateway has NO API KEYS" in installed.stdout  # NOTES.txt
         deployments = json.loads(cluster.kubectl("get", "deployments", "-n", NAMESPACE, "-o", "json").stdout)
         ready = {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments["items"]}
-        assert ready == {"flotilla-operator": 2, "flotilla-gateway": 2}
+        # two gateways share one Redis (redis.enabled=auto)
+        assert ready == {"flotilla-operator": 2, "flotilla-gateway": 2, "flotilla-redis": 1}
         crds = cluster.kubectl("get", "crd", "-o", "name").stdout
         for name in (
             "modeldeployments.flotilla.dev",
@@ -81,6 +90,43 @@ def test_chart_installs_and_its_rbac_grants_what_the_operator_needs(cluster: Con
         _engine_pod_template_policy(cluster)
     finally:
         helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "60s")
+        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+
+
+def test_namespaced_install_grants_the_operator_only_its_namespaces(cluster: ControlPlane) -> None:
+    release, namespace, watched = "flotilla-ns", "flotilla-ns-system", "chart-models"
+    for ns in (namespace, watched):
+        cluster.kubectl("create", "namespace", ns)
+        cluster.kubectl("label", "namespace", ns, *RESTRICTED)
+    helm(cluster, "install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", "150s",
+         "--set", "operator.peeringName=flotilla-ns-chart", "--set", f"operator.namespaces={{{watched}}}",
+         "--set", "gateway.replicas=1", "--set", "operator.replicas=1")  # fmt: skip
+    try:
+        operator_sa = f"system:serviceaccount:{namespace}:{release}-operator"
+        gateway_sa = f"system:serviceaccount:{namespace}:{release}-gateway"
+        expected = [
+            (operator_sa, "patch", "deployments.apps", watched, "yes"),
+            (operator_sa, "patch", "modeldeployments.flotilla.dev/status", watched, "yes"),
+            (operator_sa, "create", "networkpolicies.networking.k8s.io", watched, "yes"),
+            (operator_sa, "patch", "deployments.apps", "default", "no"),
+            (operator_sa, "list", "modeldeployments.flotilla.dev", "default", "no"),
+            (operator_sa, "watch", "pods", namespace, "yes"),  # the autoscaler finds the gateways
+            (operator_sa, "patch", "deployments.apps", namespace, "no"),
+            (operator_sa, "patch", "clusterkopfpeerings.kopf.dev", "", "yes"),
+            (gateway_sa, "watch", "pods", watched, "yes"),  # the gateway follows the one watched namespace
+            (gateway_sa, "watch", "pods", namespace, "no"),
+        ]
+        for who, verb, resource, ns, answer in expected:
+            where = ["-n", ns] if ns else []
+            got = cluster.kubectl(
+                "auth", "can-i", verb, resource, *where, "--as", who, check=False
+            ).stdout.strip()
+            assert got == answer, (who, verb, resource, ns)
+        assert "flotilla-ns-redis" not in cluster.kubectl("get", "deployments", "-n", namespace).stdout
+    finally:
+        helm(cluster, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s")
+        for ns in (namespace, watched):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _engine_pod_template_policy(cluster: ControlPlane) -> None:
