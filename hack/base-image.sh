@@ -6,10 +6,11 @@
 #   hack/base-image.sh python   minbase + python3 (3.11) + venv: stands in for python:3.11-slim (Dockerfile)
 #   hack/base-image.sh node     systemd, containerd, runc, iptables, conntrack, ... : the kind node's root
 #   hack/base-image.sh proxy    minbase + iptables + conntrack: kube-proxy's image base
+#   hack/base-image.sh redis    minbase + Debian's redis-server: stands in for the chart's redis image
 #
 # Only debootstrap uses the network (Debian's mirror). Cache: $FLOTILLA_CACHE/cluster/rootfs, debs.
 set -euo pipefail
-FLAVOR="${1:?usage: base-image.sh python|node|proxy}"
+FLAVOR="${1:?usage: base-image.sh python|node|proxy|redis}"
 SUITE="${DEBIAN_SUITE:-bookworm}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CACHE_ROOT="${FLOTILLA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flotilla}"
@@ -20,6 +21,7 @@ log() { echo "base-image[$FLAVOR]: $*" >&2; }
 case "$FLAVOR" in
   python) PKGS="python3,python3-venv" ;;
   proxy) PKGS="iptables,nftables,conntrack,ipset" ;;
+  redis) PKGS="redis-server" ;;
   node)
     # what kind's own base image installs (images/base/Dockerfile), from Debian: systemd, the node's networking
     # and mount tools, containerd + runc, and the little things kind runs inside a node

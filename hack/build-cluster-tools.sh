@@ -5,6 +5,7 @@
 #   kubelet, kubeadm, kube-proxy  (v1.34.4, the wrapper-module approach of hack/build-control-plane.sh)
 #   kind                          (sigs.k8s.io/kind; its module source also gives the node image's entrypoint)
 #   crictl, CNI plugins           (sigs.k8s.io/cri-tools, github.com/containernetworking/plugins)
+#   coredns                       (github.com/coredns/coredns, the version kubeadm deploys)
 #   runc-capstrip, pause          (hack/runc-capstrip, hack/pause: this repository's own)
 # plus links to kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, helm from the control
 # plane cache (hack/build-control-plane.sh).
@@ -15,11 +16,13 @@ K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 KIND_VERSION="${KIND_VERSION:-v0.33.0}"
 CRICTL_VERSION="${CRICTL_VERSION:-v1.37.0}"
 CNI_VERSION="${CNI_VERSION:-v1.10.0}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.12.1}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0
 GO_VERSION="$(go env GOVERSION)"
 CACHE_ROOT="${FLOTILLA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flotilla}"
 OUT="$CACHE_ROOT/cluster/tools-k8s-$K8S_VERSION-kind-$KIND_VERSION-crictl-$CRICTL_VERSION-cni-$CNI_VERSION-$GO_VERSION"
+COREDNS="$OUT/coredns-$COREDNS_VERSION/coredns"
 BIN="$OUT/bin"
 CNI_BIN="$OUT/cni"
 CNI_PLUGINS=(bridge host-local loopback portmap ptp)
@@ -31,6 +34,7 @@ log() { echo "build-cluster-tools: $*" >&2; }
 complete() {
   for b in "${WANT[@]}"; do [ -x "$BIN/$b" ] || return 1; done
   for p in "${CNI_PLUGINS[@]}"; do [ -x "$CNI_BIN/$p" ] || return 1; done
+  [ -x "$COREDNS" ] || return 1
 }
 link_controlplane() {
   local cp
@@ -38,6 +42,7 @@ link_controlplane() {
   for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm; do ln -sfn "$cp/$b" "$BIN/$b"; done
   ln -sfn "$BIN/runc-capstrip-$OWN_SUM" "$BIN/runc-capstrip"
   ln -sfn "$BIN/pause-$OWN_SUM" "$BIN/pause"
+  ln -sfn "$COREDNS" "$BIN/coredns"
 }
 if complete; then link_controlplane; echo "$BIN"; exit 0; fi
 mkdir -p "$BIN" "$CNI_BIN" "$OUT/src"
@@ -105,6 +110,11 @@ build_small() {
       esac
     done
     GOBIN="$CNI_BIN" go install -trimpath -ldflags "-s -w" "${pkgs[@]}"
+  fi
+  if [ ! -x "$COREDNS" ]; then
+    log "building coredns $COREDNS_VERSION"
+    mkdir -p "$(dirname "$COREDNS")"
+    GOBIN="$(dirname "$COREDNS")" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
   fi
   (cd "$HERE/runc-capstrip" && go build -trimpath -ldflags "-s -w" -o "$BIN/runc-capstrip-$OWN_SUM" .)
   (cd "$HERE/pause" && go build -trimpath -ldflags "-s -w" -o "$BIN/pause-$OWN_SUM" .)

@@ -10,8 +10,8 @@
 # a static single-node CNI config (ptp), kind's /kind/manifests, and a unit that imports the preloaded images.
 # Preloaded images (/kind/images/*.tar, tagged as `kubeadm config images list` names them): kube-apiserver,
 # kube-controller-manager, kube-scheduler, etcd (FROM scratch + the Go-built binary), kube-proxy (FROM
-# hack/base-image.sh proxy: iptables), pause (hack/pause). CoreDNS is not made: the cluster tier's kind config
-# skips kubeadm's addon/coredns phase (nothing in Flotilla resolves names; Services are reached by env vars).
+# hack/base-image.sh proxy: iptables), pause (hack/pause), CoreDNS (FROM scratch + the Go-built binary). So the
+# stock kind configuration works: `kind create cluster --image <this>`.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
@@ -31,7 +31,7 @@ KEY="$(
   {
     echo "$K8S_VERSION $NODE_BASE $PROXY_BASE $KIND_VERSION"
     for b in kubelet kubeadm kubectl kube-proxy kube-apiserver kube-controller-manager kube-scheduler etcd crictl \
-             runc-capstrip pause; do readlink -f "$TOOLS/$b"; done
+             runc-capstrip pause coredns; do readlink -f "$TOOLS/$b"; done
     cat "$HERE"/kind-node/* "$0"
   } | sha256sum | cut -c1-12
 )"
@@ -66,6 +66,10 @@ ref="$(image_for kube-proxy)"; build "$ref" -- "$d"; preload+=("$ref"); log "mad
 d="$work/img-pause"; mkdir -p "$d"; cp -L "$TOOLS/pause" "$d/pause"
 printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$d/Dockerfile"
 ref="$(image_for pause)"; build "$ref" -- "$d"; preload+=("$ref"); log "made $ref"
+# CoreDNS as kubeadm's addon runs it (args -conf /etc/coredns/Corefile; it adds NET_BIND_SERVICE for :53)
+d="$work/img-coredns"; mkdir -p "$d"; cp -L "$TOOLS/coredns" "$d/coredns"
+printf 'FROM scratch\nCOPY coredns /coredns\nENTRYPOINT ["/coredns"]\n' >"$d/Dockerfile"
+ref="$(image_for coredns)"; build "$ref" -- "$d"; preload+=("$ref"); log "made $ref"
 
 # ---- the node
 ctx="$work/node"; mkdir -p "$ctx/rootfs"
