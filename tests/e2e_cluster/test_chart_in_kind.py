@@ -166,11 +166,19 @@ def test_simulated_model_runs_the_operators_engine_pods(release: KindCluster, fl
     assert ip.startswith("10.244.")
     assert engines[0]["status"]["containerStatuses"][0]["restartCount"] == 0
 
-    def md_ready() -> bool:
-        md = json.loads(release.kubectl("get", "md", MODEL, "-n", NAMESPACE, "-o", "json").stdout)
-        return bool(md.get("status", {}).get("readyReplicas") == 2)
+    def md_ready() -> dict[str, Any] | None:
+        md: dict[str, Any] = json.loads(
+            release.kubectl("get", "md", MODEL, "-n", NAMESPACE, "-o", "json").stdout
+        )
+        return md if md.get("status", {}).get("readyReplicas") == 2 else None
 
-    eventually(md_ready, timeout=60, what="ModelDeployment status.readyReplicas == 2")
+    md = eventually(md_ready, timeout=60, what="ModelDeployment status.readyReplicas == 2")
+    conditions = {c["type"]: c for c in md["status"].get("conditions", [])}
+    assert conditions["Available"]["status"] == "True", conditions
+    assert conditions.get("Degraded", {}).get("status") != "True", conditions
+    # everything the operator makes for a model, made in-cluster with its ServiceAccount's rights
+    for kind in ("service", "networkpolicy"):
+        release.kubectl("get", kind, MODEL, "-n", NAMESPACE)
     rollout(release, "flotilla-gateway")
     assert port > 0
 
