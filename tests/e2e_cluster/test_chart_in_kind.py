@@ -173,6 +173,7 @@ def test_simulated_model_runs_the_operators_engine_pods(release: KindCluster, fl
         return md if md.get("status", {}).get("readyReplicas") == 2 else None
 
     md = eventually(md_ready, timeout=60, what="ModelDeployment status.readyReplicas == 2")
+    assert md is not None
     conditions = {c["type"]: c for c in md["status"].get("conditions", [])}
     assert conditions["Available"]["status"] == "True", conditions
     assert conditions.get("Degraded", {}).get("status") != "True", conditions
