@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 from engine_sim.config import DEFAULT_MODEL, PRESETS, EngineConfig
