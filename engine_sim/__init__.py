@@ -10,9 +10,10 @@ Public API::
 See docs/engine_sim.md.
 """
 
-from engine_sim.config import PRESETS, EngineConfig, Faults, LatencyProfile
+from engine_sim.config import PRESETS, EngineConfig, Faults
 from engine_sim.engine import Engine, RequestHandle
 from engine_sim.errors import EngineDead, SimError
+from engine_sim.profile import LatencyProfile
 from engine_sim.runner import RunningEngine, fleet_configs, serve_engines
 from engine_sim.server import create_app
 
