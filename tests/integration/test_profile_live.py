@@ -28,7 +28,8 @@ def test_live_profile_matches_the_simulated_one(tmp_path: Path) -> None:
     with sim_fleet(1, extra_args=["--preset", "a10g-llama3-8b", "--time-scale", "0.05"]) as fleet:
         out = tmp_path / "live.json"
         result = CliRunner().invoke(
-            profile, ["--url", fleet.urls[0], "--gpu", "a10g", "--slo", "ttft=2,tpot=0.1", *ARGS, "--out", str(out)]
+            profile,
+            ["--url", fleet.urls[0], "--gpu", "a10g", "--slo", "ttft=2,tpot=0.1", *ARGS, "--out", str(out)],
         )
         assert result.exit_code == 0, result.output
     live = json.loads(out.read_text())
