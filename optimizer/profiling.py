@@ -10,11 +10,12 @@ Choices that keep a profile honest and cheap:
 
 * every bucket is probed at its **upper** bounds (a request of any size in the bucket does no worse);
 * the first ``warmup`` share of a probe's requests are not scored (they meet an empty engine);
-* a probe offers load for at least ``min_seconds`` and at least ``settle`` times the longest a request may
-  take within the SLO (``ttft + tpot × output``), so the engine reaches its steady state (a full batch, a
-  standing queue) before the probe ends; ``min_requests``/``max_requests`` bound its size;
-* rates are searched up to ``ceiling`` (a profile entry equal to it means "at least"): beyond a few hundred
-  requests per second per GPU a probe costs more than any workload it would be asked about;
+* a probe offers load for at least ``min_seconds`` and at least ``settle`` times a request's duration (the
+  median measured by the bucket's previous probe; before that, the longest the SLO allows), so the engine
+  reaches its steady state (a full batch, a standing queue, a full KV cache) before the probe ends;
+* a rate is never judged on fewer requests than that window needs: rates are searched up to
+  ``min(ceiling, max_requests / window)``, and a profile entry equal to that cap means "at least" (a short
+  burst that fits in one batch would otherwise pass at any rate);
 * searches start from a neighbouring bucket's answer (larger requests never sustain *more*), which saves
   most of the doubling probes;
 * probes are cached per (bucket, rate), so several SLOs share the load runs they have in common.
@@ -39,9 +40,15 @@ def probe_size(rate: float, seconds: float, *, min_requests: int, max_requests: 
     return max(min_requests, min(max_requests, math.ceil(rate * seconds)))
 
 
-def probe_seconds(slos: Sequence[Slo], output: int, *, min_seconds: float, settle: float) -> float:
-    longest = max((s.ttft or 0.0) + (s.tpot or 0.0) * max(0, output - 1) for s in slos)
-    return max(min_seconds, settle * longest)
+def slo_duration(slos: Sequence[Slo], output: int) -> float:
+    """The longest a request of ``output`` tokens may take within any of ``slos`` (ttft + tpot × rest)."""
+    return max((s.ttft or 0.0) + (s.tpot or 0.0) * max(0, output - 1) for s in slos)
+
+
+def median_duration(outcomes: Outcomes, output: int) -> float | None:
+    """Median end-to-end time of the requests that got a TTFT and a TPOT."""
+    spans = sorted(t + p * max(0, output - 1) for t, p in outcomes if t is not None and p is not None)
+    return spans[len(spans) // 2] if spans else None
 
 
 async def profile_gpu(
@@ -53,23 +60,31 @@ async def profile_gpu(
     engine: str = "",
     model: str = "",
     min_requests: int = 60,
-    max_requests: int = 1000,
+    max_requests: int = 2000,
     min_seconds: float = 30.0,
-    settle: float = 2.0,
+    settle: float = 3.0,
     ceiling: float = 200.0,
     warmup: float = 0.1,
     rel_tol: float = 0.05,
     report: Report | None = None,
 ) -> Profile:
+    """One table per SLO; see the module docstring for how probes are sized."""
     cache: dict[tuple[int, int, float], Outcomes] = {}
+    #: measured median request duration per bucket (until measured: the SLO's bound, an overestimate)
+    duration: dict[tuple[int, int], float] = {}
+
+    def window(prompt: int, output: int) -> float:
+        return max(min_seconds, settle * duration.get((prompt, output), slo_duration(slos, output)))
 
     async def run(prompt: int, output: int, rate: float) -> Outcomes:
         key = (prompt, output, rate)
         if key not in cache:
-            seconds = probe_seconds(slos, output, min_seconds=min_seconds, settle=settle)
-            n = probe_size(rate, seconds, min_requests=min_requests, max_requests=max_requests)
+            n = probe_size(rate, window(prompt, output), min_requests=min_requests, max_requests=max_requests)
             outcomes = await probe(prompt, output, rate, n)
             cache[key] = outcomes[int(len(outcomes) * warmup) :]
+            measured = median_duration(cache[key], output)
+            if measured is not None:
+                duration[prompt, output] = max(measured, duration.get((prompt, output), 0.0))
         return cache[key]
 
     tables = []
@@ -82,9 +97,14 @@ async def profile_gpu(
                 known += [found[i][j - 1]] if j else []
                 if known and min(known) == 0.0:
                     continue  # a smaller request size already cannot meet the SLO
-                start = min(min(known) if known else 1.0, ceiling)
-                search = RateSearch(target=slo.attainment, start=start, rel_tol=rel_tol, ceiling=ceiling)
-                while (rate := search.next_rate()) is not None:
+                search = RateSearch(target=slo.attainment, rel_tol=rel_tol, ceiling=ceiling)
+                search.start = min(min(known) if known else 1.0, ceiling)
+                while True:
+                    # a rate is only judged on a full window: beyond max_requests per window, stop at "at least"
+                    search.ceiling = min(ceiling, max_requests / window(prompt, output))
+                    search.start = min(search.start, search.ceiling)
+                    if (rate := search.next_rate()) is None:
+                        break
                     share = attainment(slo, await run(prompt, output, rate))
                     search.observe(rate, share)
                     if report is not None:

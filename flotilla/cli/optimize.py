@@ -60,7 +60,7 @@ def _slos(values: tuple[str, ...]) -> list[Slo]:
 @click.option("--output-bounds", default=",".join(map(str, DEFAULT_OUTPUT_BOUNDS)), show_default=True,
               help="Output-token bucket upper bounds.")  # fmt: skip
 @click.option("--min-requests", default=60, show_default=True, type=click.IntRange(10))
-@click.option("--max-requests", default=1000, show_default=True, type=click.IntRange(10))
+@click.option("--max-requests", default=2000, show_default=True, type=click.IntRange(10))
 @click.option("--min-seconds", default=30.0, show_default=True, type=click.FloatRange(1),
               help="Each probe offers at least this many (simulated) seconds of load.")  # fmt: skip
 @click.option("--max-rate", default=200.0, show_default=True, type=click.FloatRange(0, min_open=True),
