@@ -35,6 +35,7 @@ from gateway.routing import Router, RoutingRequest
 from gateway.routing.router import Profile
 from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
+from gateway.sizes import SizeHook
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import make_transport
 from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex, block_hashes
@@ -146,6 +147,7 @@ class Gateway:
             IndexHook(self.index, self._spawn),
             UsageHook(self.limiter, self._spawn),
             TelemetryHook(self.metrics, self._count),
+            SizeHook(self.metrics.registry),
         ]
 
     # ------------------------------------------------------------------ lifecycle

@@ -15,6 +15,7 @@ from optimizer.errors import Infeasible, InputError, OptimizerError
 from optimizer.ilp import Plan, solve
 from optimizer.live_probe import http_probe
 from optimizer.model import Grid, Prices, Profile, ProfileTable, Slo, Workload, load_json, validated
+from optimizer.observed import observe, workload_from_counts
 from optimizer.prices import DEFAULT_PRICES
 from optimizer.profiling import LoadProbe, Outcomes, profile_gpu
 from optimizer.report import plan_to_dict, render
@@ -38,9 +39,11 @@ __all__ = [
     "attainment",
     "http_probe",
     "load_json",
+    "observe",
     "plan_to_dict",
     "profile_gpu",
     "render",
     "solve",
     "validated",
+    "workload_from_counts",
 ]

@@ -148,8 +148,13 @@ def _profile_files(values: tuple[Path, ...]) -> list[Path]:
 @click.command("optimize")
 @click.option("--profiles", "profile_paths", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Profile files (or directories of them), one per GPU type; repeatable.")  # fmt: skip
-@click.option("--workload", "workload_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--workload", "workload_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Workload JSON: input_bounds, output_bounds, rate[input][output] in req/s.")  # fmt: skip
+@click.option("--workload-from", "gateways", multiple=True,
+              help="Instead of --workload: gateway base URL(s) whose request-size counter to observe.")  # fmt: skip
+@click.option("--model", default=None, help="With --workload-from: the model whose requests to count.")
+@click.option("--window", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="With --workload-from: seconds between the two scrapes.")  # fmt: skip
 @click.option(
     "--slo", "slo_text", default=None, help="Which profiled SLO to plan for (default: the only one)."
 )
@@ -161,8 +166,9 @@ def _profile_files(values: tuple[Path, ...]) -> list[Path]:
               help="Plan each GPU to at most this load (1 = the profiled capacity).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def optimize(
-    profile_paths: tuple[Path, ...], workload_path: Path, slo_text: str | None, prices_path: Path | None,
-    slice_factor: int, headroom: float, as_json: bool,
+    profile_paths: tuple[Path, ...], workload_path: Path | None, gateways: tuple[str, ...], model: str | None,
+    window: float, slo_text: str | None, prices_path: Path | None, slice_factor: int, headroom: float,
+    as_json: bool,
 ) -> None:  # fmt: skip
     """The cheapest count of each GPU type that serves the workload within the SLO (Mélange's ILP)."""
     from optimizer import (
@@ -173,14 +179,23 @@ def optimize(
         Slo,
         Workload,
         load_json,
+        observe,
         plan_to_dict,
         render,
         solve,
-    )  # fmt: skip
+    )
 
+    if (workload_path is None) == (not gateways):
+        raise click.UsageError("give exactly one of --workload (a file) and --workload-from (gateway URLs)")
+    if gateways and not model:
+        raise click.UsageError("--workload-from needs --model")
     try:
         profiles = [load_json(Profile, p, "profile") for p in _profile_files(profile_paths)]
-        workload = load_json(Workload, workload_path, "workload")
+        if workload_path is not None:
+            workload = load_json(Workload, workload_path, "workload")
+        else:
+            assert model is not None
+            workload = asyncio.run(observe(gateways, model, window, profiles[0]))
         prices = dict(DEFAULT_PRICES)
         if prices_path is not None:
             prices.update(load_json(Prices, prices_path, "price list").per_hour)

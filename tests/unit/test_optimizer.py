@@ -203,3 +203,18 @@ def test_profile_gpu_measures_each_bucket_and_shares_probes_between_slos() -> No
     # probes last long enough for the engine to settle: 3 x the measured duration (0.1 + 0.05 x 255 s) at least
     assert all(n >= rate * 3 * (0.1 + 0.05 * 255) - 1e-6 for _, _, rate, n in calls)
     assert all(n <= 2000 for *_, n in calls)
+
+
+def test_workload_from_two_scrapes_of_the_gateway_counter() -> None:
+    from optimizer import workload_from_counts
+
+    grid = Grid(**GRID)
+    before = {(256, 256): 10.0, (4096, 256): 5.0}
+    after = {(256, 256): 40.0, (4096, 256): 2.0}  # the second gateway restarted: its counter starts over
+    w = workload_from_counts(before, after, 10.0, grid, "m")
+    assert w.rate == ((3.0,), (0.2,))
+    assert w.model == "m"
+    with pytest.raises(InputError, match=r"bucket \(64, 256\), which is not on the profiles' grid"):
+        workload_from_counts({}, {(64, 256): 1.0}, 10.0, grid, "m")
+    with pytest.raises(InputError, match="window must be positive"):
+        workload_from_counts({}, {}, 0.0, grid, "m")
