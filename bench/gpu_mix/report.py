@@ -54,6 +54,17 @@ def render(result: MixResult) -> str:
             f"| {c.dataset} | {c.slo} | {c.rate:g} | {_mix(c.counts)} | {c.cost:.2f} | {single} | {single_cost} | "
             f"{_pct(c.saving)} | {_pct(c.attainment)} | {_pct(c.single_attainment)} |"
         )
+    live = [c for c in result.cases if c.live_attainment is not None]
+    if live:
+        lines += [
+            "",
+            "Served fleets (engine_sim processes over HTTP, the plan's dispatch, first seed):",
+            "",
+            "| dataset | SLO | req/s | mix | attainment offline | attainment served |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [f"| {c.dataset} | {c.slo} | {c.rate:g} | {_mix(c.counts)} | {_pct(c.attainment)} | "
+                  f"{_pct(c.live_attainment)} |" for c in live]  # fmt: skip
     passed = sum(c.attainment >= 0.99 for c in result.cases)
     savings = [c.saving for c in result.cases if c.saving is not None]
     lines += [

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.gpu_mix.datasets import DATASETS
 from bench.gpu_mix.large import instance
+from bench.gpu_mix.live import run_live
 from bench.gpu_mix.validate import run_fleet, single_type, trace
 from flotilla.cli.gpu_probe import simulated_probe
 from flotilla.sizes import bucket_index
@@ -45,6 +46,10 @@ class MixSuite:
     slice_factor: int = 8
     #: (input buckets, output buckets) of the synthetic solver-time instances, three seeds each
     large: tuple[tuple[int, int], ...] = ((8, 6), (12, 10), (16, 12))
+    #: (dataset, rate, index into slos) also run on served engine_sim fleets over HTTP (bench.gpu_mix.live)
+    live: tuple[tuple[str, float, int], ...] = (("short", 4.0, 1), ("long", 4.0, 1), ("mixed", 4.0, 1))
+    live_requests: int = 600
+    live_time_scale: float = 0.25
     #: profiling knobs (optimizer.profile_gpu)
     profile_max_requests: int = 2000
     profile_min_seconds: float = 30.0
@@ -58,7 +63,8 @@ def quick() -> MixSuite:
     return MixSuite(
         name="optimizer-quick", gpus=("a10g", "h100-80gb"), slos=(Slo(ttft=5.0, tpot=0.12),), rates=(2.0, 8.0),
         grid=Grid(input_bounds=(256, 8192), output_bounds=(512,)), seeds=(1,), validate_requests=400,
-        large=((12, 10),), profile_max_requests=300, profile_min_seconds=10.0,
+        large=((12, 10),), profile_max_requests=300, profile_min_seconds=10.0, live=(("mixed", 8.0, 0),),
+        live_requests=120, live_time_scale=0.1,
     )  # fmt: skip
 
 
@@ -80,6 +86,8 @@ class Case:
     #: min over seeds of the SLO attainment of the mix / of the best single type on the simulated fleet
     attainment: float
     single_attainment: float | None
+    #: attainment of the mix on served engine_sim fleets over HTTP (only the suite's ``live`` cases)
+    live_attainment: float | None = None
     split: dict[str, list[list[float]]] = field(default_factory=dict)
 
 
@@ -194,6 +202,14 @@ async def run_mix_suite(suite: MixSuite, out: Path, command: str, log: Callable[
                     attainment=got, single_attainment=single_att,
                     split={g: [list(r) for r in m] for g, m in plan.split.items() if plan.counts[g]},
                 )  # fmt: skip
+                if (dataset, rate, suite.slos.index(slo)) in suite.live:
+                    reqs = trace(DATASETS[dataset], rate, suite.live_requests, suite.seeds[0])
+                    case.live_attainment = await run_live(
+                        reqs, workload, plan.counts, plan.split, caps, slo, time_scale=suite.live_time_scale
+                    )
+                    log(
+                        f"{dataset} {rate:g} req/s {slo.label()}: served fleet attainment {case.live_attainment:.1%}"
+                    )
                 cases.append(case)
                 log(f"{dataset} {rate:g} req/s {slo.label()}: mix ${plan.cost:.2f}/h {case.counts} "
                     f"(attainment {got:.1%}) vs {case.single_gpu}×{counts_single} ${case.single_cost or 0:.2f}/h "

@@ -34,6 +34,11 @@ def test_quick_optimizer_bench_plans_validates_and_reports(tmp_path: Path) -> No
         assert case["cost"] <= case["single_cost"] + 1e-9, case
         assert case["attainment"] >= 0.99, case
         assert sum(case["counts"].values()) >= 1
+    [live] = [c for c in results["cases"] if c["live_attainment"] is not None]
+    # the mixed shape at 8 req/s needs both types; run on served engine_sim processes over HTTP it holds too
+    assert (live["dataset"], live["rate"]) == ("mixed", 8.0)
+    assert len(live["counts"]) == 2
+    assert live["live_attainment"] >= 0.99
     assert all(len(s["seconds"]) == 3 for s in results["solver"])
     report = (out / "report.md").read_text()
     assert report.startswith("# GPU mix (Mélange) on simulated GPUs — `optimizer-quick`")
