@@ -1,9 +1,12 @@
-"""``flotilla sim``: serve N simulated vLLM engines on ports P..P+N-1 from one process."""
+"""``flotilla sim``: serve N simulated vLLM engines on ports P..P+N-1 from one process.
+
+``flotilla sim serve [MODEL] [vLLM flags]`` is the other entry: one engine configured by vLLM's own command line
+(:mod:`engine_sim.vllm_args`), which is how the operator runs a ModelDeployment whose engine is the simulator.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
@@ -12,21 +15,12 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from engine_sim import vllm_args
 from engine_sim.config import DEFAULT_MODEL, PRESETS, EngineConfig, Faults
 from engine_sim.runner import fleet_configs, serve_engines
 
 
-def _lora_module(value: str) -> tuple[str, str]:
-    if value.startswith("{"):
-        spec = json.loads(value)
-        return str(spec["name"]), str(spec["path"])
-    name, sep, path = value.partition("=")
-    if not sep:
-        raise click.BadParameter(f"expected name=path or JSON, got {value!r}")
-    return name, path
-
-
-@click.command(context_settings={"show_default": True})
+@click.group(invoke_without_command=True, context_settings={"show_default": True})
 @click.option("--engines", "-n", default=1, type=click.IntRange(1, 256), help="Number of engines.")
 @click.option("--port", "-p", default=8000, type=click.IntRange(1, 65535), help="Port of engine 0.")
 @click.option("--host", default="127.0.0.1", help="Bind address (loopback by default).")
@@ -74,8 +68,14 @@ def _lora_module(value: str) -> tuple[str, str]:
 @click.option("--wake-up-latency", default=1.0, type=click.FloatRange(0),
               help="Simulated seconds to wake from sleep level 1 (level 2: 5x).")  # fmt: skip
 @click.option("--log-level", default="warning", type=click.Choice(["debug", "info", "warning", "error"]))
-def sim(**kw: Any) -> None:
-    """Serve simulated vLLM engines (OpenAI API, /metrics, KV events, LoRA) on ports P..P+N-1."""
+@click.pass_context
+def sim(ctx: click.Context, /, **kw: Any) -> None:
+    """Serve simulated vLLM engines (OpenAI API, /metrics, KV events, LoRA) on ports P..P+N-1.
+
+    `flotilla sim serve` instead runs one engine from vLLM's own flags.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     logging.basicConfig(
         level=kw["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -105,7 +105,7 @@ def sim(**kw: Any) -> None:
             max_cpu_loras=kw["max_cpu_loras"],
             lora_load_latency=kw["lora_load_latency"],
             lora_step_overhead=kw["lora_step_overhead"],
-            lora_modules=dict(_lora_module(v) for v in kw["lora_modules"]),
+            lora_modules=dict(vllm_args.lora_module(v) for v in kw["lora_modules"]),
             startup_delay=kw["startup_delay"],
             wake_up_latency=kw["wake_up_latency"],
             faults=Faults(
@@ -125,14 +125,48 @@ def sim(**kw: Any) -> None:
             )
             for i, c in enumerate(configs)
         ]
+    with _runner() as runner:
+        runner.run(_main(configs, kw["log_level"]))
+
+
+@sim.command(
+    "serve",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "show_default": True},
+)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def serve(argv: tuple[str, ...]) -> None:
+    """Serve one simulated engine configured by vLLM's `serve` flags (unknown vLLM flags are logged).
+
+    Binds every interface like vLLM (--host to narrow it). Simulator knobs: --sim-preset, --sim-startup-delay,
+    --sim-time-scale, --sim-num-gpu-blocks.
+    """
+    try:
+        parsed = vllm_args.parse(argv)
+    except vllm_args.VllmArgsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    level = parsed.log_level if parsed.log_level in ("debug", "info", "warning", "error") else "info"
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log = logging.getLogger("engine_sim")
+    if parsed.no_effect:
+        log.info("vLLM flags accepted with no effect in the simulator: %s", " ".join(parsed.no_effect))
+    if parsed.unknown:
+        log.warning("unknown flags accepted and ignored: %s", " ".join(parsed.unknown))
+    config = parsed.config
+    log.info(
+        "simulating vLLM: model=%s served-model-name=%s host=%s port=%d preset=%s",
+        config.model, config.name, config.host, config.port, config.preset,
+    )  # fmt: skip
+    with _runner() as runner:
+        runner.run(_main([config], level))
+
+
+def _runner() -> asyncio.Runner:
     try:
         import uvloop
 
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        runner = asyncio.Runner()
-    with runner:
-        runner.run(_main(configs, kw["log_level"]))
+        return asyncio.Runner()
 
 
 async def _main(configs: list[EngineConfig], log_level: str) -> None:

@@ -7,6 +7,8 @@ from flotilla.crds.crd import RESOURCES, Resource, crd, file_name, manifests, re
 from flotilla.crds.loraadapter import SOURCE_SCHEMES, LoRAAdapter, LoRAAdapterSpec, LoRAAdapterStatus
 from flotilla.crds.modelautoscaler import ModelAutoscaler, ModelAutoscalerSpec, ModelAutoscalerStatus
 from flotilla.crds.modeldeployment import (
+    DEFAULT_IMAGE,
+    SIMULATOR_PRESETS,
     EngineSpec,
     KVEventsSpec,
     LoRASpec,
@@ -16,12 +18,15 @@ from flotilla.crds.modeldeployment import (
     PodTemplateOverride,
     Probes,
     ResourcesSpec,
+    SimulatorSpec,
 )
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_IMAGE",
     "GROUP",
     "RESOURCES",
+    "SIMULATOR_PRESETS",
     "SOURCE_SCHEMES",
     "VERSION",
     "Condition",
@@ -41,6 +46,7 @@ __all__ = [
     "Probes",
     "Resource",
     "ResourcesSpec",
+    "SimulatorSpec",
     "crd",
     "file_name",
     "manifests",

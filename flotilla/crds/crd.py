@@ -64,6 +64,7 @@ RESOURCES: tuple[Resource, ...] = (
             _col("Replicas", ".spec.replicas", "integer", description="Desired engine pods"),
             _col("Available", '.status.conditions[?(@.type=="Available")].status', priority=1),
             _col("Served", ".status.servedModelName", priority=1),
+            _col("Engine", ".spec.engine.type", priority=1, description="vllm or simulator"),
             _AGE,
         ),
         scale=True,

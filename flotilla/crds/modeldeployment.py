@@ -7,7 +7,7 @@ The operator turns it into a Deployment and a Service; the gateway finds the pod
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import ConfigDict, Field
 
@@ -15,6 +15,9 @@ from flotilla import labels
 from flotilla.crds._base import DNS_LABEL, ApiModel, Condition, OpaqueObject, Quantity, condition_list
 
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
+#: latency presets of ``engine_sim`` (``engine_sim.config.PRESETS``; a unit test keeps the two in step)
+SimulatorPreset = Literal["a100-llama3-8b", "h100-llama3-8b", "zero"]
+SIMULATOR_PRESETS: tuple[str, ...] = get_args(SimulatorPreset)
 
 
 class Probes(ApiModel):
@@ -35,10 +38,40 @@ class Probes(ApiModel):
     )
 
 
+class SimulatorSpec(ApiModel):
+    """Knobs of the simulated engine (``engine.type: simulator``); ignored for vLLM."""
+
+    preset: SimulatorPreset = Field(
+        default="a100-llama3-8b",
+        description="Latency profile of the simulated GPU (zero = instant, for functional tests).",
+    )
+    startup_delay_seconds: float = Field(
+        default=0.0, ge=0, le=3600, description="Simulated cold start before /health turns 200."
+    )
+    kv_cache_blocks: int | None = Field(
+        default=None,
+        ge=2,
+        le=10_000_000,
+        description="KV-cache blocks per engine (vLLM derives them from GPU memory); unset = 27000, an 80 GB "
+        "GPU serving an 8B model.",
+    )
+
+
 class EngineSpec(ApiModel):
     """The engine container: a vLLM OpenAI server (or anything speaking its HTTP interface)."""
 
-    image: str = Field(default=DEFAULT_IMAGE, min_length=1, description="Container image of the engine.")
+    type: Literal["vllm", "simulator"] = Field(
+        default="vllm",
+        description="vllm runs the vLLM image; simulator runs Flotilla's GPU-free vLLM simulator (`flotilla "
+        "sim serve`, same arguments as vLLM) from the operator's simulator image. Simulated engines use no "
+        "GPU: set resources.gpus to 0.",
+    )
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description=f"Container image of the engine; unset = {DEFAULT_IMAGE} for vllm, the operator's "
+        "--simulator-image for simulator.",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Image pull policy of the engine container."
     )
@@ -69,6 +102,9 @@ class EngineSpec(ApiModel):
         description="Extra environment variables (Kubernetes EnvVar objects) of the engine container.",
     )
     probes: Probes = Field(default_factory=Probes, description="Health checking of the engine.")
+    simulator: SimulatorSpec = Field(
+        default_factory=SimulatorSpec, description="Simulator settings (engine.type simulator only)."
+    )
 
 
 class ResourcesSpec(ApiModel):
@@ -164,6 +200,10 @@ class ModelDeploymentSpec(ApiModel):
                 {
                     "rule": "self.resources.gpus == 0 || self.engine.tensorParallelSize <= self.resources.gpus",
                     "message": "engine.tensorParallelSize cannot exceed resources.gpus",
+                },
+                {
+                    "rule": "self.engine.type != 'simulator' || self.resources.gpus == 0",
+                    "message": "engine.type simulator uses no GPU: set resources.gpus to 0",
                 },
             ]
         }

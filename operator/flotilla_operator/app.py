@@ -45,6 +45,8 @@ class OperatorConfig:
     #: worker threads for the sync handlers (each holds one API call at a time)
     workers: int = 16
     liveness_endpoint: str | None = None
+    #: image run by ModelDeployments with ``engine.type: simulator`` and no ``engine.image`` (Flotilla's own)
+    simulator_image: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: the ModelAutoscaler controller (gateway discovery, scrape timeout)
     autoscaling: autoscaling.AutoscalingOptions = field(default_factory=autoscaling.AutoscalingOptions)
@@ -130,7 +132,7 @@ async def operator(config: OperatorConfig, *, stop_flag: asyncio.Event | None = 
     try:
         await kopf.operator(
             registry=create_registry(config, api.configuration),
-            memo=handlers.State(kube=Kube(api)),
+            memo=handlers.State(kube=Kube(api), simulator_image=config.simulator_image),
             standalone=config.standalone,
             priority=config.priority,
             peering_name=None if config.standalone else config.peering_name,

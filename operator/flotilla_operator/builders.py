@@ -1,7 +1,9 @@
 """Pure manifest builders: a ModelDeployment in, the Deployment, Service and NetworkPolicy it implies out. No I/O.
 
 Everything the operator creates is computed here, so the whole mapping is covered by table-driven unit tests
-and the handlers stay thin. The manifests are *apply configurations*: they list only the fields Flotilla
+and the handlers stay thin. A simulated engine (``engine.type: simulator``) gets the very same vLLM arguments,
+run by ``flotilla sim serve`` from the operator's simulator image: what a simulated cluster exercises is the
+pod spec a GPU cluster would get, not a test fixture's version of it. The manifests are *apply configurations*: they list only the fields Flotilla
 owns, and server-side apply merges them with what others (users, the deployment controller) own.
 """
 
@@ -12,7 +14,7 @@ import math
 from typing import Any
 
 from flotilla import labels
-from flotilla.crds import API_VERSION, ModelDeploymentSpec
+from flotilla.crds import API_VERSION, DEFAULT_IMAGE, ModelDeploymentSpec
 from flotilla_operator.errors import InvalidSpec
 from flotilla_operator.merging import merge
 
@@ -20,6 +22,10 @@ ENGINE_CONTAINER = "engine"
 HTTP_PORT_NAME = "http"
 KV_EVENTS_PORT_NAME = "kv-events"
 LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+#: the simulator's vLLM-compatible entry point (in Flotilla's image); its knobs follow as ``--sim-*`` flags
+SIMULATOR_COMMAND = ("flotilla", "sim", "serve")
+#: the uid Flotilla's image runs as (the Dockerfile's USER): stated so runAsNonRoot is checkable by the kubelet
+SIMULATOR_UID = 65532
 #: labels users may not set through podTemplate: the gateway, autoscaler and LoRA manager select by them
 RESERVED_PREFIXES = (f"{labels.GROUP}/", labels.MANAGED_BY)
 
@@ -77,6 +83,47 @@ def engine_args(spec: ModelDeploymentSpec) -> list[str]:
     return args + list(engine.args)
 
 
+def engine_image(spec: ModelDeploymentSpec, simulator_image: str | None) -> str:
+    """``engine.image`` when set; otherwise vLLM's image, or the operator's simulator image for a simulator."""
+    if spec.engine.image:
+        return spec.engine.image
+    if spec.engine.type == "vllm":
+        return DEFAULT_IMAGE
+    if not simulator_image:
+        raise InvalidSpec(
+            "engine.type is simulator but this operator has no simulator image (flag --simulator-image, env "
+            "FLOTILLA_SIMULATOR_IMAGE; the Helm chart sets it): set engine.image"
+        )
+    return simulator_image
+
+
+def simulator_command(spec: ModelDeploymentSpec) -> list[str]:
+    """``flotilla sim serve`` and the simulator's own knobs; the vLLM arguments stay in ``args``."""
+    sim = spec.engine.simulator
+    command = [*SIMULATOR_COMMAND, f"--sim-preset={sim.preset}"]
+    if sim.startup_delay_seconds:
+        command.append(f"--sim-startup-delay={sim.startup_delay_seconds:g}")
+    if sim.kv_cache_blocks is not None:
+        command.append(f"--sim-num-gpu-blocks={sim.kv_cache_blocks}")
+    return command
+
+
+def _security_context(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """Restricted-profile basics that every engine image tolerates; the GPU comes through the device plugin.
+
+    vLLM's own image runs as root, so for vLLM runAsNonRoot is left to podTemplate. Flotilla's image runs as
+    an unprivileged uid, so a simulated engine meets the whole restricted Pod Security Standard.
+    """
+    context: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if spec.engine.type == "simulator":
+        context |= {"runAsNonRoot": True, "runAsUser": SIMULATOR_UID}
+    return context
+
+
 def pod_labels(name: str, spec: ModelDeploymentSpec) -> dict[str, str]:
     return {
         **object_labels(name),
@@ -124,7 +171,7 @@ def _probe(spec: ModelDeploymentSpec, *, failure_threshold: int, period: int) ->
     }
 
 
-def engine_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
+def engine_container(spec: ModelDeploymentSpec, *, simulator_image: str | None = None) -> dict[str, Any]:
     engine, probes = spec.engine, spec.engine.probes
     ports = [{"name": HTTP_PORT_NAME, "containerPort": engine.port, "protocol": "TCP"}]
     if spec.kv_events.enabled:
@@ -135,7 +182,7 @@ def engine_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
         env.append({"name": LORA_ENV, "value": "true"})
     container: dict[str, Any] = {
         "name": ENGINE_CONTAINER,
-        "image": engine.image,
+        "image": engine_image(spec, simulator_image),
         "imagePullPolicy": engine.image_pull_policy,
         "args": engine_args(spec),
         "ports": ports,
@@ -150,14 +197,10 @@ def engine_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
             spec, period=probes.period_seconds, failure_threshold=probes.failure_threshold
         ),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-        # restricted-profile basics that every engine image tolerates (vLLM's own runs as root, so runAsNonRoot
-        # is left to podTemplate); the GPU is reached through the device plugin, not capabilities
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security_context(spec),
     }
+    if engine.type == "simulator":
+        container["command"] = simulator_command(spec)
     if env:
         container["env"] = env
     resources = _resources(spec)
@@ -174,11 +217,13 @@ def _check_reserved(extra: dict[str, str]) -> None:
         )
 
 
-def pod_template(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
+def pod_template(
+    name: str, spec: ModelDeploymentSpec, *, simulator_image: str | None = None
+) -> dict[str, Any]:
     override = spec.pod_template
     _check_reserved(override.metadata.labels)
     pod_spec: dict[str, Any] = {
-        "containers": [engine_container(spec)],
+        "containers": [engine_container(spec, simulator_image=simulator_image)],
         # vLLM's workers share tensors through /dev/shm; the container default (64 MiB) is too small
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
@@ -203,8 +248,11 @@ def pod_template(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
     }
 
 
-def deployment(name: str, namespace: str, uid: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
-    """The engine Deployment (same name as the ModelDeployment)."""
+def deployment(
+    name: str, namespace: str, uid: str, spec: ModelDeploymentSpec, *, simulator_image: str | None = None
+) -> dict[str, Any]:
+    """The engine Deployment (same name as the ModelDeployment); ``simulator_image`` serves engine.type
+    simulator when engine.image is unset."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -217,7 +265,7 @@ def deployment(name: str, namespace: str, uid: str, spec: ModelDeploymentSpec) -
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector_labels(name)},
-            "template": pod_template(name, spec),
+            "template": pod_template(name, spec, simulator_image=simulator_image),
         },
     }
 

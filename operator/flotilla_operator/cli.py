@@ -69,6 +69,18 @@ def crds(output_dir: Path | None) -> None:
     show_default=True,
     help="Also read demand from Ready pods labelled flotilla.dev/component=gateway (their 'http' port).",
 )
+@click.option(
+    "--gateway-namespace",
+    "gateway_namespaces",
+    multiple=True,
+    help="Namespaces to discover gateway pods in (repeat; default: the watched namespaces, or all).",
+)
+@click.option(
+    "--simulator-image",
+    envvar="FLOTILLA_SIMULATOR_IMAGE",
+    default=None,
+    help="Image of engine.type=simulator engines without engine.image (Flotilla's own image; the chart sets it).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def operator(
     kubeconfig: str | None,
@@ -81,6 +93,8 @@ def operator(
     liveness: str | None,
     gateway_metrics_urls: tuple[str, ...],
     gateway_discovery: bool,
+    gateway_namespaces: tuple[str, ...],
+    simulator_image: str | None,
     verbose: bool,
 ) -> None:
     """Run the Flotilla operator (ModelDeployment → Deployment + Service, status, drift correction;
@@ -101,8 +115,11 @@ def operator(
             priority=priority,
             workers=workers,
             liveness_endpoint=liveness,
+            simulator_image=simulator_image or None,
             autoscaling=AutoscalingOptions(
-                gateway_metrics_urls=gateway_metrics_urls, discover_gateways=gateway_discovery
+                gateway_metrics_urls=gateway_metrics_urls,
+                discover_gateways=gateway_discovery,
+                namespaces=gateway_namespaces,
             ),
         )
     )

@@ -53,6 +53,8 @@ class State:
     """Shared by every handler through kopf's ``memo`` (kopf shallow-copies it per object)."""
 
     kube: Kube
+    #: image of ``engine.type: simulator`` engines that set no image (``--simulator-image``)
+    simulator_image: str | None = None
     #: counters for the benchmark and logs: what the operator actually wrote
     writes: dict[str, int] = field(default_factory=dict)
     locks: tuple[threading.Lock, ...] = field(
@@ -86,8 +88,13 @@ def _parse(spec: Any) -> ModelDeploymentSpec:
         raise InvalidSpec(f"spec does not match the ModelDeployment schema: {exc}") from exc
 
 
-def _children(name: str, namespace: str, uid: str, spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
-    children = [builders.deployment(name, namespace, uid, spec), builders.service(name, namespace, uid, spec)]
+def _children(
+    state: State, name: str, namespace: str, uid: str, spec: ModelDeploymentSpec
+) -> list[dict[str, Any]]:
+    children = [
+        builders.deployment(name, namespace, uid, spec, simulator_image=state.simulator_image),
+        builders.service(name, namespace, uid, spec),
+    ]
     if spec.network_policy.enabled:
         children.append(builders.network_policy(name, namespace, uid, spec))
     return children
@@ -179,7 +186,7 @@ def reconcile(
     md = copy.deepcopy(dict(body))
     try:
         parsed = _parse(spec)
-        manifests = _children(name, namespace, uid, parsed)
+        manifests = _children(memo, name, namespace, uid, parsed)
         results = [ensure(memo, m) for m in manifests]
         retired = _retire(memo, name, namespace, uid, parsed)
     except (InvalidSpec, Rejected) as exc:
@@ -243,7 +250,12 @@ def child_event(
     try:
         parsed = _parse(md.get("spec") or {})
         manifest = next(
-            (m for m in _children(owner, namespace, md["metadata"]["uid"], parsed) if m["kind"] == kind), None
+            (
+                m
+                for m in _children(memo, owner, namespace, md["metadata"]["uid"], parsed)
+                if m["kind"] == kind
+            ),
+            None,
         )
     except InvalidSpec:
         return  # reported by reconcile already

@@ -16,6 +16,8 @@ from tests.e2e.controlplane import FLOTILLA, REPO, ControlPlane, control_plane
 from tests.e2e.podsim import PodSimulator
 
 CRDS = REPO / "charts" / "flotilla" / "crds"
+#: what the session operator runs for ``engine.type: simulator`` (kwok runs no images; the name is checked)
+SIMULATOR_IMAGE = "flotilla:e2e"
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +80,11 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def operator(crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(crds, tmp_path_factory.mktemp("operator") / "operator.log", "--priority", "100")
+    proc = OperatorProcess(
+        crds,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        "--priority", "100", "--simulator-image", SIMULATOR_IMAGE,
+    )  # fmt: skip
     proc.start()
     try:
         yield proc

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from flotilla import labels
-from tests.e2e.conftest import OperatorProcess
-from tests.e2e.controlplane import ControlPlane
+from tests.e2e.conftest import SIMULATOR_IMAGE, OperatorProcess
+from tests.e2e.controlplane import REPO, ControlPlane
 from tests.e2e.helpers import (
     conditions,
     diagnose,
@@ -83,6 +83,65 @@ def test_model_deployment_becomes_deployment_service_and_ready_pods(
     events = cluster.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=ModelDeployment",
                              "-o", "json").stdout  # fmt: skip
     assert "Created" in {e["reason"] for e in json.loads(events)["items"]}
+
+
+def test_simulator_engines_run_flotilla_sim_serve_with_the_vllm_args(
+    operator: OperatorProcess, cluster: ControlPlane, ns: str
+) -> None:
+    cluster.kubectl(
+        "apply", "-f", "-",
+        input=md_manifest(
+            "sim", ns, servedModelName="sim-8b", replicas=1, kvEvents={"enabled": True},
+            engine={"type": "simulator", "maxModelLen": 4096, "simulator": {"preset": "zero"}},
+        ),
+    )  # fmt: skip
+    wait_ready(cluster, "sim", ns, 1)
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-n", ns, "-l", f"{labels.DEPLOYMENT}=sim", "-o", "json").stdout
+    )["items"]
+    (engine,) = pods[0]["spec"]["containers"]  # the pod the Deployment controller made, not our manifest
+    assert engine["image"] == SIMULATOR_IMAGE
+    assert engine["command"] == ["flotilla", "sim", "serve", "--sim-preset=zero"]
+    args = engine["args"]
+    assert args[:6] == ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--served-model-name", "sim-8b",
+                        "--port", "8000"]  # fmt: skip
+    assert args[args.index("--max-model-len") + 1] == "4096"
+    assert json.loads(args[args.index("--kv-events-config") + 1])["endpoint"] == "tcp://*:5557"
+    assert "resources" not in engine or not engine["resources"]
+    assert engine["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert engine["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pods[0]["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "simulator" in cluster.kubectl("get", "md", "sim", "-n", ns, "-o", "wide").stdout.split()
+
+    # an explicit image wins over the operator's
+    cluster.kubectl(
+        "patch", "md", "sim", "-n", ns, "--type=merge", "-p", '{"spec":{"engine":{"image":"mine:1"}}}'
+    )
+
+    def image() -> str | None:
+        dep = get(cluster, "deployment", "sim", ns) or {}
+        found = (
+            dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0].get("image")
+        )
+        return found if found == "mine:1" else None
+
+    eventually(image, 60, "engine.image applied")
+
+
+def test_the_simulated_model_example_is_admitted_and_becomes_ready(
+    operator: OperatorProcess, cluster: ControlPlane, ns: str
+) -> None:
+    """examples/simulated-model.yaml, as docs/kind.md and hack/kind-quickstart.sh apply it (pods restricted)."""
+    cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    cluster.kubectl("apply", "-n", ns, "-f", str(REPO / "examples" / "simulated-model.yaml"))
+    md = wait_ready(cluster, "sim-llama", ns, 2)
+    assert md["status"]["servedModelName"] == "llama"
 
 
 def test_scale_subresource_drives_the_deployment(
@@ -243,6 +302,16 @@ INVALID = [
         md_manifest("tp", "default", resources={"gpus": 2}, engine={"tensorParallelSize": 4}),
         "engine.tensorParallelSize cannot exceed resources.gpus",
         id="tp-exceeds-gpus",
+    ),
+    pytest.param(
+        md_manifest("simgpu", "default", resources={"gpus": 1}, engine={"type": "simulator"}),
+        "engine.type simulator uses no GPU: set resources.gpus to 0",
+        id="simulator-with-gpu",
+    ),
+    pytest.param(
+        md_manifest("simtype", "default", engine={"type": "sglang"}),
+        'spec.engine.type: Unsupported value: "sglang"',
+        id="unknown-engine-type",
     ),
     pytest.param(
         yaml.safe_dump(

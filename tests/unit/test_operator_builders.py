@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from flotilla import labels
-from flotilla.crds import ModelDeploymentSpec
+from flotilla.crds import DEFAULT_IMAGE, SIMULATOR_PRESETS, ModelDeploymentSpec
 from flotilla_operator import builders
 from flotilla_operator.drift import contains
 from flotilla_operator.errors import InvalidSpec
@@ -124,7 +124,7 @@ def test_pod_template_overrides_merge_by_name() -> None:
     template = builders.pod_template("md", md)
     containers = template["spec"]["containers"]
     assert [c["name"] for c in containers] == ["engine", "sidecar"]
-    assert containers[0]["image"] == md.engine.image  # kept
+    assert containers[0]["image"] == DEFAULT_IMAGE  # kept
     assert containers[0]["env"] == [{"name": "HF_HOME", "value": "/cache"}]
     assert template["spec"]["priorityClassName"] == "high"
     assert template["metadata"]["labels"]["team"] == "a"
@@ -215,3 +215,60 @@ def test_engine_pods_run_with_restricted_basics() -> None:
     ctx = pod["containers"][0]["securityContext"]
     assert ctx["allowPrivilegeEscalation"] is False
     assert ctx["capabilities"] == {"drop": ["ALL"]}
+
+
+SIM = {"engine": {"type": "simulator"}, "resources": {"gpus": 0}}
+
+IMAGES = [
+    pytest.param({}, None, DEFAULT_IMAGE, id="vllm-default"),
+    pytest.param({"engine": {"image": "my/vllm:1"}}, "flotilla:sim", "my/vllm:1", id="vllm-explicit"),
+    pytest.param(SIM, "flotilla:sim", "flotilla:sim", id="simulator-from-operator"),
+    pytest.param({**SIM, "engine": {"type": "simulator", "image": "mine:2"}}, "flotilla:sim", "mine:2",
+                 id="simulator-explicit-wins"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "simulator_image", "expected"), IMAGES)
+def test_engine_image(fields: dict[str, Any], simulator_image: str | None, expected: str) -> None:
+    container = builders.engine_container(spec(**fields), simulator_image=simulator_image)
+    assert container["image"] == expected
+
+
+def test_simulator_without_an_image_is_an_invalid_spec() -> None:
+    with pytest.raises(InvalidSpec, match="FLOTILLA_SIMULATOR_IMAGE"):
+        builders.deployment("md", "ns", "uid-1", spec(**SIM), simulator_image=None)
+
+
+def test_simulator_runs_flotilla_sim_serve_with_the_vllm_arguments() -> None:
+    md = spec(**{**SIM, "engine": {"type": "simulator", "port": 9000, "args": ["--enforce-eager"],
+                                   "simulator": {"preset": "zero", "startupDelaySeconds": 2.5,
+                                                 "kvCacheBlocks": 512}},
+                 "lora": {"enabled": True}, "kvEvents": {"enabled": True}})  # fmt: skip
+    dep = builders.deployment("md", "ns", "uid-1", md, simulator_image="flotilla:sim")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == [
+        "flotilla", "sim", "serve", "--sim-preset=zero", "--sim-startup-delay=2.5", "--sim-num-gpu-blocks=512",
+    ]  # fmt: skip
+    assert container["args"] == builders.engine_args(md)  # exactly what vLLM would get
+    assert "resources" not in container  # no GPU
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsNonRoot": True,
+        "runAsUser": builders.SIMULATOR_UID,
+    }
+
+
+def test_vllm_engines_keep_the_image_entrypoint() -> None:
+    container = builders.engine_container(spec())
+    assert "command" not in container
+    assert "runAsNonRoot" not in container["securityContext"]  # vLLM's image runs as root
+
+
+def test_simulator_presets_match_the_simulators() -> None:
+    from engine_sim.config import PRESETS
+
+    assert sorted(SIMULATOR_PRESETS) == sorted(PRESETS)
