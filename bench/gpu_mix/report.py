@@ -38,6 +38,7 @@ def render(result: MixResult) -> str:
         f"GPU types: {', '.join(result.gpus)}; prices ($/h): "
         + ", ".join(f"{g} {p:.2f}" for g, p in result.prices.items()),
         f"Buckets: prompt ≤ {result.grid['input_bounds']} × output ≤ {result.grid['output_bounds']} tokens. "
+        f"Plans fill each GPU to at most {result.headroom:.0%} of its profiled capacity. "
         f"Wall time {result.wall_seconds:.0f} s.",
         "",
         "Mix = the optimizer's plan; single = the cheapest fleet of one GPU type from the same profiles. Both are "

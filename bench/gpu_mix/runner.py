@@ -42,8 +42,10 @@ class MixSuite:
     grid: Grid = GRID
     seeds: tuple[int, ...] = (1, 2)
     #: requests per validation trace: 600 s of arrivals, at least 200 and at most this
-    validate_requests: int = 3000
+    validate_requests: int = 2000
     slice_factor: int = 8
+    #: plan each GPU to at most this share of its profiled capacity (optimizer.solve's headroom)
+    headroom: float = 1.0
     #: (input buckets, output buckets) of the synthetic solver-time instances, three seeds each
     large: tuple[tuple[int, int], ...] = ((8, 6), (12, 10), (16, 12))
     #: (dataset, rate, index into slos) also run on served engine_sim fleets over HTTP (bench.gpu_mix.live)
@@ -111,6 +113,7 @@ class MixResult:
     solver: list[SolverTime]
     profile_seconds: dict[str, float]
     wall_seconds: float
+    headroom: float = 1.0
 
 
 def histogram(dataset: str, grid: Grid, samples: int = 50_000, seed: int = 12345) -> list[list[float]]:
@@ -186,7 +189,9 @@ async def run_mix_suite(suite: MixSuite, out: Path, command: str, log: Callable[
                     input_bounds=suite.grid.input_bounds, output_bounds=suite.grid.output_bounds, model=dataset,
                     rate=tuple(tuple(s * rate for s in row) for row in shares),
                 )  # fmt: skip
-                plan = solve(profiles, workload, prices, slo, slice_factor=suite.slice_factor)
+                plan = solve(
+                    profiles, workload, prices, slo, slice_factor=suite.slice_factor, headroom=suite.headroom
+                )
                 got = validate(plan, plan.counts, plan.split, caps, suite, dataset)
                 best = plan.best_single
                 single_att = None
@@ -227,4 +232,5 @@ async def run_mix_suite(suite: MixSuite, out: Path, command: str, log: Callable[
         grid={"input_bounds": list(suite.grid.input_bounds), "output_bounds": list(suite.grid.output_bounds)},
         prices=prices, profiles={p.gpu: {t.slo.label(): [list(r) for r in t.max_rate] for t in p.tables} for p in profiles},
         cases=cases, solver=solver, profile_seconds=profile_seconds, wall_seconds=time.perf_counter() - started,
+        headroom=suite.headroom,
     )  # fmt: skip
