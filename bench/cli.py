@@ -86,7 +86,9 @@ def configure(
     help=f"Comma list to run, of: {', '.join(GENERATORS)} (--suite autoscaling: of its traces).",
 )
 @click.option(
-    "--contenders", default=None, help="Comma list to keep, e.g. direct,flotilla:default,sglang:cache_aware."
+    "--contenders",
+    default=None,
+    help="Comma list to keep, e.g. direct,flotilla:default,sglang:cache_aware (--suite optimizer: GPU types).",
 )
 @click.option(
     "--overhead/--no-overhead", default=True, show_default=True, help="Run the gateway-overhead mode."
@@ -127,7 +129,8 @@ def bench(
         from bench.gpu_mix.cli import run as run_gpu_mix
 
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
-        run_gpu_mix(suite_name, quick=quick, out=out, seed=seed, rerender=rerender, command=command.strip())
+        run_gpu_mix(suite_name, quick=quick, out=out, seed=seed, rerender=rerender, command=command.strip(),
+                    gpus=_csv(contenders))  # fmt: skip
         return
     if suite_name == "reliability":
         if workloads or contenders:
