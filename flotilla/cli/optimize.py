@@ -159,7 +159,7 @@ def _profile_files(values: tuple[Path, ...]) -> list[Path]:
     "--slo", "slo_text", default=None, help="Which profiled SLO to plan for (default: the only one)."
 )
 @click.option("--prices", "prices_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help='JSON {"gpu": dollars per hour}, over the default on-demand list.')  # fmt: skip
+              help='JSON {"per_hour": {"gpu": dollars per hour}}, over the default on-demand list.')  # fmt: skip
 @click.option("--slice-factor", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Slices per bucket (a bucket can be split across types in steps of 1/slice-factor).")  # fmt: skip
 @click.option("--headroom", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
