@@ -218,3 +218,14 @@ def test_workload_from_two_scrapes_of_the_gateway_counter() -> None:
         workload_from_counts({}, {(64, 256): 1.0}, 10.0, grid, "m")
     with pytest.raises(InputError, match="window must be positive"):
         workload_from_counts({}, {}, 0.0, grid, "m")
+
+
+def test_public_exports_are_pinned() -> None:
+    import optimizer
+
+    assert sorted(optimizer.__all__) == sorted([
+        "DEFAULT_PRICES", "Grid", "Infeasible", "InputError", "LoadProbe", "OptimizerError", "Outcomes", "Plan",
+        "Prices", "Profile", "ProfileTable", "RateSearch", "Slo", "Workload", "attainment", "http_probe",
+        "load_json", "observe", "plan_to_dict", "profile_gpu", "render", "solve", "validated",
+        "workload_from_counts",
+    ])  # fmt: skip
