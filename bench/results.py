@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.stats import percentile_inf
+
 
 @dataclass
 class RequestResult:
@@ -126,6 +128,16 @@ class RunSummary:
     skipped: str = ""
     #: the machine's 1-minute load average when the run started (other work on a shared machine shows here)
     load_avg: float = math.nan
+    #: the seed of the trace (workload, arrivals, think times) this run replayed
+    seed: int = 0
+    #: the first requests (in send order) left out of the latency figures: the warm-up window
+    warmup: int = 0
+    #: TTFT of every request after the warm-up, in send order; None = failed or timed out (counted as +inf)
+    ttft_samples: list[float | None] = field(default_factory=list)
+
+    def ttfts(self) -> list[float]:
+        """:attr:`ttft_samples` with failures as +inf (what every percentile of this run is taken over)."""
+        return [math.inf if v is None or math.isnan(v) else v for v in self.ttft_samples]
 
     @property
     def success_rate(self) -> float:
@@ -153,10 +165,18 @@ def summarise(
     deltas: Sequence[EngineCounters],
     oracle_hit_rate: float,
     slo: SLO,
+    warmup: int = 0,
+    seed: int = 0,
 ) -> RunSummary:
-    """Fold per-request results and per-engine counter deltas into a :class:`RunSummary`."""
+    """Fold per-request results and per-engine counter deltas into a :class:`RunSummary`.
+
+    Latency percentiles are over the requests after the first ``warmup`` (in send order), with every failed or
+    timed-out one counted as +inf, so a contender cannot improve its tail by dropping requests.
+    """
     ok = [r for r in results if r.ok]
-    ttfts = [r.ttft for r in ok]
+    measured = sorted(results, key=lambda r: (r.scheduled, r.index))[warmup:]
+    samples: list[float | None] = [r.ttft if r.ok and not math.isnan(r.ttft) else None for r in measured]
+    ttfts = [math.inf if v is None else v for v in samples]
     itls = [gap for r in ok for gap in r.itls]
     e2es = [r.e2e for r in ok]
     errors: dict[str, int] = {}
@@ -172,9 +192,9 @@ def summarise(
         requests=len(results),
         ok=len(ok),
         duration=duration,
-        ttft_p50=percentile(ttfts, 50),
-        ttft_p90=percentile(ttfts, 90),
-        ttft_p99=percentile(ttfts, 99),
+        ttft_p50=percentile_inf(ttfts, 50),
+        ttft_p90=percentile_inf(ttfts, 90),
+        ttft_p99=percentile_inf(ttfts, 99),
         itl_p50=percentile(itls, 50),
         itl_p90=percentile(itls, 90),
         itl_p99=percentile(itls, 99),
@@ -189,6 +209,9 @@ def summarise(
         engine_requests=[d.requests for d in deltas],
         max_send_lag=max(lags) if lags else math.nan,
         errors=errors,
+        seed=seed,
+        warmup=warmup,
+        ttft_samples=samples,
     )
 
 

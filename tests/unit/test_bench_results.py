@@ -87,7 +87,10 @@ def test_summarise() -> None:
                   oracle_hit_rate=0.5, slo=SLO(ttft=1.0, itl=0.1))  # fmt: skip
     assert (s.requests, s.ok) == (4, 3)
     assert s.success_rate == pytest.approx(0.75)
-    assert s.ttft_p50 == pytest.approx(0.3)
+    # the failed request counts as +inf: p50 of [0.1, 0.3, 3.0, inf] is (0.3 + 3.0) / 2, p90 is inf
+    assert s.ttft_p50 == pytest.approx(1.65)
+    assert s.ttft_p90 == math.inf
+    assert s.ttft_samples == [0.1, 0.3, 3.0, None]
     assert s.goodput_req_s == pytest.approx(2 / 2.0)
     assert s.req_s == pytest.approx(3 / 2.0)
     assert s.output_tok_s == pytest.approx(30 / 2.0)
@@ -96,6 +99,11 @@ def test_summarise() -> None:
     assert s.imbalance == pytest.approx(1.5)
     assert s.errors == {"HTTP 503": 1}
     assert s.to_json()["success_rate"] == pytest.approx(0.75)
+    # a warm-up of 2 leaves the first two sends (by schedule) out of the latency figures only
+    w = summarise(workload="w", contender="c", results=results, duration=2.0, deltas=deltas,
+                  oracle_hit_rate=0.5, slo=SLO(ttft=1.0, itl=0.1), warmup=2, seed=7)  # fmt: skip
+    assert w.ttft_samples == [3.0, None]
+    assert (w.requests, w.ok, w.warmup, w.seed) == (4, 3, 2, 7)
 
 
 METRICS = """\
