@@ -10,6 +10,7 @@ from the engines, not from the routers.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,6 +63,21 @@ class FleetSpec:
 def parse_prometheus(text: str) -> dict[str, float]:
     """``{sample name: value summed over label sets}`` from Prometheus text exposition."""
     return sum_samples(text)
+
+
+_BUCKET = re.compile(r'^vllm:time_to_first_token_seconds_bucket\{[^}]*le="(?P<le>[^"]+)"[^}]*\}\s+(?P<n>\S+)')
+
+
+def ttft_buckets(text: str) -> list[tuple[float, float]]:
+    """The ``vllm:time_to_first_token_seconds`` histogram of one /metrics text: (le, cumulative count), summed
+    over label sets."""
+    total: dict[float, float] = {}
+    for line in text.splitlines():
+        m = _BUCKET.match(line)
+        if m is not None:
+            le = float(m["le"])  # "+Inf" parses as inf
+            total[le] = total.get(le, 0.0) + float(m["n"])
+    return sorted(total.items())
 
 
 class Fleet:
@@ -129,7 +145,7 @@ class Fleet:
         for url, response in zip(self.urls, responses, strict=True):
             if response.status_code != 200:
                 raise BenchError(f"{url}/metrics answered HTTP {response.status_code}")
-            out.append(counters_from_samples(parse_prometheus(response.text)))
+            out.append(counters_from_samples(parse_prometheus(response.text), ttft_buckets(response.text)))
         return out
 
     def stop(self) -> None:
