@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install check fmt test e2e up bench bench-quick crds clean
+.PHONY: install check fmt test e2e e2e-cluster image up bench bench-quick crds clean
 
 install: $(STAMP)
 
@@ -33,6 +33,22 @@ test: install
 e2e: install
 	bash hack/build-control-plane.sh >/dev/null
 	$(BIN)/pytest -m e2e tests/e2e
+
+# The cluster tier: a real kind cluster on a local Docker engine, the image built from the Dockerfile, the chart
+# installed, real pods (docs/e2e.md, "The cluster tier"). Needs root (dockerd). Everything is built once and cached
+# outside the repo (~/.cache/flotilla/cluster, docker's image store); the builds run here, outside test timeouts.
+e2e-cluster: install
+	bash hack/docker-engine.sh >/dev/null
+	bash hack/build-cluster-tools.sh >/dev/null
+	bash hack/kind-node-image.sh >/dev/null
+	bash hack/flotilla-image.sh >/dev/null
+	bash hack/base-image.sh redis >/dev/null
+	$(BIN)/pytest -m e2e_cluster tests/e2e_cluster
+
+# The Flotilla image from the Dockerfile on the locally made base (prints its reference).
+image:
+	@bash hack/docker-engine.sh >/dev/null
+	@bash hack/flotilla-image.sh
 
 # README's first command: simulated engines + gateway, no cluster.
 up: install

@@ -1,0 +1,3 @@
+module flotilla.dev/hack/pause
+
+go 1.22

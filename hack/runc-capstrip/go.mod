@@ -1,0 +1,3 @@
+module flotilla.dev/hack/runc-capstrip
+
+go 1.22
