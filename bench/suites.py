@@ -7,6 +7,9 @@ simulated terms in half the wall time; latencies are reported in wall-clock seco
 cache is deliberately small (``num_gpu_blocks``) so that the shared-context working sets exceed one engine's
 cache but fit the cluster's, which is where cache-aware routing matters (llm-d ran at 73 % of cluster KV);
 the report states working set ÷ cluster KV for every workload.
+
+The standard suite measures each contender once per reported seed (five), in a shuffled order per seed, and
+leaves the gateway-overhead mode to ``--quick`` (and bench/gateway_overhead.py) to stay near 20 minutes.
 """
 
 from __future__ import annotations
