@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from bench.autoscaling.suite import AUTOSCALE_SUITES
+from bench.gpu_mix.runner import MIX_SUITES
 from bench.procs import BenchError
 from bench.progress import Progress
 from bench.report import render
@@ -45,12 +46,13 @@ def configure(
 @click.option(
     "--suite",
     "suite_name",
-    type=click.Choice(sorted([*SUITES, "reliability", "health-under-load", *AUTOSCALE_SUITES])),
+    type=click.Choice(sorted([*SUITES, "reliability", "health-under-load", *AUTOSCALE_SUITES, *MIX_SUITES])),
     default="standard",
     show_default=True,
     help="reliability: faults under load (bench/reliability); autoscaling: autoscalers vs HPA-like, fixed and "
     "oracle (bench/autoscaling); health-under-load: /health latency and memory under 50 concurrent 1 MB prompts "
-    "(bench/health_load.py); with --quick, their short versions.",
+    "(bench/health_load.py); optimizer: the GPU mix (Mélange) vs the best single GPU type on simulated GPUs "
+    "(bench/gpu_mix); with --quick, their short versions.",
 )
 @click.option(
     "--out",
@@ -85,7 +87,9 @@ def configure(
     help=f"Comma list to run, of: {', '.join(GENERATORS)} (--suite autoscaling: of its traces).",
 )
 @click.option(
-    "--contenders", default=None, help="Comma list to keep, e.g. direct,flotilla:default,sglang:cache_aware."
+    "--contenders",
+    default=None,
+    help="Comma list to keep, e.g. direct,flotilla:default,sglang:cache_aware (--suite optimizer: GPU types).",
 )
 @click.option(
     "--overhead/--no-overhead", default=True, show_default=True, help="Run the gateway-overhead mode."
@@ -102,17 +106,20 @@ def configure(
     help="Run the LoRA placement comparison instead (flotilla, one-replica, everywhere, random).",
 )
 @click.option(
-    "--seeds", type=click.IntRange(1, 10), default=3, show_default=True, help="--lora: seeds from --seed on."
+    "--seeds",
+    type=click.IntRange(1, 20),
+    default=None,
+    help="How many trace seeds (routing suites: the suite's first N, default all; --lora: from --seed on, default 3).",
 )
 @click.option("--requests", type=click.IntRange(10), default=None, help="--lora: requests per seed.")
 def bench(
     quick: bool, suite_name: str, out: Path, seed: int, engines: int | None, preset: str | None,
     time_scale: float | None, rate_scale: float, workloads: str | None, contenders: str | None,
-    overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int, requests: int | None,
+    overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int | None, requests: int | None,
 ) -> None:  # fmt: skip
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
     if lora:
-        _lora(out, seed, seeds, requests, engines, preset, time_scale, rate_scale, _csv(contenders))
+        _lora(out, seed, seeds or 3, requests, engines, preset, time_scale, rate_scale, _csv(contenders))
         return
     if suite_name in AUTOSCALE_SUITES:
         from bench.autoscaling.cli import run as run_autoscaling
@@ -121,6 +128,13 @@ def bench(
         suite_seeds = (seed,) if seed != 0 else None  # 0 = the suite's own seeds
         run_autoscaling(suite_name, quick=quick, out=out, time_scale=time_scale, contenders=_csv(contenders),
                         traces=_csv(workloads), seeds=suite_seeds, rerender=rerender, command=command.strip())  # fmt: skip
+        return
+    if suite_name in MIX_SUITES:
+        from bench.gpu_mix.cli import run as run_gpu_mix
+
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        run_gpu_mix(suite_name, quick=quick, out=out, seed=seed, rerender=rerender, command=command.strip(),
+                    gpus=_csv(contenders))  # fmt: skip
         return
     if suite_name == "health-under-load":
         from bench import health_load
@@ -143,6 +157,9 @@ def bench(
     wanted = _csv(workloads)
     if wanted is not None and (unknown := wanted - set(GENERATORS)):
         raise click.UsageError(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if seeds is not None:
+        first = suite.seeds[0]
+        suite = dataclasses.replace(suite, seeds=tuple(range(first, first + seeds)))
     suite = configure(suite, engines=engines, preset=preset, time_scale=time_scale, rate_scale=rate_scale)
     suite = suite.with_filters(workloads=wanted, contenders=_csv(contenders), overhead=overhead)
     if count_steps(suite) == 0:

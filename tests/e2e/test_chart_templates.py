@@ -155,6 +155,8 @@ def test_gateway_is_ready_on_ready_and_alive_on_health(helm: Path) -> None:
     gw = container(render(helm), "flotilla-gateway")
     assert gw["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert gw["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    # every interface: port-forward dials localhost inside the pod, the Service and the probes the pod IP
+    assert gw["args"][gw["args"].index("--host") + 1] == "0.0.0.0"
 
 
 def test_api_keys_come_from_the_secret(helm: Path) -> None:
