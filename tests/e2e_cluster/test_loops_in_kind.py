@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -101,6 +102,17 @@ def engine_models(cluster: KindCluster, pod: str) -> set[str]:
             return {m.id for m in c.models.list().data}
 
 
+def engine_successes(cluster: KindCluster, pod: str) -> float:
+    """The engine's own ``vllm:request_success_total`` (summed over finish reasons): requests it served."""
+    with cluster.port_forward(f"pod/{pod}", 8000, NAMESPACE) as port:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:request_success_total")
+    )
+
+
 def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
 
@@ -159,9 +171,12 @@ def test_lora_adapter_loaded_into_engine_served_through_gateway_and_unloaded(rel
     with release.port_forward("service/flotilla-gateway", 80, NAMESPACE) as port, client(port) as c:
 
         def served() -> str:
-            chat = c.chat.completions.create(
-                model=ADAPTER, messages=[{"role": "user", "content": "SELECT a greeting"}], max_tokens=8
-            )
+            try:
+                chat = c.chat.completions.create(
+                    model=ADAPTER, messages=[{"role": "user", "content": "SELECT a greeting"}], max_tokens=8
+                )
+            except openai.NotFoundError as e:  # not yet in the gateway's catalog
+                raise AssertionError(str(e)) from None
             assert chat.model == ADAPTER, chat.model
             return chat.choices[0].message.content or ""
 
@@ -251,11 +266,14 @@ def test_autoscaler_scales_up_under_gateway_load_and_back_down(release: KindClus
             eventually(
                 lambda: len(ok) >= served_before + 8, timeout=60, what="requests served after scale-up"
             )
+            # the pods the scale-up started serve part of the load (each engine's own counter)
+            served_by = {pod: engine_successes(release, pod) for pod in ready_engines(release)}
         finally:
             stop.set()
             for t in threads:
                 t.join(60)
     assert failures == [], failures[:5]
+    assert len([n for n in served_by.values() if n > 0]) >= 2, served_by
     status = scaled["status"]
     assert status["desiredReplicas"] >= 2, status
     assert status["lastScaleTime"], status
