@@ -68,4 +68,7 @@ id="$(docker image inspect --format '{{.Id}}' "$NAME:build")"
 id="${id#sha256:}"
 ref="$NAME:${id:0:12}"
 docker tag "$NAME:build" "$ref"
+# older builds' tags go (their layers stay while the builder cache or a newer image shares them)
+docker images --format '{{.Repository}}:{{.Tag}}' "$NAME" | grep -vx -e "$ref" -e "$NAME:build" \
+  | xargs -r docker rmi >/dev/null 2>&1 || true
 echo "$ref"

@@ -117,4 +117,6 @@ ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
 DOCKERFILE
 log "building $TAG"
 build "$TAG" -- "$ctx"
+# older node images go (a running cluster keeps its image until it is deleted)
+docker images --format '{{.Repository}}:{{.Tag}}' "${TAG%:*}" | grep -vx "$TAG" | xargs -r docker rmi >/dev/null 2>&1 || true
 echo "$TAG"
