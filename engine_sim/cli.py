@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
@@ -19,16 +18,6 @@ from pydantic import ValidationError
 from engine_sim import vllm_args
 from engine_sim.config import DEFAULT_MODEL, PRESETS, EngineConfig, Faults
 from engine_sim.runner import fleet_configs, serve_engines
-
-
-def _lora_module(value: str) -> tuple[str, str]:
-    if value.startswith("{"):
-        spec = json.loads(value)
-        return str(spec["name"]), str(spec["path"])
-    name, sep, path = value.partition("=")
-    if not sep:
-        raise click.BadParameter(f"expected name=path or JSON, got {value!r}")
-    return name, path
 
 
 @click.group(invoke_without_command=True, context_settings={"show_default": True})
@@ -115,7 +104,7 @@ def sim(ctx: click.Context, /, **kw: Any) -> None:
             max_cpu_loras=kw["max_cpu_loras"],
             lora_load_latency=kw["lora_load_latency"],
             lora_step_overhead=kw["lora_step_overhead"],
-            lora_modules=dict(_lora_module(v) for v in kw["lora_modules"]),
+            lora_modules=dict(vllm_args.lora_module(v) for v in kw["lora_modules"]),
             startup_delay=kw["startup_delay"],
             wake_up_latency=kw["wake_up_latency"],
             faults=Faults(

@@ -112,7 +112,8 @@ def _parser() -> _Parser:
     return p
 
 
-def _lora_module(value: str) -> tuple[str, str]:
+def lora_module(value: str) -> tuple[str, str]:
+    """``--lora-modules`` item: ``name=path`` or vLLM's JSON form (``{"name": ..., "path": ...}``)."""
     if value.startswith("{"):
         spec = json.loads(value)
         return str(spec["name"]), str(spec["path"])
@@ -167,7 +168,7 @@ def parse(argv: Sequence[str]) -> ServeArgs:
         "enable_lora": ns.enable_lora,
         "max_loras": ns.max_loras,
         "max_cpu_loras": ns.max_cpu_loras,
-        "lora_modules": dict(_lora_module(v) for v in ns.lora_modules),
+        "lora_modules": dict(lora_module(v) for v in ns.lora_modules),
         "preset": ns.sim_preset,
         "startup_delay": ns.sim_startup_delay,
         "time_scale": ns.sim_time_scale,

@@ -177,3 +177,20 @@ def sim_fleet(
             for f in logdir.iterdir():
                 f.unlink()
             logdir.rmdir()
+
+
+@contextlib.contextmanager
+def sim_argv(args: Sequence[str], port: int, kv_port: int) -> Iterator[SimFleet]:
+    """One engine from an explicit ``flotilla`` argv (e.g. ``sim serve`` and an operator's vLLM arguments) that
+    serves on ``port`` (and publishes KV events on ``kv_port``); waits for ``/health``."""
+    log = Path(tempfile.mkdtemp(prefix="flotilla-sim-")) / "engine.log"
+    fleet = SimFleet([port], [kv_port], [_Proc(list(args), log)])
+    try:
+        fleet.procs[0].start()
+        fleet.wait_healthy(0)
+        yield fleet
+    finally:
+        fleet.close()
+        if os.environ.get("FLOTILLA_KEEP_SIM_LOGS") is None:
+            log.unlink(missing_ok=True)
+            log.parent.rmdir()

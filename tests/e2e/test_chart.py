@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.e2e.controlplane import REPO, ControlPlane
-from tests.e2e.helpers import eventually
+from tests.e2e.controlplane import FLOTILLA, REPO, ControlPlane
+from tests.e2e.helpers import eventually, md_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -88,12 +90,40 @@ def test_chart_installs_and_its_rbac_grants_what_the_operator_needs(cluster: Con
             )
             assert can.stdout.strip() == answer, namespace
         _engine_pod_template_policy(cluster)
+        _upgrade_to_one_gateway_drops_redis(cluster)
     finally:
         helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "60s")
+        left = cluster.kubectl(
+            "get", "deployments,services,networkpolicies,serviceaccounts,roles,rolebindings,configmaps",
+            "-n", NAMESPACE, "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name",
+        ).stdout  # fmt: skip
+        cluster_left = cluster.kubectl(
+            "get", "clusterroles,clusterrolebindings,validatingadmissionpolicies", "-o", "name",
+            "-l", f"app.kubernetes.io/instance={RELEASE}",
+        ).stdout  # fmt: skip
         cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    assert left.strip() == "", left  # helm uninstall leaves nothing of the release behind
+    assert cluster_left.strip() == "", cluster_left
 
 
-def test_namespaced_install_grants_the_operator_only_its_namespaces(cluster: ControlPlane) -> None:
+def _upgrade_to_one_gateway_drops_redis(cluster: ControlPlane) -> None:
+    helm(cluster, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--reuse-values",
+         "--set", "gateway.replicas=1", "--wait", "--timeout", "120s")  # fmt: skip
+    deployments = json.loads(cluster.kubectl("get", "deployments", "-n", NAMESPACE, "-o", "json").stdout)
+    names = {d["metadata"]["name"] for d in deployments["items"]}
+    assert names == {"flotilla-operator", "flotilla-gateway"}
+    assert (
+        cluster.kubectl("get", "networkpolicy", "flotilla-redis", "-n", NAMESPACE, check=False).returncode
+        != 0
+    )
+    gateway = next(d for d in deployments["items"] if d["metadata"]["name"] == "flotilla-gateway")
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--redis-url")]
+
+
+def test_namespaced_install_grants_the_operator_only_its_namespaces(
+    cluster: ControlPlane, tmp_path: Path
+) -> None:
     release, namespace, watched = "flotilla-ns", "flotilla-ns-system", "chart-models"
     for ns in (namespace, watched):
         cluster.kubectl("create", "namespace", ns)
@@ -123,6 +153,7 @@ def test_namespaced_install_grants_the_operator_only_its_namespaces(cluster: Con
             ).stdout.strip()
             assert got == answer, (who, verb, resource, ns)
         assert "flotilla-ns-redis" not in cluster.kubectl("get", "deployments", "-n", namespace).stdout
+        _operator_works_with_its_service_account(cluster, tmp_path, release, namespace, watched)
     finally:
         helm(cluster, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s")
         for ns in (namespace, watched):
@@ -170,3 +201,48 @@ def _engine_pod_template_policy(cluster: ControlPlane) -> None:
         eventually(admitted, 30, "privileged template admitted in the labelled namespace")
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _operator_works_with_its_service_account(
+    cluster: ControlPlane, tmp_path: Path, release: str, namespace: str, watched: str
+) -> None:
+    """A real ``flotilla operator`` with the chart's ServiceAccount token (not admin) and the chart's arguments
+    reconciles a simulated model in its one namespace: the Roles hold every verb it uses."""
+    token = cluster.kubectl("create", "token", f"{release}-operator", "-n", namespace).stdout.strip()
+    kubeconfig = tmp_path / "operator-sa.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": {"server": cluster.server, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+    }))  # fmt: skip
+    log = tmp_path / "operator-sa.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [FLOTILLA, "operator", "--kubeconfig", str(kubeconfig), f"--namespace={watched}",
+             f"--gateway-namespace={namespace}", "--peering=flotilla-ns-chart", "--priority=7",
+             "--simulator-image=flotilla:e2e"],
+            stdout=out, stderr=subprocess.STDOUT, env=cluster.env(),
+        )  # fmt: skip
+    try:
+        cluster.kubectl("apply", "-f", "-", input=md_manifest(
+            "sa-sim", watched, replicas=1, engine={"type": "simulator"}, kvEvents={"enabled": True},
+        ))  # fmt: skip
+
+        def reconciled() -> bool:
+            return "Handler 'reconcile' succeeded" in log.read_text(errors="replace")
+
+        eventually(reconciled, 90, "the ServiceAccount's operator reconciled the model")
+        dep = json.loads(cluster.kubectl("get", "deployment", "sa-sim", "-n", watched, "-o", "json").stdout)
+        assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "flotilla:e2e"
+        assert cluster.kubectl("get", "networkpolicy", "sa-sim", "-n", watched, check=False).returncode == 0
+        text = log.read_text(errors="replace")
+        assert "403" not in text, text[-3000:]
+        assert "Forbidden" not in text, text[-3000:]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

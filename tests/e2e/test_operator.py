@@ -13,7 +13,7 @@ import yaml
 
 from flotilla import labels
 from tests.e2e.conftest import SIMULATOR_IMAGE, OperatorProcess
-from tests.e2e.controlplane import ControlPlane
+from tests.e2e.controlplane import REPO, ControlPlane
 from tests.e2e.helpers import (
     conditions,
     diagnose,
@@ -132,6 +132,16 @@ def test_simulator_engines_run_flotilla_sim_serve_with_the_vllm_args(
         return found if found == "mine:1" else None
 
     eventually(image, 60, "engine.image applied")
+
+
+def test_the_simulated_model_example_is_admitted_and_becomes_ready(
+    operator: OperatorProcess, cluster: ControlPlane, ns: str
+) -> None:
+    """examples/simulated-model.yaml, as docs/kind.md and hack/kind-quickstart.sh apply it (pods restricted)."""
+    cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    cluster.kubectl("apply", "-n", ns, "-f", str(REPO / "examples" / "simulated-model.yaml"))
+    md = wait_ready(cluster, "sim-llama", ns, 2)
+    assert md["status"]["servedModelName"] == "llama"
 
 
 def test_scale_subresource_drives_the_deployment(

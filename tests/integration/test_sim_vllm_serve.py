@@ -8,9 +8,7 @@ executed verbatim, with only ``flotilla`` resolved to this interpreter.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -20,7 +18,7 @@ import zmq
 from engine_sim.kv_events import decode_batch
 from flotilla.crds import ModelDeploymentSpec
 from flotilla_operator import builders
-from tests.fleet import SimFleet, _Proc
+from tests.fleet import SimFleet, sim_argv
 from tests.support import free_port
 
 SERVED = "chat"
@@ -47,14 +45,8 @@ def engine() -> Iterator[tuple[SimFleet, dict[str, object]]]:
     container = builders.engine_container(spec, simulator_image="flotilla:test")
     command, args = container["command"], container["args"]
     assert command[:3] == ["flotilla", "sim", "serve"]
-    log = Path(tempfile.mkdtemp(prefix="flotilla-sim-serve-")) / "engine.log"
-    fleet = SimFleet([port], [kv_port], [_Proc([*command[1:], *args], log)])
-    fleet.procs[0].start()
-    try:
-        fleet.wait_healthy(0)
+    with sim_argv([*command[1:], *args], port, kv_port) as fleet:
         yield fleet, container
-    finally:
-        fleet.close()
 
 
 @pytest.fixture
