@@ -1,6 +1,7 @@
 """hack/kind-quickstart.sh, the users' first steps (docs/kind.md), run as written against this session's kind
 cluster: only what this machine cannot do is switched through the script's own knobs (no `docker build` from the
-public base: the image under test is used; the chart's Redis image is the local one). Runs after
+public base: the image under test is used; the chart's Redis image is the local one; one replica each of the
+operator and the gateway, for CPU). Runs after
 test_chart_in_kind.py has uninstalled its release, so the quickstart meets a cluster without Flotilla, as a
 user's does."""
 
@@ -24,7 +25,12 @@ def test_quickstart_script_serves_a_chat_completion(
     kind_cluster: KindCluster, flotilla_image: str, redis_image: str
 ) -> None:
     redis_repository, redis_tag = redis_image.rsplit(":", 1)
-    extra = f"--set redis.image.repository={redis_repository} --set redis.image.tag={redis_tag}"
+    # one operator and one gateway (so no Redis): the chart's default requests (2x100m + 2x250m + 50m) with the
+    # example's two 250m engines and the control plane's ~1 CPU do not fit this 2-CPU node
+    extra = (
+        f"--set redis.image.repository={redis_repository} --set redis.image.tag={redis_tag}"
+        " --set operator.replicas=1 --set gateway.replicas=1"
+    )
     if os.environ.get("FLOTILLA_E2E_HELM_ARGS"):
         extra += " " + os.environ["FLOTILLA_E2E_HELM_ARGS"]
     env = {
