@@ -45,11 +45,12 @@ def configure(
 @click.option(
     "--suite",
     "suite_name",
-    type=click.Choice(sorted([*SUITES, "reliability", *AUTOSCALE_SUITES])),
+    type=click.Choice(sorted([*SUITES, "reliability", "health-under-load", *AUTOSCALE_SUITES])),
     default="standard",
     show_default=True,
     help="reliability: faults under load (bench/reliability); autoscaling: autoscalers vs HPA-like, fixed and "
-    "oracle (bench/autoscaling); with --quick, their short versions.",
+    "oracle (bench/autoscaling); health-under-load: /health latency and memory under 50 concurrent 1 MB prompts "
+    "(bench/health_load.py); with --quick, their short versions.",
 )
 @click.option(
     "--out",
@@ -120,6 +121,12 @@ def bench(
         suite_seeds = (seed,) if seed != 0 else None  # 0 = the suite's own seeds
         run_autoscaling(suite_name, quick=quick, out=out, time_scale=time_scale, contenders=_csv(contenders),
                         traces=_csv(workloads), seeds=suite_seeds, rerender=rerender, command=command.strip())  # fmt: skip
+        return
+    if suite_name == "health-under-load":
+        from bench import health_load
+
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        click.echo(f"report: {health_load.suite(quick, out, command)}")
         return
     if suite_name == "reliability":
         if workloads or contenders:

@@ -58,10 +58,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def process(args: list[str], port: int, cpu: str, env: dict[str, str] | None = None) -> Iterator[int]:
+def process(
+    args: list[str], port: int, cpu: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> Iterator[int]:
     proc = subprocess.Popen(
         ["taskset", "-c", cpu, sys.executable, *args],
-        cwd=HERE,
+        cwd=cwd or HERE,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -44,7 +44,12 @@ from engine_sim.runner import fleet_configs, serve_engines
 @click.option(
     "--output-len", default="8:256", help="Natural output length range MIN:MAX (when not ignore_eos)."
 )
-@click.option("--tokenizer", default=None, help="Path to an HF tokenizer.json (default: Flotilla's own).")
+@click.option(
+    "--tokenizer",
+    default=None,
+    help="A model directory (tokenizer.json + its chat template) or tokenizer.json (default: Flotilla's own).",
+)
+@click.option("--chat-template", default=None, help="As vLLM's: a template file or the template itself.")
 @click.option("--kv-events", is_flag=True, help="Publish vLLM KV events over ZMQ.")
 @click.option("--kv-events-port", default=5557, type=click.IntRange(1, 65535), help="PUB port of engine 0.")
 @click.option("--kv-events-replay-port", default=None, type=click.IntRange(1, 65535),
@@ -97,6 +102,7 @@ def sim(ctx: click.Context, /, **kw: Any) -> None:
             output_len_min=int(lo),
             output_len_max=int(hi or lo),
             tokenizer=kw["tokenizer"],
+            chat_template=kw["chat_template"],
             kv_events=kw["kv_events"],
             kv_events_format=kw["kv_events_format"],
             enable_lora=kw["enable_lora"],

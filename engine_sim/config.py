@@ -132,7 +132,10 @@ class EngineConfig(BaseModel):
     output_len_min: int = Field(default=8, ge=1)
     output_len_max: int = Field(default=256, ge=1)
 
+    #: a model directory or tokenizer.json (flotilla.hf_tokenizer); None = Flotilla's synthetic tokenizer
     tokenizer: str | None = None
+    #: as vLLM's --chat-template: a file or the template itself, instead of the tokenizer directory's
+    chat_template: str | None = None
 
     kv_events: bool = False
     #: ZMQ PUB endpoint; binds when it contains ``*`` or is a concrete loopback address of ours

@@ -75,7 +75,7 @@ class RequestHandle:
 class Engine:
     def __init__(self, config: EngineConfig, tokenizer: Tokenizer | None = None) -> None:
         self.config = c = config
-        self.tokenizer = tokenizer or load_tokenizer(c.tokenizer)
+        self.tokenizer = tokenizer or load_tokenizer(c.tokenizer, chat_template=c.chat_template)
         self.pool = BlockPool(c.num_gpu_blocks, c.block_size, record_events=c.kv_events)
         capacity = self.pool.usable * c.block_size
         self.max_model_len = min(c.max_model_len, capacity)

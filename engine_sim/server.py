@@ -39,6 +39,7 @@ from engine_sim.protocol import (
 from engine_sim.sleep import sleep_router
 from flotilla import __version__
 from flotilla.asgi import unless_disconnected
+from flotilla.chat_template import ChatTemplateError
 from flotilla.tokenizer import VOCAB_SIZE
 
 log = logging.getLogger("engine_sim.server")
@@ -91,6 +92,20 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         if engine.sleep_level:
             raise SimError(503, "The engine is sleeping (POST /wake_up).", "ServiceUnavailableError")
 
+    def chat_ids(body: ChatBody | TokenizeBody) -> list[int]:
+        """The chat prompt as vLLM builds it: the template rendered, then encoded; 400 when it cannot be."""
+        assert body.messages is not None
+        try:
+            return tok.encode_chat(
+                body.messages,
+                add_generation_prompt=body.add_generation_prompt,
+                continue_final_message=body.continue_final_message,
+                tools=body.tools,
+                template_kwargs=body.chat_template_kwargs,
+            )
+        except ChatTemplateError as exc:
+            raise SimError(400, str(exc), param="messages") from exc
+
     # ------------------------------------------------------------------ generation
     async def generate(request: Request, chat: bool) -> Response:
         check_ready()
@@ -98,7 +113,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         body: ChatBody | CompletionBody = parse(raw, ChatBody) if chat else parse(raw, CompletionBody)
         lora = engine.resolve_model(body.model)
         if isinstance(body, ChatBody):
-            prompt = tok.encode_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
+            prompt = chat_ids(body)
         else:
             single = body.single_prompt()
             if isinstance(single, str):
@@ -282,7 +297,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
         body = parse(await request.body(), TokenizeBody)
         engine.resolve_model(body.model)
         if body.messages is not None:
-            ids = tok.encode_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
+            ids = chat_ids(body)
         elif body.prompt is not None:
             ids = tok.encode_prompt(body.prompt, add_special_tokens=body.add_special_tokens is not False)
         else:

@@ -6,7 +6,8 @@ cluster is the operator's real pod spec, not a fixture's idea of it. That only h
 vLLM's flags the way vLLM does:
 
 * the flags that change behaviour Flotilla can observe (names, port, block size, context length, batch limits,
-  prefix caching, LoRA, KV events) are mapped onto the simulator's config;
+  prefix caching, LoRA, KV events, a local ``--tokenizer``/``--chat-template``) are mapped onto the simulator's
+  config;
 * flags vLLM accepts but that mean nothing without a GPU (``--tensor-parallel-size``, ``--dtype``, ...) are
   accepted and logged, never fatal: a user's ``engine.args`` written for vLLM must not crash-loop a simulated
   pod. A value that *is* mapped but malformed (``--port abc``) is still an error, as in vLLM;
@@ -26,6 +27,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 from engine_sim.config import DEFAULT_MODEL, PRESETS, EngineConfig
@@ -38,7 +40,7 @@ DEFAULT_KV_ENDPOINT = "tcp://*:5557"
 #: vLLM flags accepted without effect: they size or place the real model, which the simulator does not load
 NO_EFFECT = (
     "tensor-parallel-size", "pipeline-parallel-size", "data-parallel-size", "gpu-memory-utilization",
-    "max-lora-rank", "dtype", "quantization", "tokenizer", "revision", "download-dir", "load-format",
+    "max-lora-rank", "dtype", "quantization", "revision", "download-dir", "load-format",
     "kv-cache-dtype", "swap-space", "cpu-offload-gb", "api-key",
 )  # fmt: skip
 #: vLLM boolean flags accepted without effect (they take no value, so they must be known to be skipped)
@@ -99,6 +101,8 @@ def _parser() -> _Parser:
     p.add_argument("--max-cpu-loras", type=int, default=None)
     p.add_argument("--lora-modules", nargs="+", default=[])
     p.add_argument("--kv-events-config", default=None)
+    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--chat-template", default=None)
     p.add_argument("--uvicorn-log-level", default="info")
     for name in NO_EFFECT:
         p.add_argument(f"--{name}", dest="noeffect_" + name.replace("-", "_"), default=None)
@@ -146,6 +150,20 @@ def _kv_events(raw: str | None) -> dict[str, Any]:
     return out
 
 
+def _tokenizer(tokenizer: str | None, model: str) -> str | None:
+    """vLLM's tokenizer source: ``--tokenizer``, else the model's own directory. Only a local path can be used
+    (nothing is downloaded); a hub name leaves the synthetic tokenizer in place and is logged by the caller."""
+    for candidate in (tokenizer, model):
+        if candidate is None:
+            continue
+        path = Path(candidate)
+        if path.is_file() or (path / "tokenizer.json").is_file():
+            return candidate
+        if candidate == tokenizer:
+            return None  # an explicit --tokenizer that is not local: never fall back to the model's name
+    return None
+
+
 def parse(argv: Sequence[str]) -> ServeArgs:
     """Read a vLLM ``serve`` command line (plus ``--sim-*`` knobs); raises :class:`VllmArgsError`."""
     argv = _normalise(argv)
@@ -172,6 +190,8 @@ def parse(argv: Sequence[str]) -> ServeArgs:
         "preset": ns.sim_preset,
         "startup_delay": ns.sim_startup_delay,
         "time_scale": ns.sim_time_scale,
+        "tokenizer": _tokenizer(ns.tokenizer, model),
+        "chat_template": ns.chat_template,
         **_kv_events(ns.kv_events_config),
     }
     if ns.max_model_len is not None:
@@ -189,6 +209,8 @@ def parse(argv: Sequence[str]) -> ServeArgs:
             no_effect.append(f"--{name}")
         elif value not in (None, False):
             no_effect += [f"--{name}", "***" if name == "api-key" else str(value)]
+    if ns.tokenizer is not None and fields["tokenizer"] is None:
+        no_effect += ["--tokenizer", ns.tokenizer]  # a hub name: the simulator downloads nothing
     if ns.served_model_name and len(ns.served_model_name) > 1:
         no_effect += ["--served-model-name", *ns.served_model_name[1:]]
     return ServeArgs(config=config, log_level=ns.uvicorn_log_level, no_effect=no_effect, unknown=unknown)

@@ -3,7 +3,8 @@
 Prefix-aware routing only works if the router computes the *same token ids* as the engine (a block-size or
 unit mismatch silently breaks matching: Dynamo PR #1233). Real deployments get that by loading the model's own
 tokenizer; without model weights or a hub we need one that is exact, fast and needs no files, so the simulator
-and the gateway both use this one (or, optionally, an HF ``tokenizer.json`` through :func:`load_tokenizer`).
+and the gateway both use this one by default (a model's own files: :mod:`flotilla.hf_tokenizer`, through
+:func:`load_tokenizer`).
 
 The scheme, GPT-2-like in shape so token counts look realistic (about one token per English word):
 
@@ -22,17 +23,14 @@ the same in every request and can be cached per string.
 
 from __future__ import annotations
 
-import functools
-import os
 import re
-import sys
-from array import array
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Any, Protocol
 
 import xxhash
+
+from flotilla.prefix import HEAD_CHARS_PER_TOKEN, EncodeCache, PromptTokens, bounded_prefix
 
 VOCAB_SIZE = 128256
 
@@ -66,6 +64,9 @@ _WORD_RE = re.compile(r"(?:[bcdfghjklmnprstvwxyz][aeiou]){1,2}")
 
 Message = Mapping[str, Any]
 
+#: characters per token assumed for text that was not encoded (token counts for limits and load only)
+_EST_CHARS_PER_TOKEN = 4
+
 
 class Tokenizer(Protocol):
     """What engine and gateway need from a tokenizer."""
@@ -79,8 +80,30 @@ class Tokenizer(Protocol):
     def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]: ...
 
     def encode_chat(
-        self, messages: Sequence[Message], *, add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        tools: Sequence[Any] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[int]: ...
+
+    def prompt_prefix(self, text: str, limit: int, *, add_special_tokens: bool = True) -> PromptTokens:
+        """At least ``limit`` leading ids of the prompt (all when it is shorter), with less work than a full
+        encode of a long text."""
+        ...
+
+    def chat_prefix(
+        self,
+        messages: Sequence[Message],
+        limit: int,
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        tools: Sequence[Any] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> PromptTokens: ...
 
 
 def word_id(index: int, *, spaced: bool = True) -> int:
@@ -103,7 +126,11 @@ def _word_index(word: str) -> int:
     return _N + _SYLLABLE_INDEX[word[:2]] * _N + _SYLLABLE_INDEX[word[2:]]
 
 
-@functools.lru_cache(maxsize=65536)
+#: pieces memoised per tokenizer (each at most MEMO_PIECE_CHARS long, so the memo is bounded in bytes too)
+MEMO_PIECES = 65536
+MEMO_PIECE_CHARS = 32
+
+
 def _piece_ids(piece: str) -> tuple[int, ...]:
     spaced = piece.startswith(" ")
     body = piece[1:] if spaced else piece
@@ -130,46 +157,6 @@ def _id_text(token: int) -> str:
     raise ValueError(f"token id {token} outside the vocabulary [0, {VOCAB_SIZE})")
 
 
-class EncodeCache:
-    """An LRU of text -> token ids bounded by *bytes*, not entries.
-
-    Bounding by entry count (an ``lru_cache`` of 4,096) let a client that sends many distinct large prompts
-    pin tens of GiB: a cached tuple of Python ints costs ~36 bytes per token. Ids are kept as ``array('I')``
-    (4 bytes each) and counted with the text's own size; an entry larger than an eighth of the budget is not
-    kept at all, so one huge prompt cannot flush everything else.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: OrderedDict[str, array[int]] = OrderedDict()
-
-    @staticmethod
-    def cost(text: str, ids: array[int]) -> int:
-        return sys.getsizeof(text) + ids.itemsize * len(ids) + 64
-
-    def get(self, text: str) -> list[int] | None:
-        ids = self._entries.get(text)
-        if ids is None:
-            return None
-        self._entries.move_to_end(text)
-        return ids.tolist()
-
-    def put(self, text: str, ids: list[int]) -> None:
-        packed = array("I", ids)
-        cost = self.cost(text, packed)
-        if cost > self.max_bytes // 8 or text in self._entries:
-            return
-        self._entries[text] = packed
-        self.bytes += cost
-        while self.bytes > self.max_bytes:
-            old_text, old_ids = self._entries.popitem(last=False)
-            self.bytes -= self.cost(old_text, old_ids)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 class FlotillaTokenizer:
     """The default deterministic tokenizer (see the module docstring for the scheme)."""
 
@@ -179,15 +166,18 @@ class FlotillaTokenizer:
     def __init__(self, *, content_cache_bytes: int = 64 << 20) -> None:
         # Long, repeated strings (system prompts, documents) are tokenised once per process.
         self._cache = EncodeCache(content_cache_bytes)
+        self._memo: dict[str, tuple[int, ...]] = {}
+        #: exact leading ids of long texts, by their character-bounded head (see bounded_prefix)
+        self._heads = EncodeCache(content_cache_bytes // 4)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""
         if len(text) < 256:
-            return list(chain.from_iterable(map(_piece_ids, PIECE_RE.findall(text))))
+            return self._ids(PIECE_RE.findall(text))
         cached = self._cache.get(text)
         if cached is not None:
             return cached
-        ids = list(chain.from_iterable(map(_piece_ids, PIECE_RE.findall(text))))
+        ids = self._ids(PIECE_RE.findall(text))
         self._cache.put(text, ids)
         return ids
 
@@ -212,19 +202,96 @@ class FlotillaTokenizer:
         ids = self.encode(text)
         return [BOS, *ids] if add_special_tokens else ids
 
-    def encode_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        tools: Sequence[Any] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[int]:
         """Llama-3 chat template: ``<|begin_of_text|>`` then, per message,
-        ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``, then the assistant header."""
+        ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``, then the assistant header.
+        ``continue_final_message`` leaves the last message open (no ``<|eot_id|>``, no assistant header).
+        (``tools`` and ``template_kwargs`` are accepted as vLLM does and not rendered.)"""
         ids = [BOS]
-        for message in messages:
-            ids.append(START_HEADER)
-            ids.extend(self.encode(str(message.get("role", "user"))))
-            ids.extend((END_HEADER, 10, 10))
+        for i, message in enumerate(messages):
+            ids.extend(self._header(message))
             ids.extend(self.encode(message_text(message.get("content"))))
-            ids.append(EOT)
-        if add_generation_prompt:
-            ids.extend((START_HEADER, *self.encode("assistant"), END_HEADER, 10, 10))
+            if not (continue_final_message and i == len(messages) - 1):
+                ids.append(EOT)
+        if add_generation_prompt and not continue_final_message:
+            ids.extend(self._header({"role": "assistant"}))
         return ids
+
+    def _header(self, message: Message) -> list[int]:
+        return [START_HEADER, *self.encode(str(message.get("role", "user"))), END_HEADER, 10, 10]
+
+    def prompt_prefix(self, text: str, limit: int, *, add_special_tokens: bool = True) -> PromptTokens:
+        """A character-bounded head is split into pieces and its last two pieces dropped (the only ones the
+        cut can change: the pattern looks one character ahead), so the ids kept are exactly the full text's."""
+        head = [BOS] if add_special_tokens else []
+        found = bounded_prefix(text, max(limit - len(head), 1), self._pieces_head, self._heads)
+        if found is not None:
+            return PromptTokens(head + found.ids, len(head) + found.total, False)
+        ids = head + self.encode(text)
+        return PromptTokens(ids, len(ids), True)
+
+    def _pieces_head(self, head: str) -> tuple[list[int], int]:
+        pieces = PIECE_RE.findall(head)[:-2]
+        return self._ids(pieces), sum(map(len, pieces))
+
+    def _ids(self, pieces: list[str]) -> list[int]:
+        """Ids of pieces through the memo (one dict lookup per piece: the hot loop of the synthetic tokenizer)."""
+        get = self._memo.get
+        return list(chain.from_iterable([get(p) or self._miss(p) for p in pieces]))
+
+    def _miss(self, piece: str) -> tuple[int, ...]:
+        ids = _piece_ids(piece)
+        if len(piece) <= MEMO_PIECE_CHARS:
+            if len(self._memo) >= MEMO_PIECES:
+                self._memo.clear()
+            self._memo[piece] = ids
+        return ids
+
+    def chat_prefix(
+        self,
+        messages: Sequence[Message],
+        limit: int,
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        tools: Sequence[Any] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> PromptTokens:
+        """The ids :meth:`encode_chat` starts with, encoding contents only until ``limit`` ids are known."""
+        ids = [BOS]
+        estimated = 0  # ids of what was not encoded
+        last = len(messages) - 1
+        for i, message in enumerate(messages):
+            content = message_text(message.get("content"))
+            close = [] if continue_final_message and i == last else [EOT]
+            if estimated or len(ids) >= limit:
+                estimated += 5 + len(content) // _EST_CHARS_PER_TOKEN
+                continue
+            ids.extend(self._header(message))
+            if len(content) < (limit - len(ids)) * HEAD_CHARS_PER_TOKEN:  # short: encoded whole, no copies
+                ids.extend(self.encode(content))
+                ids.extend(close)
+                continue
+            part = self.prompt_prefix(content, limit - len(ids), add_special_tokens=False)
+            ids.extend(part.ids)
+            if part.complete:
+                ids.extend(close)
+            else:
+                estimated += part.total - len(part.ids) + 1
+        if add_generation_prompt and not continue_final_message:
+            if estimated or len(ids) >= limit:
+                estimated += 5
+            else:
+                ids.extend(self._header({"role": "assistant"}))
+        return PromptTokens(ids, len(ids) + estimated, not estimated)
 
 
 def message_text(content: Any) -> str:
@@ -244,65 +311,18 @@ def message_text(content: Any) -> str:
     return str(content)
 
 
-class HFTokenizer:
-    """An HF ``tokenizer.json`` (package ``tokenizers``, extra ``hf``) with the same Llama-3 chat layout.
-
-    Use the same file in engine_sim and the gateway; special tokens are looked up by their Llama-3 names.
-    """
-
-    def __init__(self, path: str) -> None:
-        try:
-            from tokenizers import Tokenizer as _HF
-        except ImportError as exc:  # pragma: no cover - depends on the optional extra
-            raise RuntimeError(
-                "an HF tokenizer.json needs the 'tokenizers' package: pip install 'flotilla[hf]'"
-            ) from exc
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"tokenizer file not found: {path}")
-        self._tok = _HF.from_file(path)
-        self.name = f"hf:{path}"
-        specials = {}
-        for token_id, text in SPECIAL_TOKENS.items():
-            found = self._tok.token_to_id(text)
-            specials[token_id] = found if found is not None else token_id
-        self._bos, self._sh, self._eh, self._eot = (
-            specials[BOS],
-            specials[START_HEADER],
-            specials[END_HEADER],
-            specials[EOT],
-        )
-        self._nl = self.encode("\n\n")
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return str(self._tok.decode(list(ids), skip_special_tokens=False))
-
-    def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        ids = self.encode(text)
-        return [self._bos, *ids] if add_special_tokens else ids
-
-    def encode_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
-        ids = [self._bos]
-        for message in messages:
-            ids.append(self._sh)
-            ids.extend(self.encode(str(message.get("role", "user"))))
-            ids.append(self._eh)
-            ids.extend(self._nl)
-            ids.extend(self.encode(message_text(message.get("content"))))
-            ids.append(self._eot)
-        if add_generation_prompt:
-            ids.extend((self._sh, *self.encode("assistant"), self._eh, *self._nl))
-        return ids
-
-
-def load_tokenizer(spec: str | None = None) -> Tokenizer:
-    """``None`` or ``"flotilla"`` → :class:`FlotillaTokenizer`; a path to ``tokenizer.json`` → :class:`HFTokenizer`."""
+def load_tokenizer(spec: str | None = None, *, chat_template: str | None = None) -> Tokenizer:
+    """``None`` or ``"flotilla"`` → :class:`FlotillaTokenizer`; a model directory (or its ``tokenizer.json``) →
+    :class:`flotilla.hf_tokenizer.HFTokenizer` with the model's chat template, or ``chat_template`` (vLLM's
+    ``--chat-template``: a file or the template itself) instead."""
     if spec in (None, "", "flotilla", FlotillaTokenizer.name):
+        if chat_template:
+            raise ValueError("a chat template needs a model tokenizer (--tokenizer DIR)")
         return FlotillaTokenizer()
     assert spec is not None
-    return HFTokenizer(spec)
+    from flotilla.hf_tokenizer import HFTokenizer
+
+    return HFTokenizer(spec, chat_template=chat_template)
 
 
 def synthetic_text(ids: Iterable[int]) -> str:

@@ -180,10 +180,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.get("/ready", responses={503: {"description": "Nothing to serve or hold yet"}})
     async def ready() -> Response:
-        """Readiness: discovery has run, and some endpoint is healthy or some model is declared (a request
-        for a model at zero replicas is held while it scales up, so that gateway must stay in rotation)."""
+        """Readiness: discovery has run. In Kubernetes that is all: the gateway then answers for every model
+        the cluster declares (serving it, holding its requests while it scales from zero, or a clear 404), so
+        it belongs in rotation even before the first ModelDeployment exists (``helm install --wait``). With
+        static endpoints, some endpoint must be healthy or some model declared."""
         healthy = sum(1 for e in gw.pool if e.available)
-        ok = gw.discovered and (healthy > 0 or len(gw.catalog) > 0)
+        ok = gw.discovered and (gw.settings.kubernetes or healthy > 0 or len(gw.catalog) > 0)
         return JSONResponse(
             {"ready": ok, "healthy_endpoints": healthy, "declared_models": len(gw.catalog)},
             status_code=200 if ok else 503,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,12 @@ def _loopback(host: str) -> bool:
 )
 @click.option("--prefix-mode", type=click.Choice(["approximate", "precise"]))
 @click.option("--block-size", type=int, help="Engines' KV block size (default 16).")
+@click.option(
+    "--tokenizer",
+    help="The engines' tokenizer, as vLLM's --tokenizer: a model directory or its tokenizer.json "
+    "(default: Flotilla's synthetic tokenizer, as engine_sim's).",
+)
+@click.option("--chat-template", help="As vLLM's --chat-template: a template file or the template itself.")
 @click.option("--redis-url", help="Redis URL: the prefix index and rate limits are shared through it.")
 @click.option("--shared", is_flag=True, hidden=True, help="Kept for compatibility: --redis-url alone shares.")
 @click.option("--transport", type=click.Choice(["aiohttp", "httpx"]))
@@ -64,7 +71,7 @@ def gateway(**options: Any) -> None:
     try:
         settings = GatewaySettings(**values)
         app = create_app(settings)
-    except ValueError as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # bad settings, a missing tokenizer file or package
         raise click.UsageError(str(exc)) from exc
     if not _loopback(settings.host) and not (settings.api_keys or settings.api_keys_file):
         click.echo(
@@ -72,4 +79,8 @@ def gateway(**options: Any) -> None:
             "every model. Set --api-keys-file (or FLOTILLA_GATEWAY_API_KEYS) or bind 127.0.0.1.",
             err=True,
         )
+    import os
+
+    if os.environ.get("XSWITCH"):
+        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     uvicorn.Server(server_config(app, settings)).run()

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from flotilla.chat_template import ChatTemplateError
 from flotilla.tokenizer import Tokenizer
 from gateway.errors import MAX_REQUEST_ID, BadRequest, valid_request_id
 
@@ -22,16 +23,28 @@ DEFAULT_EXPECTED_OUTPUT = 256
 
 @dataclass(slots=True)
 class ParsedRequest:
+    #: the parsed JSON, kept only while the gateway still needs it (a chat for the engine's /tokenize): a
+    #: megabyte prompt is not held twice, as bytes to forward and as a string, for the whole request
     body: dict[str, Any]
     model: str
     stream: bool
     max_tokens: int
-    #: token ids the engine will see for the (first) prompt; routing hashes their blocks
+    #: the leading token ids the engine will see for the (first) prompt, as many as routing can use
+    #: (``limit``); routing hashes their blocks
     prompt_ids: list[int]
-    #: total prompt tokens across all prompts (rate limiting, load)
+    #: total prompt tokens across all prompts (rate limiting, load); estimated beyond what was encoded
     prompt_tokens: int
     #: max_tokens as the client sent it (None = unset; ``max_tokens`` then holds the default expectation)
     requested_max_tokens: int | None = None
+    #: the gateway could not render this chat (no template, or the template failed): ask an engine's /tokenize
+    engine_tokenize: bool = False
+    #: tokens of the (first) prompt, whose leading ids are ``prompt_ids`` (estimated beyond them)
+    first_tokens: int = 0
+    #: block hashes of ``prompt_ids``, when computed with them (off the event loop, for large bodies)
+    hashes: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        self.first_tokens = self.first_tokens or len(self.prompt_ids)
 
 
 def _object(raw: bytes) -> dict[str, Any]:
@@ -116,8 +129,27 @@ def _prompts(value: Any, field: str) -> list[str | list[int]]:
     )
 
 
-def parse(raw: bytes, kind: str, tokenizer: Tokenizer) -> ParsedRequest:
-    """Parse a ``chat`` / ``completions`` / ``embeddings`` body; raise :class:`BadRequest` on what we cannot route."""
+def chat_options(body: dict[str, Any]) -> dict[str, Any]:
+    """What vLLM renders a chat template with besides the messages: ``add_generation_prompt``,
+    ``continue_final_message``, ``tools`` and ``chat_template_kwargs`` (wrong types are left to the engine's own
+    400)."""
+    add = body.get("add_generation_prompt", True)
+    tools = body.get("tools")
+    kwargs = body.get("chat_template_kwargs")
+    final = body.get("continue_final_message", False)
+    return {
+        "add_generation_prompt": add if isinstance(add, bool) else True,
+        "continue_final_message": final if isinstance(final, bool) else False,
+        "tools": tools if isinstance(tools, list) and tools else None,
+        "template_kwargs": kwargs if isinstance(kwargs, dict) else None,
+    }
+
+
+def parse(raw: bytes, kind: str, tokenizer: Tokenizer, limit: int = 1 << 30) -> ParsedRequest:
+    """Parse a ``chat`` / ``completions`` / ``embeddings`` body; raise :class:`BadRequest` on what we cannot route.
+
+    Only the first ``limit`` token ids (the blocks the prefix index can use) are computed exactly; the rest of
+    a long prompt is counted by estimate."""
     body = _object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -143,15 +175,24 @@ def parse(raw: bytes, kind: str, tokenizer: Tokenizer) -> ParsedRequest:
                     f"messages[{i}].content must be a string, a list of parts or null",
                     param=f"messages.{i}.content",
                 )
-        ids = tokenizer.encode_chat(messages)
-        total = len(ids)
+        try:
+            ids, total, _ = tokenizer.chat_prefix(messages, limit, **chat_options(body))
+            first = total
+        except ChatTemplateError:
+            expected = DEFAULT_EXPECTED_OUTPUT if max_tokens is None else max_tokens
+            # the engine renders (or refuses) it; until it says, count the body's bytes as a rough estimate
+            return ParsedRequest(
+                body, model, stream, expected, [], len(raw) // 4, max_tokens, True, first_tokens=len(raw) // 4
+            )
     else:
         field = "prompt" if kind == "completions" else "input"
         prompts = _prompts(body.get(field), field)
-        encoded = [p if isinstance(p, list) else tokenizer.encode_prompt(p) for p in prompts]
-        ids = encoded[0]
-        total = sum(map(len, encoded))
+        encoded = [
+            (p, len(p)) if isinstance(p, list) else tokenizer.prompt_prefix(p, limit)[:2] for p in prompts
+        ]
+        ids, first = encoded[0][0][:limit], encoded[0][1]
+        total = sum(n for _, n in encoded)
         if kind == "embeddings":
             stream, max_tokens = False, 0
     expected = DEFAULT_EXPECTED_OUTPUT if max_tokens is None else max_tokens
-    return ParsedRequest(body, model, stream, expected, ids, total, max_tokens)
+    return ParsedRequest({}, model, stream, expected, ids, total, max_tokens, first_tokens=first)

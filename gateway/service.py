@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,6 @@ import httpx
 from starlette.responses import Response
 
 from flotilla import labels
-from flotilla.tokenizer import load_tokenizer
 from gateway.auth import KeyStore
 from gateway.catalog import Catalog
 from gateway.discovery.static import static_specs
@@ -28,7 +28,8 @@ from gateway.errors import BadRequest, ModelNotFound, NoEndpoint, RateLimited
 from gateway.holding import Holding
 from gateway.index import build_index, build_subscriber, start_index
 from gateway.lifecycle import DemandHook, IndexHook, RequestContext, RequestHook, TelemetryHook, UsageHook
-from gateway.parsing import ParsedRequest, check_request_id, max_model_len, parse
+from gateway.parsing import check_request_id, max_model_len
+from gateway.prompts import Prompts
 from gateway.proxy import Attempt, Proxy, Refill, RetryBudget
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.routing import Router, RoutingRequest
@@ -37,7 +38,7 @@ from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import make_transport
-from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex, block_hashes
+from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex
 
 log = logging.getLogger("flotilla.gateway")
 
@@ -109,7 +110,9 @@ class Gateway:
             model_profiles=settings.model_profiles,
             prefix_mode=settings.prefix_mode,
         )
-        self.tokenizer = load_tokenizer(settings.tokenizer)
+        #: request parsing and tokenisation (gateway/prompts.py)
+        self.prompts = Prompts(settings)
+        self.tokenizer = self.prompts.tokenizer
         self.keys = KeyStore.load(settings.api_keys, settings.api_keys_file)
         self.index = build_index(settings.index_backend, settings.redis_url)
         #: the index fed by engines' KV events (precise mode), and its subscriber
@@ -130,6 +133,9 @@ class Gateway:
         self.discovered = not settings.kubernetes
         self.requests = 0
         self.errors = 0
+        #: request ids: 128 random bits from a generator seeded once (uuid4 reads the OS's random source on
+        #: every request, a system call that gives up the GIL and waits for it back behind a tokenizer thread)
+        self._ids = random.Random(os.urandom(32))
         self._match_sum = 0.0
         self._match_n = 0
         for spec in static_specs(settings.engines, settings.engines_file, settings.kv_events):
@@ -218,6 +224,7 @@ class Gateway:
                 await closeable.aclose()
         await self.index.close()
         await self.limiter.close()
+        self.prompts.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -329,6 +336,9 @@ class Gateway:
             )
         candidates = await self._candidates(ctx.model, len(raw))
         self._check_context(ctx, candidates)
+        if ctx.parsed.engine_tokenize:
+            assert self.scrape_client is not None, "Gateway.start() was not awaited"
+            await self.prompts.from_engine(self.scrape_client, ctx.parsed, candidates[0].url, ctx.request_id)
         await self._route(ctx, profile, candidates, headers)
         response = await self._dispatch(ctx, path, raw, headers)
         response.headers.update(ctx.limit_headers)
@@ -336,9 +346,11 @@ class Gateway:
 
     async def _admit(self, path: str, kind: str, raw: bytes, headers: Any) -> RequestContext:
         """Who asks (request id, API key), what for (the parsed body), and whether their limits allow it."""
-        request_id = check_request_id(headers.get(labels.HEADER_REQUEST_ID)) or uuid.uuid4().hex
+        request_id = (
+            check_request_id(headers.get(labels.HEADER_REQUEST_ID)) or f"{self._ids.getrandbits(128):032x}"
+        )
         key = self.keys.authenticate(headers.get("authorization"))
-        parsed: ParsedRequest = parse(raw, kind, self.tokenizer)
+        parsed = await self.prompts.parse(raw, kind)
         ctx = RequestContext(path=path, request_id=request_id, parsed=parsed, key=key)
         rpm = (key.rpm if key else None) or self.settings.rpm_limit
         tpm = (key.tpm if key else None) or self.settings.tpm_limit
@@ -380,15 +392,11 @@ class Gateway:
         self, ctx: RequestContext, profile: Profile, candidates: list[Endpoint], headers: Any
     ) -> None:
         s = self.settings
-        ctx.hashes = block_hashes(
-            ctx.parsed.prompt_ids[: s.max_prefix_blocks * s.block_size],
-            block_size=s.block_size,
-            seed=s.hash_seed,
-            scope=ctx.model,
-        )
+        hashes = ctx.parsed.hashes
+        ctx.hashes = hashes if hashes is not None else self.prompts.block_hashes(ctx.parsed)
         ctx.routing = RoutingRequest(
             model=ctx.model,
-            prompt_tokens=len(ctx.parsed.prompt_ids),
+            prompt_tokens=ctx.parsed.first_tokens,
             hashes=ctx.hashes,
             block_size=s.block_size,
             max_tokens=ctx.parsed.max_tokens,

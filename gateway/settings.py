@@ -61,8 +61,19 @@ class GatewaySettings(BaseSettings):
     #: "memory" (per replica) or "redis" (shared by replicas; needs redis_url)
     index_backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
-    #: tokenizer spec for flotilla.tokenizer.load_tokenizer (None = the engines' default tokenizer)
+    #: the engines' tokenizer, as vLLM's --tokenizer: a model directory (tokenizer.json, tokenizer_config.json,
+    #: chat_template.jinja; a mounted volume in Kubernetes) or its tokenizer.json. None = Flotilla's synthetic
+    #: tokenizer, which engine_sim uses by default. Precise prefix routing is exact only with the engines' own.
     tokenizer: str | None = None
+    #: as vLLM's --chat-template: a template file or the template itself, instead of the directory's own
+    chat_template: str | None = None
+    #: request bodies at least this large are parsed and tokenised on a worker thread, off the event loop
+    tokenize_thread_bytes: int = Field(default=64 * 1024, ge=0)
+    tokenize_threads: int = Field(default=2, ge=1)
+    #: the interpreter's GIL switch interval in the gateway process (``flotilla gateway``): how long a
+    #: tokenizer thread may hold the GIL while the event loop waits for it (Python's default is 5 ms; see
+    #: docs/benchmarks.md, health under load)
+    switch_interval: float = Field(default=0.001, gt=0)
 
     # ------------------------------------------------------------------ engines' health and metrics
     #: scrape interval; load signals older than a few intervals are stale, so keep it short

@@ -134,6 +134,7 @@ BAD_VALUES = [
     pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="pull-policy"),
     pytest.param({"operator": {"namespaces": ["Not_A_Namespace"]}}, "/operator/namespaces/0", id="namespace-name"),
     pytest.param({"redis": {"externalUrl": "http://redis:6379"}}, "/redis/externalUrl", id="redis-url-scheme"),
+    pytest.param({"gateway": {"tokenizer": {"subPath": "../etc"}}}, "/gateway/tokenizer/subPath", id="tokenizer-subpath"),
     pytest.param({"monitoring": {"serviceMonitor": {"interval": "often"}}}, "/monitoring/serviceMonitor/interval",
                  id="interval"),
 ]  # fmt: skip
@@ -154,6 +155,8 @@ def test_gateway_is_ready_on_ready_and_alive_on_health(helm: Path) -> None:
     gw = container(render(helm), "flotilla-gateway")
     assert gw["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert gw["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    # every interface: port-forward dials localhost inside the pod, the Service and the probes the pod IP
+    assert gw["args"][gw["args"].index("--host") + 1] == "0.0.0.0"
 
 
 def test_api_keys_come_from_the_secret(helm: Path) -> None:
@@ -164,6 +167,32 @@ def test_api_keys_come_from_the_secret(helm: Path) -> None:
     gw = pod["containers"][0]
     assert "--api-keys-file=/etc/flotilla/keys/keys.yaml" in gw["args"]
     assert gw["volumeMounts"] == [{"name": "api-keys", "mountPath": "/etc/flotilla/keys", "readOnly": True}]
+
+
+def test_the_engines_tokenizer_is_mounted_for_the_gateway(helm: Path) -> None:
+    values = {
+        "gateway": {
+            "apiKeys": {"secretName": "k"},
+            "tokenizer": {
+                "volume": {"configMap": {"name": "llama3-tokenizer"}},
+                "subPath": "llama3",
+                "chatTemplate": "/t.jinja",
+            },
+        }
+    }
+    pod = find(render(helm, values=values), "Deployment", "flotilla-gateway")["spec"]["template"]["spec"]
+    assert {"name": "tokenizer", "configMap": {"name": "llama3-tokenizer"}} in pod["volumes"]
+    gw = pod["containers"][0]
+    assert "--tokenizer=/etc/flotilla/tokenizer/llama3" in gw["args"]
+    assert "--chat-template=/t.jinja" in gw["args"]
+    assert {"name": "tokenizer", "mountPath": "/etc/flotilla/tokenizer", "readOnly": True} in gw[
+        "volumeMounts"
+    ]
+    assert {"name": "api-keys", "mountPath": "/etc/flotilla/keys", "readOnly": True} in gw["volumeMounts"]
+    # unset: the synthetic tokenizer, nothing mounted
+    plain = container(render(helm), "flotilla-gateway")
+    assert not any(a.startswith("--tokenizer") for a in plain["args"])
+    assert "volumeMounts" not in plain
 
 
 def test_notes_warn_loudly_without_api_keys() -> None:

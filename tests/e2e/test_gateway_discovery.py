@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 
+import httpx
 import openai
 import pytest
 
@@ -32,6 +33,18 @@ def _pod_ips(cluster: ControlPlane, ns: str) -> list[str]:
         cluster.kubectl("get", "pods", "-n", ns, "-l", f"{labels.DEPLOYMENT}=disc", "-o", "json").stdout
     )
     return sorted(p["status"]["podIP"] for p in pods["items"] if p["status"].get("podIP"))
+
+
+def test_a_discovered_gateway_is_ready_before_any_model_exists(cluster: ControlPlane, ns: str) -> None:
+    """``helm install --wait`` on a fresh cluster waits for the gateway's readiness: it must not depend on a
+    ModelDeployment existing (a request for an unknown model gets a clear 404 meanwhile)."""
+    with running_gateway(kubernetes=True, kubeconfig=str(cluster.kubeconfig), namespace=ns) as gw:
+        eventually(lambda: httpx.get(gw.url + "/ready").status_code == 200, 30, "ready with no models")
+        with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=30) as client:
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(
+                    model="nothing-here", messages=[{"role": "user", "content": "x"}]
+                )
 
 
 def test_pods_join_and_leave_the_rotation(

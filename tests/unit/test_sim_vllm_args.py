@@ -102,3 +102,22 @@ def test_cli_reports_a_bad_value_in_one_line() -> None:
     result = CliRunner().invoke(sim, ["serve", "--model", "m", "--port", "abc"])
     assert result.exit_code == 2
     assert "--port" in result.output
+
+
+def test_a_local_tokenizer_is_used_as_vllm_would(tmp_path: Any) -> None:
+    """``--tokenizer DIR`` (or a ``--model`` that is a local directory with tokenizer.json) gives the simulated
+    pod the model's real tokenizer, so a mounted tokenizer reaches simulator and gateway alike."""
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert vllm_args.parse(["--model", "org/m", "--tokenizer", str(tmp_path)]).config.tokenizer == str(
+        tmp_path
+    )
+    assert vllm_args.parse(["--model", str(tmp_path)]).config.tokenizer == str(tmp_path)
+    served = vllm_args.parse(["--model", "org/m", "--chat-template", "{{ messages }}"])
+    assert served.config.chat_template == "{{ messages }}"
+
+
+def test_a_hub_tokenizer_name_downloads_nothing_and_is_logged() -> None:
+    parsed = vllm_args.parse(["--model", "org/m", "--tokenizer", "org/tok"])
+    assert parsed.config.tokenizer is None
+    assert parsed.no_effect == ["--tokenizer", "org/tok"]
+    assert vllm_args.parse(["--model", "org/m"]).config.tokenizer is None

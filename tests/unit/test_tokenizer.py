@@ -77,7 +77,8 @@ def test_decode_rejects_out_of_vocab() -> None:
 
 
 def test_the_encode_cache_is_bounded_by_bytes_not_entries() -> None:
-    from flotilla.tokenizer import EncodeCache, FlotillaTokenizer
+    from flotilla.prefix import EncodeCache
+    from flotilla.tokenizer import FlotillaTokenizer
 
     tok = FlotillaTokenizer(content_cache_bytes=4 << 20)
     texts = [f"doc {i} " + "lorem ipsum dolor sit amet " * 2000 for i in range(200)]  # ~54 kB each
@@ -89,3 +90,57 @@ def test_the_encode_cache_is_bounded_by_bytes_not_entries() -> None:
     huge = "x " * 2_000_000  # one prompt larger than an eighth of the budget is not kept at all
     tok.encode(huge)
     assert huge not in cache._entries
+
+
+def test_prefixes_are_exactly_the_full_encodes_head() -> None:
+    import random
+
+    tok = FlotillaTokenizer()
+    for seed in range(200):
+        rng = random.Random(seed)
+        messages = [
+            {
+                "role": rng.choice(["system", "user", "assistant"]),
+                "content": synthetic_text(synthetic_ids(seed * 10 + i, rng.randint(0, 300)))
+                + rng.choice(["", " 12,x.", "  \n", "!!!" * 40]),
+            }
+            for i in range(rng.randint(1, 4))
+        ]
+        limit = rng.randint(0, 800)
+        full = tok.encode_chat(messages)
+        head = tok.chat_prefix(messages, limit)
+        assert head.ids == full[: len(head.ids)], seed
+        assert len(head.ids) >= min(limit, len(full))
+        assert head.complete == (head.ids == full)
+        text = messages[0]["content"]
+        for special in (True, False):
+            full = tok.encode_prompt(text, add_special_tokens=special)
+            part = tok.prompt_prefix(text, limit, add_special_tokens=special)
+            assert part.ids == full[: len(part.ids)], seed
+            assert len(part.ids) >= min(limit, len(full))
+            if not part.complete:
+                assert 0.5 * len(full) < part.total < 2 * len(full)
+
+
+def test_a_long_shared_head_is_tokenised_once() -> None:
+    tok = FlotillaTokenizer()
+    document = synthetic_text(synthetic_ids(3, 50_000))
+    first = tok.prompt_prefix(document + " one", 1024)
+    assert not first.complete
+    assert len(tok._heads) == 1
+    second = tok.prompt_prefix(document + " two", 1024)  # same head: served from the cache
+    assert second.ids == first.ids
+    assert len(tok._heads) == 1
+    assert tok._heads.bytes <= tok._heads.max_bytes
+
+
+def test_continue_final_message_synthetic() -> None:
+    tok = FlotillaTokenizer()
+    messages = [{"role": "user", "content": "ba"}, {"role": "assistant", "content": "be bi"}]
+    open_ids = tok.encode_chat(messages, add_generation_prompt=False, continue_final_message=True)
+    closed = tok.encode_chat(messages, add_generation_prompt=False)
+    assert closed == [*open_ids, EOT]
+    assert (
+        tok.chat_prefix(messages, 1000, add_generation_prompt=False, continue_final_message=True).ids
+        == open_ids
+    )
