@@ -68,7 +68,6 @@ id="$(docker image inspect --format '{{.Id}}' "$NAME:build")"
 id="${id#sha256:}"
 ref="$NAME:${id:0:12}"
 docker tag "$NAME:build" "$ref"
-# older builds' tags go (their layers stay while the builder cache or a newer image shares them)
-docker images --format '{{.Repository}}:{{.Tag}}' "$NAME" | grep -vx -e "$ref" -e "$NAME:build" \
-  | xargs -r docker rmi >/dev/null 2>&1 || true
+# tags of builds older than a day go (disk); younger ones may be another worktree's, about to be loaded
+bash "$HERE/prune-old-tags.sh" "$NAME" "$ref" "$NAME:build"
 echo "$ref"

@@ -117,6 +117,6 @@ ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
 DOCKERFILE
 log "building $TAG"
 build "$TAG" -- "$ctx"
-# older node images go (a running cluster keeps its image until it is deleted)
-docker images --format '{{.Repository}}:{{.Tag}}' "${TAG%:*}" | grep -vx "$TAG" | xargs -r docker rmi >/dev/null 2>&1 || true
+# node images older than a day go (disk); younger ones may be another worktree's
+bash "$HERE/prune-old-tags.sh" "${TAG%:*}" "$TAG"
 echo "$TAG"
