@@ -11,13 +11,13 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,peers]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,peers,optimizer]'
 	touch $(STAMP)
 
 check: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy flotilla gateway kvcache autoscaler lora_manager engine_sim bench operator/flotilla_operator
+	$(BIN)/mypy flotilla gateway kvcache autoscaler lora_manager engine_sim optimizer bench operator/flotilla_operator
 	$(BIN)/lint-imports
 
 fmt: install

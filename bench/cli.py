@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from bench.autoscaling.suite import AUTOSCALE_SUITES
+from bench.gpu_mix.runner import MIX_SUITES
 from bench.procs import BenchError
 from bench.progress import Progress
 from bench.report import render
@@ -45,12 +46,13 @@ def configure(
 @click.option(
     "--suite",
     "suite_name",
-    type=click.Choice(sorted([*SUITES, "reliability", "health-under-load", *AUTOSCALE_SUITES])),
+    type=click.Choice(sorted([*SUITES, "reliability", "health-under-load", *AUTOSCALE_SUITES, *MIX_SUITES])),
     default="standard",
     show_default=True,
     help="reliability: faults under load (bench/reliability); autoscaling: autoscalers vs HPA-like, fixed and "
     "oracle (bench/autoscaling); health-under-load: /health latency and memory under 50 concurrent 1 MB prompts "
-    "(bench/health_load.py); with --quick, their short versions.",
+    "(bench/health_load.py); optimizer: the GPU mix (Mélange) vs the best single GPU type on simulated GPUs "
+    "(bench/gpu_mix); with --quick, their short versions.",
 )
 @click.option(
     "--out",
@@ -85,7 +87,9 @@ def configure(
     help=f"Comma list to run, of: {', '.join(GENERATORS)} (--suite autoscaling: of its traces).",
 )
 @click.option(
-    "--contenders", default=None, help="Comma list to keep, e.g. direct,flotilla:default,sglang:cache_aware."
+    "--contenders",
+    default=None,
+    help="Comma list to keep, e.g. direct,flotilla:default,sglang:cache_aware (--suite optimizer: GPU types).",
 )
 @click.option(
     "--overhead/--no-overhead", default=True, show_default=True, help="Run the gateway-overhead mode."
@@ -121,6 +125,13 @@ def bench(
         suite_seeds = (seed,) if seed != 0 else None  # 0 = the suite's own seeds
         run_autoscaling(suite_name, quick=quick, out=out, time_scale=time_scale, contenders=_csv(contenders),
                         traces=_csv(workloads), seeds=suite_seeds, rerender=rerender, command=command.strip())  # fmt: skip
+        return
+    if suite_name in MIX_SUITES:
+        from bench.gpu_mix.cli import run as run_gpu_mix
+
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        run_gpu_mix(suite_name, quick=quick, out=out, seed=seed, rerender=rerender, command=command.strip(),
+                    gpus=_csv(contenders))  # fmt: skip
         return
     if suite_name == "health-under-load":
         from bench import health_load

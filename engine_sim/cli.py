@@ -33,7 +33,8 @@ from engine_sim.runner import fleet_configs, serve_engines
               help="Wall seconds per simulated second (<1 runs faster than real time).")  # fmt: skip
 @click.option("--seed", default=0, type=int, help="Seed of block hashes and outputs (shared by all engines).")
 @click.option("--block-size", default=16, type=click.IntRange(1, 256))
-@click.option("--num-gpu-blocks", default=27_000, type=click.IntRange(2), help="KV blocks per engine.")
+@click.option("--num-gpu-blocks", default=None, type=click.IntRange(2),
+              help="KV blocks per engine (default: the preset's; 27000 for the hand-made ones).")  # fmt: skip
 @click.option("--max-num-seqs", default=None, type=click.IntRange(1), help="Default from the preset.")
 @click.option(
     "--max-num-batched-tokens", default=None, type=click.IntRange(1), help="Default from the preset."

@@ -15,27 +15,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine_sim.gpus import DERIVED
+from engine_sim.profile import LatencyProfile
+
 DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
-
-
-class LatencyProfile(BaseModel):
-    """Parameters of the step-time model in :mod:`engine_sim.latency` (all times in seconds)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    #: scheduler/CPU overhead per engine step
-    cpu_overhead: float = Field(ge=0)
-    #: linear-layer time at N tokens in the step, as (N, seconds) points; interpolated, flat below the first
-    linear_points: tuple[tuple[int, float], ...]
-    #: saturated prefill throughput of the linear layers (tokens/s); the compute-bound roof for large N
-    prefill_tokens_per_s: float = Field(gt=0)
-    #: lm_head + sampling per step
-    lm_head: float = Field(ge=0)
-    #: KV-cache read time per context token per step (memory-bound attention for decode)
-    kv_read_per_token: float = Field(ge=0)
-    #: prefill attention cost per (query token x context token) pair: quadratic in prompt length
-    attn_per_pair: float = Field(ge=0)
 
 
 A100_LLAMA3_8B = LatencyProfile(
@@ -71,15 +54,22 @@ ZERO = LatencyProfile(
     attn_per_pair=0.0,
 )
 
-#: named presets (one explicit registry)
-PRESETS: dict[str, LatencyProfile] = {p.name: p for p in (A100_LLAMA3_8B, H100_LLAMA3_8B, ZERO)}
+#: named presets (one explicit registry): the hand-made ones, then one per GPU type derived from its datasheet
+PRESETS: dict[str, LatencyProfile] = {
+    p.name: p for p in (A100_LLAMA3_8B, H100_LLAMA3_8B, ZERO, *(d.profile for d in DERIVED.values()))
+}
 
 #: vLLM's capacity defaults per GPU class (simulator.md §2): H100-class gets the larger batch
 PRESET_CAPACITY: dict[str, tuple[int, int]] = {
     "a100-llama3-8b": (256, 2048),
     "h100-llama3-8b": (1024, 8192),
     "zero": (256, 2048),
+    **{n: (d.gpu.max_num_seqs, d.gpu.max_num_batched_tokens) for n, d in DERIVED.items()},
 }
+
+#: KV blocks when ``num_gpu_blocks`` is not given: ~28k for an 8B model on 80 GB, else what the GPU's memory holds
+DEFAULT_GPU_BLOCKS = 27_000
+PRESET_BLOCKS: dict[str, int] = {n: d.num_gpu_blocks for n, d in DERIVED.items()}
 
 
 class Faults(BaseModel):
@@ -117,8 +107,9 @@ class EngineConfig(BaseModel):
     host: str = "127.0.0.1"
 
     block_size: int = Field(default=16, ge=1, le=256)
-    #: KV blocks (including vLLM's reserved null block); ~28k on an 80 GB GPU for an 8B model
-    num_gpu_blocks: int = Field(default=27_000, ge=2)
+    #: KV blocks (including vLLM's reserved null block); default: the preset's (~28k on an 80 GB GPU for an 8B
+    #: model; the GPU-derived presets hold what their memory holds), see :attr:`gpu_blocks`
+    num_gpu_blocks: int | None = Field(default=None, ge=2)
     max_num_seqs: int | None = Field(default=None, ge=1)
     max_num_batched_tokens: int | None = Field(default=None, ge=1)
     max_model_len: int = Field(default=131_072, ge=2)
@@ -176,6 +167,10 @@ class EngineConfig(BaseModel):
     @property
     def profile(self) -> LatencyProfile:
         return PRESETS[self.preset]
+
+    @property
+    def gpu_blocks(self) -> int:
+        return self.num_gpu_blocks or PRESET_BLOCKS.get(self.preset, DEFAULT_GPU_BLOCKS)
 
     @property
     def seqs_limit(self) -> int:

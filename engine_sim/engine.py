@@ -76,7 +76,7 @@ class Engine:
     def __init__(self, config: EngineConfig, tokenizer: Tokenizer | None = None) -> None:
         self.config = c = config
         self.tokenizer = tokenizer or load_tokenizer(c.tokenizer, chat_template=c.chat_template)
-        self.pool = BlockPool(c.num_gpu_blocks, c.block_size, record_events=c.kv_events)
+        self.pool = BlockPool(c.gpu_blocks, c.block_size, record_events=c.kv_events)
         capacity = self.pool.usable * c.block_size
         self.max_model_len = min(c.max_model_len, capacity)
         if self.max_model_len < c.max_model_len:
@@ -133,7 +133,7 @@ class Engine:
             "enable_prefix_caching": str(c.enable_prefix_caching),
             "gpu_memory_utilization": "0.9",
             "num_cpu_blocks": "None",
-            "num_gpu_blocks": str(c.num_gpu_blocks),
+            "num_gpu_blocks": str(c.gpu_blocks),
             "prefix_caching_hash_algo": "sha256_cbor",
             "engine": str(c.engine_index),
         }

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from engine_sim.config import LatencyProfile
+from engine_sim.profile import LatencyProfile
 
 
 @dataclass(slots=True)

@@ -393,6 +393,7 @@ def create_app(target: Engine | EngineConfig) -> FastAPI:
             "sim_time": engine.now(), "kv_usage": engine.pool.usage(), "free_blocks": engine.pool.num_free,
             "cached_blocks": len(engine.pool.cached), "evictions": engine.pool.evictions,
             "preemptions": s.stats.preemptions, "max_model_len": engine.max_model_len,
+            "preset": engine.config.preset, "time_scale": engine.config.time_scale,
         })  # fmt: skip
 
     return app

@@ -36,6 +36,7 @@ from gateway.routing import Router, RoutingRequest
 from gateway.routing.router import Profile
 from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
+from gateway.sizes import SizeHook
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import make_transport
 from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex
@@ -152,6 +153,7 @@ class Gateway:
             IndexHook(self.index, self._spawn),
             UsageHook(self.limiter, self._spawn),
             TelemetryHook(self.metrics, self._count),
+            SizeHook(self.metrics.registry),
         ]
 
     # ------------------------------------------------------------------ lifecycle

@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, str] = {
     "crds": "flotilla_operator.cli:crds",
     "up": "flotilla.cli.up:up",
     "bench": "bench.cli:bench",
+    "profile": "flotilla.cli.optimize:profile",
+    "optimize": "flotilla.cli.optimize:optimize",
 }
 
 HELP: dict[str, str] = {
@@ -31,6 +33,8 @@ HELP: dict[str, str] = {
     "crds": "Print the CRD manifests generated from Flotilla's models.",
     "up": "Start simulated engines and the gateway locally (no cluster needed).",
     "bench": "Benchmark Flotilla's routing against peers on a simulated fleet.",
+    "profile": "Measure a GPU type's highest request rate within an SLO per request size.",
+    "optimize": "The cheapest mix of GPU types for a workload and an SLO (Mélange).",
 }
 
 

@@ -16,7 +16,12 @@ from flotilla.crds._base import DNS_LABEL, ApiModel, Condition, OpaqueObject, Qu
 
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
 #: latency presets of ``engine_sim`` (``engine_sim.config.PRESETS``; a unit test keeps the two in step)
-SimulatorPreset = Literal["a100-llama3-8b", "h100-llama3-8b", "zero"]
+SimulatorPreset = Literal[
+    "a100-llama3-8b", "h100-llama3-8b", "zero",
+    # one per serving GPU type, derived from its datasheet (engine_sim/gpus.py; docs/optimizer.md)
+    "l4-llama3-8b", "a10g-llama3-8b", "l40s-llama3-8b", "a100-40gb-llama3-8b", "a100-80gb-llama3-8b",
+    "h100-80gb-llama3-8b",
+]  # fmt: skip
 SIMULATOR_PRESETS: tuple[str, ...] = get_args(SimulatorPreset)
 
 

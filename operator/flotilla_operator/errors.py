@@ -38,6 +38,11 @@ class Rejected(KubeError):
     pass
 
 
+class Forbidden(Rejected):
+    """403: the operator's ServiceAccount lacks a verb. Not the user's spec, and fixable without touching it
+    (RBAC granted later), so the handlers retry instead of giving up."""
+
+
 class Unavailable(KubeError):
     def __init__(self, message: str, *, status: int | None = None, retry_after: float = 5.0) -> None:
         super().__init__(message, status=status)

@@ -16,7 +16,8 @@ the operator's own writes. Comparing against that stale status once skipped the 
 (a ModelDeployment stuck at "4/1 ready" after a reverted scale edit); writing from an older Deployment
 snapshot after a newer one regresses the status the same way.
 
-Errors: ``InvalidSpec``/``Rejected`` become a Degraded=True/InvalidSpec condition, a Warning event and
+Errors: a 403 (a missing RBAC verb) becomes Degraded=True/Forbidden, a Warning event and a retry every 30 s.
+``InvalidSpec``/``Rejected`` become a Degraded=True/InvalidSpec condition, a Warning event and
 ``kopf.PermanentError`` (no retries: the user must change the spec); ``Unavailable`` becomes
 ``kopf.TemporaryError`` so kopf retries with the server's delay.
 """
@@ -38,7 +39,7 @@ from flotilla import labels
 from flotilla.crds import API_VERSION, ModelDeploymentSpec
 from flotilla_operator import builders, status
 from flotilla_operator.drift import contains
-from flotilla_operator.errors import InvalidSpec, KubeError, NotFound, Rejected, Unavailable
+from flotilla_operator.errors import Forbidden, InvalidSpec, KubeError, NotFound, Rejected, Unavailable
 from flotilla_operator.kube import Kube
 
 log = logging.getLogger("flotilla.operator")
@@ -177,6 +178,15 @@ def _reject(state: State, md: dict[str, Any], error: Exception) -> kopf.Permanen
     return kopf.PermanentError(message)
 
 
+def _forbidden(state: State, md: dict[str, Any], error: Forbidden) -> kopf.TemporaryError:
+    """A missing RBAC verb: reported (Degraded/Forbidden, Warning event) and retried, since granting the verb
+    fixes it without a spec change. Children applied before the refusal stay; the model is not fully set up."""
+    message = f"the operator may not do this (RBAC): {error}"
+    post_event(state, md, "Forbidden", message, warning=True)
+    write_status(state, md, status.invalid(md, message[:2000], now(), reason="Forbidden"))
+    return kopf.TemporaryError(message, delay=30)
+
+
 def reconcile(
     body: kopf.Body, spec: kopf.Spec, name: str, namespace: str | None, uid: str, meta: kopf.Meta, reason: str,
     memo: State, **_: Any,
@@ -189,6 +199,8 @@ def reconcile(
         manifests = _children(memo, name, namespace, uid, parsed)
         results = [ensure(memo, m) for m in manifests]
         retired = _retire(memo, name, namespace, uid, parsed)
+    except Forbidden as exc:
+        raise _forbidden(memo, md, exc) from exc
     except (InvalidSpec, Rejected) as exc:
         raise _reject(memo, md, exc) from exc
     except Unavailable as exc:

@@ -18,7 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from flotilla.crds import GROUP, VERSION
-from flotilla_operator.errors import KubeError, NotFound, Rejected, Unavailable
+from flotilla_operator.errors import Forbidden, KubeError, NotFound, Rejected, Unavailable
 
 log = logging.getLogger("flotilla.operator")
 
@@ -61,7 +61,9 @@ def translate(exc: BaseException, what: str) -> KubeError:
         message = f"{what}: {status} {detail}".strip()
         if status == 404:
             return NotFound(message, status=status)
-        if status in (400, 403, 422):
+        if status == 403:
+            return Forbidden(message, status=status)
+        if status in (400, 422):
             return Rejected(message, status=status)
         retry_after = 5.0
         headers = exc.headers or {}

@@ -127,9 +127,17 @@ def mirror(
     generation = int((md.get("metadata") or {}).get("generation") or 0)
     desired = int((md.get("spec") or {}).get("replicas") or 0)
     dstatus = (deployment or {}).get("status") or {}
-    conditions = merge_conditions(
-        previous.get("conditions") or [], deployment_conditions(deployment, desired, generation), now
-    )
+    implied = deployment_conditions(deployment, desired, generation)
+    if observed_generation is None:
+        # the Deployment watcher must not clear a failure of the last reconciliation: only a reconciliation
+        # that succeeds (which passes observed_generation) knows the failure is gone
+        failed = [
+            c for c in previous.get("conditions") or []
+            if c.get("type") == DEGRADED and c.get("status") == "True" and c.get("reason") in RECONCILE_FAILURES
+        ]  # fmt: skip
+        if failed:
+            implied = [c for c in implied if c["type"] != DEGRADED]
+    conditions = merge_conditions(previous.get("conditions") or [], implied, now)
     out: dict[str, Any] = {
         "replicas": int(dstatus.get("replicas") or 0),
         "readyReplicas": int(dstatus.get("readyReplicas") or 0),
@@ -143,11 +151,16 @@ def mirror(
     return out
 
 
-def invalid(md: dict[str, Any], message: str, now: str) -> dict[str, Any]:
-    """Status fields for a spec the operator refuses: Degraded=True/InvalidSpec for this generation."""
+#: Degraded reasons only the reconcile handler sets and clears (the Deployment says nothing about them)
+RECONCILE_FAILURES = ("InvalidSpec", "Forbidden")
+
+
+def invalid(md: dict[str, Any], message: str, now: str, *, reason: str = "InvalidSpec") -> dict[str, Any]:
+    """Status fields for a spec the operator refuses (``InvalidSpec``) or may not realise (``Forbidden``):
+    Degraded=True for this generation."""
     previous = md.get("status") or {}
     generation = int((md.get("metadata") or {}).get("generation") or 0)
-    update = condition(DEGRADED, True, "InvalidSpec", message, generation)
+    update = condition(DEGRADED, True, reason, message, generation)
     return {
         "observedGeneration": generation,
         "conditions": merge_conditions(previous.get("conditions") or [], [update], now),

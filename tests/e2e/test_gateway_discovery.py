@@ -40,11 +40,11 @@ def test_a_discovered_gateway_is_ready_before_any_model_exists(cluster: ControlP
     ModelDeployment existing (a request for an unknown model gets a clear 404 meanwhile)."""
     with running_gateway(kubernetes=True, kubeconfig=str(cluster.kubeconfig), namespace=ns) as gw:
         eventually(lambda: httpx.get(gw.url + "/ready").status_code == 200, 30, "ready with no models")
-        with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=30) as client:
-            with pytest.raises(openai.NotFoundError):
-                client.chat.completions.create(
-                    model="nothing-here", messages=[{"role": "user", "content": "x"}]
-                )
+        with (
+            openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=30) as client,
+            pytest.raises(openai.NotFoundError),
+        ):
+            client.chat.completions.create(model="nothing-here", messages=[{"role": "user", "content": "x"}])
 
 
 def test_pods_join_and_leave_the_rotation(

@@ -17,17 +17,21 @@ pytestmark = pytest.mark.timeout(60)
 def test_public_exports_are_pinned() -> None:
     assert sorted(engine_sim.__all__) == sorted(
         [
+            "GPU_PRESETS",
             "PRESETS",
+            "Arrival",
             "Engine",
             "EngineConfig",
             "EngineDead",
             "Faults",
             "LatencyProfile",
+            "Outcome",
             "RequestHandle",
             "RunningEngine",
             "SimError",
             "create_app",
             "fleet_configs",
+            "replay",
             "serve_engines",
         ]
     )

@@ -12,7 +12,7 @@ import kopf
 import pytest
 
 from flotilla_operator import builders, handlers, status
-from flotilla_operator.errors import Rejected, Unavailable
+from flotilla_operator.errors import Forbidden, Rejected, Unavailable
 from flotilla_operator.handlers import State
 
 
@@ -136,6 +136,18 @@ def test_errors_map_to_kopf_retry_types(error: Exception, expected: type[Excepti
         assert ("Warning", "InvalidSpec") in kube.events
         degraded = next(c for c in kube.statuses[-1]["conditions"] if c["type"] == "Degraded")
         assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+
+
+def test_a_missing_rbac_verb_is_degraded_forbidden_and_retried() -> None:
+    """A 403 is the operator's RBAC, not the user's spec: reported, and retried until a verb is granted."""
+    kube = FakeKube(fail=Forbidden("403 networkpolicies is forbidden", status=403))
+    with pytest.raises(kopf.TemporaryError) as info:
+        call(kube)
+    assert info.value.delay == 30
+    assert ("Warning", "Forbidden") in kube.events
+    degraded = next(c for c in kube.statuses[-1]["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "Forbidden")
+    assert "networkpolicies" in degraded["message"]
 
 
 def test_reserved_label_override_is_a_permanent_error_without_writes() -> None:

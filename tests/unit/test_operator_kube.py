@@ -8,7 +8,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from flotilla_operator.errors import NotFound, Rejected, Unavailable
+from flotilla_operator.errors import Forbidden, NotFound, Rejected, Unavailable
 from flotilla_operator.kube import translate
 
 
@@ -21,7 +21,7 @@ def api_error(status: int, message: str = "", retry_after: str | None = None) ->
 CASES = [
     pytest.param(api_error(404), NotFound, None, id="404"),
     pytest.param(api_error(422, "spec.replicas: Invalid value"), Rejected, None, id="422"),
-    pytest.param(api_error(403, "forbidden"), Rejected, None, id="403"),
+    pytest.param(api_error(403, "forbidden"), Forbidden, None, id="403"),
     pytest.param(api_error(409, "conflict"), Unavailable, 5.0, id="409-default-delay"),
     pytest.param(api_error(429, "slow down", retry_after="3"), Unavailable, 3.0, id="429-retry-after"),
     pytest.param(api_error(503), Unavailable, 5.0, id="503"),

@@ -83,3 +83,20 @@ def test_invalid_spec_is_degraded_for_this_generation() -> None:
         7,
     )
     assert out["observedGeneration"] == 7
+
+
+@pytest.mark.parametrize("reason", ["InvalidSpec", "Forbidden"])
+def test_the_deployment_watcher_keeps_a_reconcile_failure_only_reconcile_clears_it(reason: str) -> None:
+    """A Deployment that becomes Available says nothing about a refused spec or a missing RBAC verb: the
+    watcher's mirror keeps Degraded; the next successful reconciliation (observed_generation given) clears it."""
+    failed = status.invalid(md(generation=3), "no", T0, reason=reason)
+    body = {**md(generation=3), "status": failed}
+    ok = deployment(2, ("Available", "True", "MinimumReplicasAvailable"))
+    watched = status.mirror(md=body, deployment=ok, served_model_name="m", selector="s", now=T1)
+    conds = {c["type"]: c for c in watched["conditions"]}
+    assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("True", reason)
+    assert conds["Available"]["status"] == "True"
+    fixed = status.mirror(
+        md=body, deployment=ok, served_model_name="m", selector="s", now=T1, observed_generation=3
+    )
+    assert next(c for c in fixed["conditions"] if c["type"] == "Degraded")["status"] == "False"

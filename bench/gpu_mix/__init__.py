@@ -1,0 +1,1 @@
+"""The GPU-mix benchmark (``flotilla bench --suite optimizer``): Mélange's evaluation on simulated GPUs."""
