@@ -106,17 +106,20 @@ def configure(
     help="Run the LoRA placement comparison instead (flotilla, one-replica, everywhere, random).",
 )
 @click.option(
-    "--seeds", type=click.IntRange(1, 10), default=3, show_default=True, help="--lora: seeds from --seed on."
+    "--seeds",
+    type=click.IntRange(1, 20),
+    default=None,
+    help="How many trace seeds (routing suites: the suite's first N, default all; --lora: from --seed on, default 3).",
 )
 @click.option("--requests", type=click.IntRange(10), default=None, help="--lora: requests per seed.")
 def bench(
     quick: bool, suite_name: str, out: Path, seed: int, engines: int | None, preset: str | None,
     time_scale: float | None, rate_scale: float, workloads: str | None, contenders: str | None,
-    overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int, requests: int | None,
+    overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int | None, requests: int | None,
 ) -> None:  # fmt: skip
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
     if lora:
-        _lora(out, seed, seeds, requests, engines, preset, time_scale, rate_scale, _csv(contenders))
+        _lora(out, seed, seeds or 3, requests, engines, preset, time_scale, rate_scale, _csv(contenders))
         return
     if suite_name in AUTOSCALE_SUITES:
         from bench.autoscaling.cli import run as run_autoscaling
@@ -154,6 +157,9 @@ def bench(
     wanted = _csv(workloads)
     if wanted is not None and (unknown := wanted - set(GENERATORS)):
         raise click.UsageError(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if seeds is not None:
+        first = suite.seeds[0]
+        suite = dataclasses.replace(suite, seeds=tuple(range(first, first + seeds)))
     suite = configure(suite, engines=engines, preset=preset, time_scale=time_scale, rate_scale=rate_scale)
     suite = suite.with_filters(workloads=wanted, contenders=_csv(contenders), overhead=overhead)
     if count_steps(suite) == 0:

@@ -5,7 +5,11 @@
   index starts as cold as the engines; the strategy is chosen per request with ``x-routing-strategy``.
 * ``sglang:<policy>`` — the SGLang router from PyPI (``sglang-router``), e.g. ``cache_aware``, ``round_robin``.
 * ``vllm-router:<policy>`` — the vLLM router from PyPI (``vllm-router``, a Rust fork of the SGLang router);
-  ``kv_aware`` subscribes to the engines' vLLM KV events, so it is the precise-index peer.
+  ``kv_aware`` subscribes to the engines' vLLM KV events, so it is the precise-index peer; ``consistent_hash``
+  hashes the ``X-Session-ID`` header (the peer of session affinity); ``power_of_two`` picks the less loaded
+  of two random engines.
+* Peers' documented knobs are set in the spec: ``sglang:cache_aware/cache-threshold=0.5/balance-abs-threshold=8``
+  (the standard suite runs the defaults and the best of a small sweep, see ``bench/suites.py``).
 
 Peer routers are launched as documented (shared/reference/anchors.md §2), bound to 127.0.0.1. A peer whose
 package is not installed is *skipped with a message* (``pip install -e '.[peers]'``), never silently dropped.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -96,7 +101,9 @@ class _ProcessContender:
 
     async def start(self, engines: Sequence[str], *, model: str, kv_events: Sequence[str]) -> None:
         self.port = free_port()
-        self.proc = Proc(self.name.replace(":", "-"), self.argv(engines, model, kv_events), env=self.env)
+        self.proc = Proc(
+            re.sub(r"[^A-Za-z0-9_.-]", "-", self.name), self.argv(engines, model, kv_events), env=self.env
+        )
         try:
             # Ready means routing works end to end, not just that the port is open.
             await wait_http(
@@ -169,6 +176,8 @@ class _RustRouter(_ProcessContender):
     module: str = ""
     package: str = ""
     policy: str = ""
+    #: documented routing knobs (``--cache-threshold`` …) from the spec's ``/knob=value`` parts
+    knobs: tuple[tuple[str, str], ...] = ()
 
     def unavailable(self) -> str | None:
         if importlib.util.find_spec(self.module.split(".")[0]) is None:
@@ -186,6 +195,7 @@ class _RustRouter(_ProcessContender):
             # the defaults queue at 100 waiting requests and retry failures: measure the routing, not these
             "--queue-size", "10000",
             "--worker-startup-check-interval", "1",
+            *(arg for knob, value in self.knobs for arg in (f"--{knob}", value)),
             *self.kv_event_args(engines, model, kv_events),
         ]  # fmt: skip
 
@@ -201,16 +211,40 @@ class _RustRouter(_ProcessContender):
         return args
 
 
-def sglang(policy: str) -> _RustRouter:
-    return _RustRouter(
-        name=f"sglang:{policy}", module="sglang_router.launch_router", package="sglang-router", policy=policy
-    )
+#: the peers' documented cache-aware knobs a spec may set: ``sglang:cache_aware/cache-threshold=0.5``
+KNOBS = ("cache-threshold", "balance-abs-threshold", "balance-rel-threshold")
 
 
-def vllm_router(policy: str) -> _RustRouter:
+def parse_knobs(spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``policy/knob=value/…`` → (policy, ((knob, value), …)); a clear error for an unknown knob or bad value."""
+    policy, *parts = spec.split("/")
+    knobs = []
+    for part in parts:
+        knob, sep, value = part.partition("=")
+        if knob not in KNOBS or not sep:
+            raise StartError(f"bad router knob {part!r}: use one of {', '.join(KNOBS)} as knob=value")
+        try:
+            float(value)
+        except ValueError:
+            raise StartError(f"router knob {knob} needs a number, got {value!r}") from None
+        knobs.append((knob, value))
+    return policy, tuple(knobs)
+
+
+def sglang(spec: str) -> _RustRouter:
+    policy, knobs = parse_knobs(spec)
     return _RustRouter(
-        name=f"vllm-router:{policy}", module="vllm_router.launch_router", package="vllm-router", policy=policy
-    )
+        name=f"sglang:{spec}", module="sglang_router.launch_router", package="sglang-router", policy=policy,
+        knobs=knobs,
+    )  # fmt: skip
+
+
+def vllm_router(spec: str) -> _RustRouter:
+    policy, knobs = parse_knobs(spec)
+    return _RustRouter(
+        name=f"vllm-router:{spec}", module="vllm_router.launch_router", package="vllm-router", policy=policy,
+        knobs=knobs,
+    )  # fmt: skip
 
 
 #: contender kind -> factory(policy or strategy); "direct" takes none

@@ -7,11 +7,13 @@ Pure functions of a :class:`~bench.runner.SuiteResult`, so rendering is unit-tes
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+from bench.aggregate import PEER_PREFIXES, WorkloadFigures, figures, goals
 from bench.overhead import OverheadRow
 from bench.results import RunSummary
 from bench.runner import SuiteResult, WorkloadInfo
+from bench.stats import Estimate, verdict
 
 REFERENCE = "flotilla:default"
 #: relative margin below which two numbers are reported as level rather than one being "behind"
@@ -50,7 +52,37 @@ def reference_for(runs: Sequence[RunSummary]) -> RunSummary | None:
     return next((r for r in ran if r.contender == REFERENCE), ran[0] if ran else None)
 
 
-def workload_section(info: WorkloadInfo, runs: Sequence[RunSummary], plots: Sequence[str]) -> list[str]:
+def est(e: Estimate, fmt: Callable[[float], str] = ms) -> str:
+    """``median [low, high]``."""
+    if math.isnan(e.value):
+        return "–"
+    if math.isnan(e.low):
+        return fmt(e.value)
+    return f"{fmt(e.value)} [{fmt(e.low)}, {fmt(e.high)}]"
+
+
+def times(value: float) -> str:
+    return "∞" if math.isinf(value) else "–" if math.isnan(value) else f"{value:.2f}×"
+
+
+def all_figures(result: SuiteResult) -> dict[str, WorkloadFigures]:
+    """Every workload's figures, computed once per render (the bootstrap is the costly part)."""
+    engines = int(result.fleet.get("engines", 0))
+    return {
+        info.name: figures(
+            info.name,
+            [r for r in result.runs if r.workload == info.name],
+            engines=engines,
+            sharing=info.working_set_tokens > 0,
+        )
+        for info in result.workloads
+    }
+
+
+def workload_section(
+    info: WorkloadInfo, runs: Sequence[RunSummary], plots: Sequence[str], *, engines: int = 0,
+    fig: WorkloadFigures | None = None,
+) -> list[str]:  # fmt: skip
     out = [f"### Workload `{info.name}`", "", info.description + ".", ""]
     ws = (
         f"working set {info.working_set_tokens:,} tokens = {num(info.working_set_vs_engine, '{:.2f}')}× one "
@@ -58,53 +90,52 @@ def workload_section(info: WorkloadInfo, runs: Sequence[RunSummary], plots: Sequ
         if info.working_set_tokens
         else "no intended sharing (control)"
     )
+    seeds = sorted({r.seed for r in runs})
     out += [
-        f"{info.requests} requests, Poisson {info.rate:g} req/s, {info.prompt_tokens:,} prompt tokens; {ws}; "
-        f"infinite-cache oracle hit rate **{pct(info.oracle_hit_rate)}**"
+        f"{info.requests} requests per seed, {info.rate:g} {'sessions' if 'session' in info.description else 'req'}/s"
+        f", {info.prompt_tokens:,} prompt tokens (first seed); {ws}; infinite-cache oracle hit rate "
+        f"**{pct(info.oracle_hit_rate)}**"
         + (
             f" (an LRU cache the size of the whole cluster's KV: {pct(info.bounded_oracle_hit_rate)})."
             if not math.isnan(info.bounded_oracle_hit_rate)
             else "."
-        ),
+        )
+        + f" Seeds {', '.join(map(str, seeds))}.",
         "",
     ]
-    header = ["contender", "ok", "TTFT p50", "p90", "p99 (ms)", "ITL p50", "p90 (ms)", "e2e p50 (ms)",
-              "out tok/s", "goodput req/s", "hit rate", "hit ÷ oracle", "imbalance", "load"]  # fmt: skip
+    if fig is None:
+        fig = figures(info.name, runs, engines=engines, sharing=info.working_set_tokens > 0)
+    header = ["contender", "n", "ok", "TTFT p50 (ms)", "TTFT p90 (ms)", "TTFT p99 (ms)", "engine TTFT p90 (sim ms)",
+              "goodput req/s", "hit rate", "hit ÷ oracle", "imbalance", "note"]  # fmt: skip
     rows = []
-    for r in runs:
+    for r in fig.rows:
         if r.skipped:
-            rows.append([f"`{r.contender}`", f"skipped: {r.skipped}", *["–"] * (len(header) - 2)])
+            rows.append([f"`{r.contender}`", "–", f"skipped: {r.skipped}", *["–"] * (len(header) - 3)])
             continue
         rows.append([
-            f"`{r.contender}`", f"{r.ok}/{r.requests}", ms(r.ttft_p50), ms(r.ttft_p90), ms(r.ttft_p99),
-            ms(r.itl_p50), ms(r.itl_p90), ms(r.e2e_p50), num(r.output_tok_s, "{:.0f}"),
-            num(r.goodput_req_s, "{:.2f}"), pct(r.hit_rate), pct(r.hit_vs_oracle), num(r.imbalance, "{:.2f}"),
-            num(r.load_avg, "{:.1f}"),
+            f"`{r.contender}`", str(r.n), f"{r.ok}/{r.requests}", est(r.ttft_p50), est(r.ttft_p90),
+            est(r.ttft_p99), est(r.engine_ttft_p90), est(r.goodput, lambda v: f"{v:.2f}"), est(r.hit_rate, pct), pct(r.hit_vs_oracle),
+            num(r.imbalance, "{:.2f}"), r.inert,
         ])  # fmt: skip
     out += table(header, rows)
     lags = [r.max_send_lag for r in runs if not r.skipped and not math.isnan(r.max_send_lag)]
     if lags:
-        out += [
-            "",
-            f"Load generator health: requests left at most {max(lags) * 1000:.1f} ms after their scheduled time.",
-        ]
-    ref = reference_for(runs)
-    if ref is not None:
-        out += ["", f"Ratios, `{ref.contender}` against each contender (> 1 means Flotilla is better):", ""]
+        out += ["", f"Load generator health: requests left at most {max(lags) * 1000:.1f} ms after their "
+                    "scheduled time (open loop) or their previous turn (sessions)."]  # fmt: skip
+    if fig.reference and fig.ratios:
+        out += ["", f"`{fig.reference}` against each contender, median [95 % interval] over seeds, paired by "
+                    "seed; > 1 means Flotilla is better; a verdict only when the interval excludes 1:", ""]  # fmt: skip
         rrows = []
-        for r in runs:
-            if r is ref or r.skipped:
-                continue
+        for q in fig.ratios:
+            v = q.verdicts()
             rrows.append([
-                f"`{r.contender}`", ratio(r.ttft_p50, ref.ttft_p50), ratio(r.ttft_p90, ref.ttft_p90),
-                ratio(ref.goodput_req_s, r.goodput_req_s), ratio(ref.output_tok_s, r.output_tok_s),
-                ratio(ref.hit_rate, r.hit_rate),
+                f"`{q.contender}`", f"{est(q.ttft_p50, times)} {v['ttft_p50']}",
+                f"{est(q.ttft_p90, times)} {v['ttft_p90']}", f"{est(q.goodput, times)} {v['goodput']}",
+                f"{est(q.hit_rate, times)} {v['hit_rate']}",
+                f"{est(q.engine_ttft_p90, times)} {v['engine_ttft_p90']}",
             ])  # fmt: skip
-        out += table(
-            ["vs", "TTFT p50 (theirs ÷ ours)", "TTFT p90 (theirs ÷ ours)", "goodput (ours ÷ theirs)",
-             "throughput (ours ÷ theirs)", "hit rate (ours ÷ theirs)"],
-            rrows,
-        )  # fmt: skip
+        out += table(["vs", "TTFT p50 (theirs ÷ ours)", "TTFT p90 (theirs ÷ ours)", "goodput (ours ÷ theirs)",
+                      "hit rate (ours ÷ theirs)", "engine TTFT p90 (theirs ÷ ours)"], rrows)  # fmt: skip
     out += [""] + [f"![{info.name}]({p})" for p in plots] + [""]
     return out
 
@@ -139,81 +170,69 @@ def overhead_section(rows: Sequence[OverheadRow]) -> list[str]:
     ]
 
 
-def behind(result: SuiteResult) -> list[str]:
-    """Every place a peer beats Flotilla's reference strategy by more than :data:`MARGIN`."""
+def behind(result: SuiteResult, figs: dict[str, WorkloadFigures] | None = None) -> list[str]:
+    """Every ratio against a peer whose interval lies wholly on the losing side (a *loss*), plus overhead."""
     lines = []
+    figs = figs if figs is not None else all_figures(result)
     for info in result.workloads:
-        runs = [r for r in result.runs if r.workload == info.name]
-        ref = reference_for(runs)
-        if ref is None:
-            continue
-        for r in runs:
-            if r.skipped or r.contender.startswith("flotilla:") or r.contender == "direct":
+        for q in figs[info.name].ratios:
+            if not q.contender.startswith(PEER_PREFIXES):
                 continue
-            checks = [
-                ("TTFT p90", ref.ttft_p90, r.ttft_p90, True, ms),
-                ("goodput", ref.goodput_req_s, r.goodput_req_s, False, lambda v: num(v, "{:.2f} req/s")),
-                ("hit rate", ref.hit_rate, r.hit_rate, False, pct),
-                ("success rate", ref.success_rate, r.success_rate, False, pct),
-            ]
-            for metric, ours, theirs, lower_better, fmt in checks:
-                if math.isnan(ours) or math.isnan(theirs):
-                    continue
-                worse = ours > theirs * (1 + MARGIN) if lower_better else ours < theirs * (1 - MARGIN)
-                if worse:
-                    unit = " ms" if fmt is ms else ""
-                    lines.append(
-                        f"- `{info.name}`: {metric} of `{ref.contender}` is {fmt(ours)}{unit} vs "
-                        f"{fmt(theirs)}{unit} for `{r.contender}`."
-                    )
-    direct = next((o for o in result.overhead if o.contender == "direct" and not o.skipped), None)
-    ours_rows = [o for o in result.overhead if o.contender.startswith("flotilla:") and not o.skipped]
-    if direct is not None and ours_rows:
-        mine = ours_rows[0]
-        for o in result.overhead:
-            if o.skipped or o.contender.startswith("flotilla:") or o.contender == "direct":
-                continue
-            if mine.latency_p50 > o.latency_p50 * (1 + MARGIN):
-                lines.append(
-                    f"- overhead: `{mine.contender}` adds {mine.added_p50 * 1000:+.2f} ms at p50 vs "
-                    f"{o.added_p50 * 1000:+.2f} ms for `{o.contender}`."
-                )
-            if mine.req_s < o.req_s * (1 - MARGIN):
-                lines.append(
-                    f"- overhead: `{mine.contender}` {mine.req_s:.0f} req/s vs {o.req_s:.0f} for `{o.contender}`."
-                )
-            if mine.chunks_s < o.chunks_s * (1 - MARGIN):
-                lines.append(
-                    f"- overhead: `{mine.contender}` {mine.chunks_s:.0f} chunks/s vs {o.chunks_s:.0f} for "
-                    f"`{o.contender}`."
-                )
+            for metric, label in (("ttft_p90", "TTFT p90"), ("engine_ttft_p90", "engine-side TTFT p90"),
+                                  ("goodput", "goodput"), ("hit_rate", "hit rate")):  # fmt: skip
+                e = getattr(q, metric)
+                if verdict(e) == "loss":
+                    lines.append(f"- `{info.name}`: {label} loss against `{q.contender}`: {est(e, times)}.")
+    lines += _overhead_behind(result)
     return lines
 
 
-def best_of(result: SuiteResult) -> list[str]:
-    """Per workload, Flotilla's best strategy against the best peer (by TTFT p90), so a weak default profile
-    does not hide a strong strategy, nor a strong strategy a weak default."""
-    rows = []
-    for info in result.workloads:
-        runs = [r for r in result.runs if r.workload == info.name and not r.skipped and r.ok == r.requests]
-        ours = [r for r in runs if r.contender.startswith("flotilla:")]
-        peers = [r for r in runs if r.contender.startswith(("sglang:", "vllm-router:"))]
-        if not ours or not peers:
+def _overhead_behind(result: SuiteResult) -> list[str]:
+    lines: list[str] = []
+    direct = next((o for o in result.overhead if o.contender == "direct" and not o.skipped), None)
+    ours_rows = [o for o in result.overhead if o.contender.startswith("flotilla:") and not o.skipped]
+    if direct is None or not ours_rows:
+        return lines
+    mine = ours_rows[0]
+    for o in result.overhead:
+        if o.skipped or o.contender.startswith("flotilla:") or o.contender == "direct":
             continue
-        a = min(ours, key=lambda r: r.ttft_p90)
-        b = min(peers, key=lambda r: r.ttft_p90)
-        rows.append([
-            f"`{info.name}`", f"`{a.contender}`", ms(a.ttft_p90), pct(a.hit_rate), f"`{b.contender}`",
-            ms(b.ttft_p90), pct(b.hit_rate), ratio(b.ttft_p90, a.ttft_p90),
-        ])  # fmt: skip
+        if mine.latency_p50 > o.latency_p50 * (1 + MARGIN):
+            lines.append(
+                f"- overhead: `{mine.contender}` adds {mine.added_p50 * 1000:+.2f} ms at p50 vs "
+                f"{o.added_p50 * 1000:+.2f} ms for `{o.contender}`."
+            )
+        if mine.req_s < o.req_s * (1 - MARGIN):
+            lines.append(
+                f"- overhead: `{mine.contender}` {mine.req_s:.0f} req/s vs {o.req_s:.0f} for `{o.contender}`."
+            )
+        if mine.chunks_s < o.chunks_s * (1 - MARGIN):
+            lines.append(
+                f"- overhead: `{mine.contender}` {mine.chunks_s:.0f} chunks/s vs {o.chunks_s:.0f} for `{o.contender}`."
+            )
+    return lines
+
+
+def best_of(result: SuiteResult, figs: dict[str, WorkloadFigures] | None = None) -> list[str]:
+    """Per workload, Flotilla's reference against the best peer configuration (lowest median TTFT p90 among
+    peers whose routing did something) and the issue's goals, met or not."""
+    rows = []
+    figs = figs if figs is not None else all_figures(result)
+    for info in result.workloads:
+        fig = figs[info.name]
+        for goal, measured, met in goals(fig, info.oracle_hit_rate):
+            state = "–" if met is None else "met" if met else "**missed**"
+            rows.append([f"`{info.name}`", f"`{fig.reference}`", goal, measured, state])
     if not rows:
         return []
-    header = ["workload", "best Flotilla strategy", "TTFT p90 (ms)", "hit rate", "best peer", "TTFT p90 (ms)",
-              "hit rate", "peer ÷ Flotilla TTFT p90"]  # fmt: skip
     return [
-        "### Best of each (among contenders that completed every request)",
+        "### Goals against the best peer configuration",
         "",
-        *table(header, rows),
+        "The best peer configuration per workload is the peer row with the lowest median TTFT p90 among those "
+        "whose routing did something; ratios are ours ÷ theirs here (TTFT: lower is better) with the 95 % "
+        "interval; goodput counts as met when its interval includes 1 or lies above it.",
+        "",
+        *table(["workload", "Flotilla", "goal", "measured", ""], rows),
         "",
     ]
 
@@ -232,10 +251,20 @@ def render(result: SuiteResult, plots: dict[str, list[str]], *, heading: str = "
         "",
         f"Command: `{result.command}`",
         "",
-        f"Fleet: {fleet['engines']} simulated engines (`flotilla sim`, preset `{fleet['preset']}`, time scale "
-        f"{fleet['time_scale']}, seed {fleet['seed']}), {kv}. Every contender runs the identical trace on the same "
-        "engines, with every engine's prefix cache reset before it. Latencies are wall-clock, measured by an "
-        "open-loop streaming client from each request's scheduled send time. Hit rates are the engines' own "
+        f"Fleet: {fleet['engines']} simulated engines in {fleet.get('processes', 1)} `flotilla sim` process(es) "
+        f"(preset `{fleet['preset']}`, time scale {fleet['time_scale']}, engine seed {fleet['seed']}), {kv}. "
+        f"Trace seeds {', '.join(map(str, result.seeds or [fleet['seed']]))}: each seed is its own trace "
+        "(workload, arrivals, think times), every contender replays it once, in a shuffled order per seed and "
+        "workload, with every engine's prefix cache reset before it. Latencies are wall-clock, measured by a "
+        "streaming client from each request's scheduled send time (open loop) or its actual send (closed-loop "
+        f"sessions); the first {result.warmup:.0%} of each trace's requests are a warm-up left out of latency "
+        "figures, and failed or timed-out requests count as +∞ (∞ in a percentile means more failures than its "
+        "tail). Every figure is the median over seeds with a 95 % two-level percentile bootstrap interval "
+        "(seeds, then requests within each seed; bench/stats.py says why); n is the measured requests summed over "
+        "seeds. *Engine TTFT p90* is the engines' own `vllm:time_to_first_token_seconds` histogram (all requests "
+        "of a run, the fleet's buckets summed, Prometheus interpolation) in the simulator's simulated seconds: "
+        "the GPU's view of the routing, free of any router's or the client's CPU cost on this shared machine; "
+        "its interval is a bootstrap over seeds only. Hit rates are the engines' own "
         "counters (Δ`prefix_cache_hits` ÷ Δ`prefix_cache_queries`); imbalance is max ÷ mean requests per engine; "
         "load is the machine's 1-minute load average when the run started (other work shares this machine); "
         f"goodput counts requests with TTFT ≤ {fleet.get('slo_ttft', 2.0):g} s and mean ITL ≤ "
@@ -243,16 +272,15 @@ def render(result: SuiteResult, plots: dict[str, list[str]], *, heading: str = "
         "",
     ]
     out += [f"> note: {n}" for n in result.notes] + ([""] if result.notes else [])
+    figs = all_figures(result)
     for info in result.workloads:
         runs = [r for r in result.runs if r.workload == info.name]
-        out += workload_section(info, runs, plots.get(info.name, []))
-    out += best_of(result)
+        out += workload_section(info, runs, plots.get(info.name, []), fig=figs[info.name])
+    out += best_of(result, figs)
     out += overhead_section(result.overhead)
     out += [f"![overhead]({p})" for p in plots.get("overhead", [])] + [""]
-    lagging = behind(result)
+    lagging = behind(result, figs)
     out += ["### Where Flotilla is behind", ""]
-    out += lagging or [
-        "Nowhere by more than 5 % on TTFT p90, goodput, hit rate, success rate or overhead in this run."
-    ]
+    out += lagging or ["No loss (an interval wholly on the losing side) on TTFT p90, goodput or hit rate."]
     out.append("")
     return "\n".join(out)

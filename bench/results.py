@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.stats import percentile_inf
+
 
 @dataclass
 class RequestResult:
@@ -41,15 +43,46 @@ class EngineCounters:
     requests: float = 0.0
     prompt_tokens: float = 0.0
     generation_tokens: float = 0.0
+    #: the engine's own ``vllm:time_to_first_token_seconds`` histogram: cumulative (upper bound, count) pairs,
+    #: in the simulator's *simulated* seconds — the GPU's view, without any router's or client's CPU cost
+    ttft_buckets: tuple[tuple[float, float], ...] = ()
 
     def minus(self, earlier: EngineCounters) -> EngineCounters:
+        before = dict(earlier.ttft_buckets)
         return EngineCounters(
             prefix_hits=self.prefix_hits - earlier.prefix_hits,
             prefix_queries=self.prefix_queries - earlier.prefix_queries,
             requests=self.requests - earlier.requests,
             prompt_tokens=self.prompt_tokens - earlier.prompt_tokens,
             generation_tokens=self.generation_tokens - earlier.generation_tokens,
+            ttft_buckets=tuple((le, n - before.get(le, 0.0)) for le, n in self.ttft_buckets),
         )
+
+
+def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
+    """Prometheus' ``histogram_quantile`` over cumulative (upper bound, count) buckets: linear within the bucket
+    the rank falls in (the first bucket from 0); NaN without observations, the last finite bound past it."""
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return math.nan
+    rank = q * ordered[-1][1]
+    prev_le, prev_n = 0.0, 0.0
+    for le, n in ordered:
+        if n >= rank:
+            if math.isinf(le):
+                return prev_le
+            return prev_le + (le - prev_le) * ((rank - prev_n) / (n - prev_n) if n > prev_n else 0.0)
+        prev_le, prev_n = le, n
+    return prev_le
+
+
+def merge_buckets(per_engine: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """The fleet's histogram: the engines' cumulative bucket counts summed per upper bound."""
+    total: dict[float, float] = {}
+    for buckets in per_engine:
+        for le, n in buckets:
+            total[le] = total.get(le, 0.0) + n
+    return sorted(total.items())
 
 
 @dataclass(frozen=True)
@@ -126,6 +159,18 @@ class RunSummary:
     skipped: str = ""
     #: the machine's 1-minute load average when the run started (other work on a shared machine shows here)
     load_avg: float = math.nan
+    #: the seed of the trace (workload, arrivals, think times) this run replayed
+    seed: int = 0
+    #: the first requests (in send order) left out of the latency figures: the warm-up window
+    warmup: int = 0
+    #: TTFT of every request after the warm-up, in send order; None = failed or timed out (counted as +inf)
+    ttft_samples: list[float | None] = field(default_factory=list)
+    #: p90 of the engines' own TTFT histogram over the whole run (simulated seconds; no router CPU in it)
+    engine_ttft_p90: float = math.nan
+
+    def ttfts(self) -> list[float]:
+        """:attr:`ttft_samples` with failures as +inf (what every percentile of this run is taken over)."""
+        return [math.inf if v is None or math.isnan(v) else v for v in self.ttft_samples]
 
     @property
     def success_rate(self) -> float:
@@ -153,10 +198,18 @@ def summarise(
     deltas: Sequence[EngineCounters],
     oracle_hit_rate: float,
     slo: SLO,
+    warmup: int = 0,
+    seed: int = 0,
 ) -> RunSummary:
-    """Fold per-request results and per-engine counter deltas into a :class:`RunSummary`."""
+    """Fold per-request results and per-engine counter deltas into a :class:`RunSummary`.
+
+    Latency percentiles are over the requests after the first ``warmup`` (in send order), with every failed or
+    timed-out one counted as +inf, so a contender cannot improve its tail by dropping requests.
+    """
     ok = [r for r in results if r.ok]
-    ttfts = [r.ttft for r in ok]
+    measured = sorted(results, key=lambda r: (r.scheduled, r.index))[warmup:]
+    samples: list[float | None] = [r.ttft if r.ok and not math.isnan(r.ttft) else None for r in measured]
+    ttfts = [math.inf if v is None else v for v in samples]
     itls = [gap for r in ok for gap in r.itls]
     e2es = [r.e2e for r in ok]
     errors: dict[str, int] = {}
@@ -172,9 +225,9 @@ def summarise(
         requests=len(results),
         ok=len(ok),
         duration=duration,
-        ttft_p50=percentile(ttfts, 50),
-        ttft_p90=percentile(ttfts, 90),
-        ttft_p99=percentile(ttfts, 99),
+        ttft_p50=percentile_inf(ttfts, 50),
+        ttft_p90=percentile_inf(ttfts, 90),
+        ttft_p99=percentile_inf(ttfts, 99),
         itl_p50=percentile(itls, 50),
         itl_p90=percentile(itls, 90),
         itl_p99=percentile(itls, 99),
@@ -189,6 +242,10 @@ def summarise(
         engine_requests=[d.requests for d in deltas],
         max_send_lag=max(lags) if lags else math.nan,
         errors=errors,
+        seed=seed,
+        warmup=warmup,
+        ttft_samples=samples,
+        engine_ttft_p90=histogram_quantile(merge_buckets([d.ttft_buckets for d in deltas]), 0.9),
     )
 
 
@@ -204,7 +261,9 @@ def skipped_summary(workload: str, contender: str, reason: str) -> RunSummary:
     )  # fmt: skip
 
 
-def counters_from_samples(samples: Mapping[str, float]) -> EngineCounters:
+def counters_from_samples(
+    samples: Mapping[str, float], ttft_buckets: Sequence[tuple[float, float]] = ()
+) -> EngineCounters:
     """Counters from ``{metric name: summed value}`` of one engine's /metrics (names with or without _total)."""
 
     def get(*names: str) -> float:
@@ -221,4 +280,5 @@ def counters_from_samples(samples: Mapping[str, float]) -> EngineCounters:
         requests=get("vllm:request_success_total", "vllm:request_success"),
         prompt_tokens=get("vllm:prompt_tokens_total", "vllm:prompt_tokens"),
         generation_tokens=get("vllm:generation_tokens_total", "vllm:generation_tokens"),
+        ttft_buckets=tuple(ttft_buckets),
     )  # fmt: skip

@@ -42,6 +42,8 @@ def from_json(raw: bytes) -> SuiteResult:
         runs=[RunSummary(**_fields(RunSummary, r)) for r in data["runs"]],
         overhead=[OverheadRow(**_fields(OverheadRow, o)) for o in data["overhead"]],
         notes=list(data["notes"]),
+        seeds=list(data.get("seeds") or [data["fleet"].get("seed", 0)]),
+        warmup=float(data.get("warmup") or 0.0),
     )
 
 

@@ -314,6 +314,30 @@ def agentic(
     )  # fmt: skip
 
 
+def mixed(*, seed: int, prefix_free_share: float = 0.5, **gsp_params: int) -> Workload:
+    """Prefix-heavy (``gsp``) and prefix-free (ShareGPT-like) requests interleaved on one fleet: a router that
+    piles the shared-prefix traffic onto few engines makes the prefix-free requests queue behind it."""
+    if not 0 <= prefix_free_share < 1:
+        raise ValueError(f"prefix_free_share must be in [0, 1), got {prefix_free_share}")
+    heavy = gsp(seed=seed, **gsp_params)
+    n_free = round(len(heavy) * prefix_free_share / (1 - prefix_free_share))
+    free = sharegpt(seed=seed + 7_000_003, requests=max(1, n_free), input_median=220, output_median=32,
+                    max_output=64)  # fmt: skip
+    rng = random.Random(seed ^ 0x5EED)
+    tagged = [("heavy", r) for r in heavy.requests] + [("free", r) for r in free.requests]
+    rng.shuffle(tagged)
+    reqs = tuple(
+        BenchRequest(n, f"{kind}-{r.session}", r.messages, r.max_tokens) for n, (kind, r) in enumerate(tagged)
+    )
+    return Workload(
+        name="mixed",
+        description=f"mixed: {heavy.description}; interleaved with {len(free)} prefix-free ShareGPT-like requests",
+        requests=reqs,
+        working_set_tokens=heavy.working_set_tokens,
+        params={"prefix_free_share": prefix_free_share, **gsp_params},
+    )
+
+
 #: name -> generator (one explicit registry; suites pick parameters)
 GENERATORS: dict[str, Callable[..., Workload]] = {
     "gsp": gsp,
@@ -321,6 +345,7 @@ GENERATORS: dict[str, Callable[..., Workload]] = {
     "tenants": tenants,
     "sharegpt": sharegpt,
     "agentic": agentic,
+    "mixed": mixed,
 }
 
 

@@ -87,7 +87,10 @@ def test_summarise() -> None:
                   oracle_hit_rate=0.5, slo=SLO(ttft=1.0, itl=0.1))  # fmt: skip
     assert (s.requests, s.ok) == (4, 3)
     assert s.success_rate == pytest.approx(0.75)
-    assert s.ttft_p50 == pytest.approx(0.3)
+    # the failed request counts as +inf: p50 of [0.1, 0.3, 3.0, inf] is (0.3 + 3.0) / 2, p90 is inf
+    assert s.ttft_p50 == pytest.approx(1.65)
+    assert s.ttft_p90 == math.inf
+    assert s.ttft_samples == [0.1, 0.3, 3.0, None]
     assert s.goodput_req_s == pytest.approx(2 / 2.0)
     assert s.req_s == pytest.approx(3 / 2.0)
     assert s.output_tok_s == pytest.approx(30 / 2.0)
@@ -96,6 +99,11 @@ def test_summarise() -> None:
     assert s.imbalance == pytest.approx(1.5)
     assert s.errors == {"HTTP 503": 1}
     assert s.to_json()["success_rate"] == pytest.approx(0.75)
+    # a warm-up of 2 leaves the first two sends (by schedule) out of the latency figures only
+    w = summarise(workload="w", contender="c", results=results, duration=2.0, deltas=deltas,
+                  oracle_hit_rate=0.5, slo=SLO(ttft=1.0, itl=0.1), warmup=2, seed=7)  # fmt: skip
+    assert w.ttft_samples == [3.0, None]
+    assert (w.requests, w.ok, w.warmup, w.seed) == (4, 3, 2, 7)
 
 
 METRICS = """\
@@ -118,3 +126,28 @@ def test_parse_prometheus_and_counters() -> None:
     assert (c.prefix_hits, c.prefix_queries, c.requests) == (48.0, 100.0, 5.0)
     later = EngineCounters(prefix_hits=60, prefix_queries=150, requests=9)
     assert later.minus(c) == EngineCounters(prefix_hits=12, prefix_queries=50, requests=4)
+
+
+def test_engine_ttft_histogram_deltas_and_quantile() -> None:
+    from bench.fleet import ttft_buckets
+    from bench.results import histogram_quantile, merge_buckets
+
+    text = (
+        'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.1",model_name="m"} 5.0\n'
+        'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.25",model_name="m"} 9.0\n'
+        'vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="m"} 10.0\n'
+        'vllm:time_to_first_token_seconds_count{engine="0",model_name="m"} 10.0\n'
+    )
+    buckets = ttft_buckets(text)
+    assert buckets == [(0.1, 5.0), (0.25, 9.0), (math.inf, 10.0)]
+    before = EngineCounters(ttft_buckets=((0.1, 1.0), (0.25, 1.0), (math.inf, 1.0)))
+    delta = EngineCounters(ttft_buckets=tuple(buckets)).minus(before)
+    assert delta.ttft_buckets == ((0.1, 4.0), (0.25, 8.0), (math.inf, 9.0))
+    # rank 0.8 × 9 = 7.2 falls in (0.1, 0.25]: 0.1 + 0.15 × (7.2 − 4) / (8 − 4)
+    assert histogram_quantile(delta.ttft_buckets, 0.8) == pytest.approx(0.1 + 0.15 * 3.2 / 4)
+    assert histogram_quantile(merge_buckets([delta.ttft_buckets, delta.ttft_buckets]), 0.8) == pytest.approx(
+        0.1 + 0.15 * 3.2 / 4
+    )
+    assert histogram_quantile(delta.ttft_buckets, 0.9) == 0.25  # rank 8.1 is past 0.25: the +Inf bucket
+    assert histogram_quantile([(0.1, 1.0), (math.inf, 10.0)], 0.9) == 0.1  # past the last finite bound
+    assert math.isnan(histogram_quantile([(0.1, 0.0), (math.inf, 0.0)], 0.9))

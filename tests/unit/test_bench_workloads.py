@@ -149,3 +149,18 @@ def test_oracles_on_a_generated_trace() -> None:
     assert (
         oracle_hit_rates(prompts, 16, None)[1] != oracle_hit_rates(prompts, 16, None)[1]
     )  # NaN without KV size
+
+
+def test_mixed_interleaves_prefix_heavy_and_prefix_free_requests() -> None:
+    params = {"groups": 3, "prompts_per_group": 4, "system_len": 64, "question_len": 8, "output_len": 5,
+              "prefix_free_share": 0.5}  # fmt: skip
+    w = build("mixed", seed=2, params=params)
+    assert w == build("mixed", seed=2, params=params)
+    kinds = [r.session.split("-", 1)[0] for r in w.requests]
+    assert kinds.count("heavy") == 12
+    assert kinds.count("free") == 12
+    assert kinds != sorted(kinds)  # interleaved, not one block after the other
+    assert [r.index for r in w.requests] == list(range(24))
+    assert w.working_set_tokens == 3 * 64
+    with pytest.raises(ValueError, match="prefix_free_share"):
+        build("mixed", seed=2, params={**params, "prefix_free_share": 1.0})
