@@ -68,4 +68,6 @@ id="$(docker image inspect --format '{{.Id}}' "$NAME:build")"
 id="${id#sha256:}"
 ref="$NAME:${id:0:12}"
 docker tag "$NAME:build" "$ref"
+# tags of builds older than a day go (disk); younger ones may be another worktree's, about to be loaded
+bash "$HERE/prune-old-tags.sh" "$NAME" "$ref" "$NAME:build"
 echo "$ref"

@@ -117,4 +117,6 @@ ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
 DOCKERFILE
 log "building $TAG"
 build "$TAG" -- "$ctx"
+# node images older than a day go (disk); younger ones may be another worktree's
+bash "$HERE/prune-old-tags.sh" "${TAG%:*}" "$TAG"
 echo "$TAG"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -121,6 +125,7 @@ def _upgrade_to_one_gateway_drops_redis(cluster: ControlPlane) -> None:
     assert not [a for a in args if a.startswith("--redis-url")]
 
 
+@pytest.mark.timeout(480)
 def test_namespaced_install_grants_the_operator_only_its_namespaces(
     cluster: ControlPlane, tmp_path: Path
 ) -> None:
@@ -154,6 +159,7 @@ def test_namespaced_install_grants_the_operator_only_its_namespaces(
             assert got == answer, (who, verb, resource, ns)
         assert "flotilla-ns-redis" not in cluster.kubectl("get", "deployments", "-n", namespace).stdout
         _operator_works_with_its_service_account(cluster, tmp_path, release, namespace, watched)
+        _a_missing_verb_is_reported_and_healed_by_granting_it(cluster, tmp_path, release, namespace, watched)
     finally:
         helm(cluster, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s")
         for ns in (namespace, watched):
@@ -203,28 +209,45 @@ def _engine_pod_template_policy(cluster: ControlPlane) -> None:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def _operator_works_with_its_service_account(
-    cluster: ControlPlane, tmp_path: Path, release: str, namespace: str, watched: str
-) -> None:
-    """A real ``flotilla operator`` with the chart's ServiceAccount token (not admin) and the chart's arguments
-    reconciles a simulated model in its one namespace: the Roles hold every verb it uses."""
+@contextlib.contextmanager
+def _service_account_operator(
+    cluster: ControlPlane, tmp_path: Path, release: str, namespace: str, watched: str, priority: int
+) -> Iterator[Path]:
+    """A real ``flotilla operator`` with the chart's ServiceAccount token (not admin) and the chart's arguments,
+    running while the block runs; yields its log file."""
     token = cluster.kubectl("create", "token", f"{release}-operator", "-n", namespace).stdout.strip()
-    kubeconfig = tmp_path / "operator-sa.kubeconfig"
+    kubeconfig = tmp_path / f"operator-sa-{priority}.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "sa",
         "clusters": [{"name": "c", "cluster": {"server": cluster.server, "insecure-skip-tls-verify": True}}],
         "users": [{"name": "sa", "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
     }))  # fmt: skip
-    log = tmp_path / "operator-sa.log"
+    log = tmp_path / f"operator-sa-{priority}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [FLOTILLA, "operator", "--kubeconfig", str(kubeconfig), f"--namespace={watched}",
-             f"--gateway-namespace={namespace}", "--peering=flotilla-ns-chart", "--priority=7",
+             f"--gateway-namespace={namespace}", "--peering=flotilla-ns-chart", f"--priority={priority}",
              "--simulator-image=flotilla:e2e"],
             stdout=out, stderr=subprocess.STDOUT, env=cluster.env(),
         )  # fmt: skip
     try:
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _operator_works_with_its_service_account(
+    cluster: ControlPlane, tmp_path: Path, release: str, namespace: str, watched: str
+) -> None:
+    """The chart's ServiceAccount operator reconciles a simulated model in its one namespace: the Roles hold
+    every verb it uses."""
+    with _service_account_operator(cluster, tmp_path, release, namespace, watched, 7) as log:
         cluster.kubectl("apply", "-f", "-", input=md_manifest(
             "sa-sim", watched, replicas=1, engine={"type": "simulator"}, kvEvents={"enabled": True},
         ))  # fmt: skip
@@ -239,10 +262,65 @@ def _operator_works_with_its_service_account(
         text = log.read_text(errors="replace")
         assert "403" not in text, text[-3000:]
         assert "Forbidden" not in text, text[-3000:]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+
+
+def _a_missing_verb_is_reported_and_healed_by_granting_it(
+    cluster: ControlPlane, tmp_path: Path, release: str, namespace: str, watched: str
+) -> None:
+    """Without ``create`` on NetworkPolicies the model is Degraded/Forbidden with a Warning event, even once its
+    engine pods are Ready (the Deployment watcher must not clear it); granting the verb heals it on a retry."""
+    roles = json.loads(cluster.kubectl("get", "roles", "-n", watched, "-o", "json").stdout)["items"]
+    originals = [
+        r for r in roles if any("networkpolicies" in (rule.get("resources") or []) for rule in r["rules"])
+    ]
+    assert originals, "no Role grants networkpolicies in the watched namespace"
+    for role in originals:
+        rules = []
+        for rule in role["rules"]:
+            if "networkpolicies" in (rule.get("resources") or []):
+                others = [x for x in rule["resources"] if x != "networkpolicies"]
+                if others:
+                    rules.append({**rule, "resources": others})
+                rules.append({**rule, "resources": ["networkpolicies"],
+                              "verbs": [v for v in rule["verbs"] if v != "create"]})  # fmt: skip
+            else:
+                rules.append(rule)
+        cut = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": role["metadata"]["name"], "namespace": watched}, "rules": rules}  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(cut))
+    with _service_account_operator(cluster, tmp_path, release, namespace, watched, 8):
+        cluster.kubectl("apply", "-f", "-", input=md_manifest(
+            "sa-forbidden", watched, replicas=1, engine={"type": "simulator"},
+        ))  # fmt: skip
+
+        def conditions() -> dict[str, dict[str, Any]]:
+            md = json.loads(cluster.kubectl("get", "md", "sa-forbidden", "-n", watched, "-o", "json").stdout)
+            status = md.get("status") or {}
+            conds = {c["type"]: c for c in status.get("conditions") or []}
+            return conds if status.get("readyReplicas") == 1 else {}
+
+        def forbidden() -> bool:
+            degraded = conditions().get("Degraded") or {}
+            return degraded.get("status") == "True" and degraded.get("reason") == "Forbidden"
+
+        eventually(forbidden, 90, "Degraded/Forbidden with the engine pod Ready")
+        time.sleep(3)  # the Deployment watcher has mirrored the Ready pod meanwhile: still Degraded
+        assert forbidden(), conditions()
+        events = cluster.kubectl("get", "events", "-n", watched, "--field-selector",
+                                 "involvedObject.name=sa-forbidden,reason=Forbidden", "-o", "name").stdout  # fmt: skip
+        assert events.strip(), "no Forbidden event"
+        for role in originals:  # grant the verb back: the 30 s retry heals it without a spec change
+            restored = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                        "metadata": {"name": role["metadata"]["name"], "namespace": watched},
+                        "rules": role["rules"]}  # fmt: skip
+            cluster.kubectl("apply", "-f", "-", input=json.dumps(restored))
+
+        def healed() -> bool:
+            degraded = conditions().get("Degraded") or {}
+            return degraded.get("status") == "False"
+
+        eventually(healed, 75, "Degraded cleared once the verb is granted")
+        assert (
+            cluster.kubectl("get", "networkpolicy", "sa-forbidden", "-n", watched, check=False).returncode
+            == 0
+        )
