@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -153,13 +153,7 @@ async def run_open_loop(
             )
             task.add_done_callback(finished)
             tasks[task] = request
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await wait_or_cancel(tasks, drain_timeout)
         wall = time.perf_counter() - start
     out: list[RequestResult] = []
     for request, offset in zip(requests, offsets, strict=True):
@@ -170,6 +164,20 @@ async def run_open_loop(
                 on_done(result)
         out.append(result)
     return out, wall
+
+
+async def wait_or_cancel(tasks: Iterable[asyncio.Task[Any]], within: float) -> None:
+    """Wait up to ``within`` seconds for ``tasks``, then cancel those still running and reap them (a sender's
+    end: what did not finish is reported as a timeout by the caller, never waited for)."""
+    tasks = list(tasks)
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=within)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def run_closed_loop(

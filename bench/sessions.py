@@ -12,14 +12,13 @@ Turns not finished by the deadline count as failures ("timeout").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
-from bench.client import send_one
+from bench.client import send_one, wait_or_cancel
 from bench.results import RequestResult
 from bench.workloads import BenchRequest
 
@@ -82,12 +81,7 @@ async def run_sessions(
                     on_done(result)
 
         tasks = [asyncio.create_task(session(t, o)) for t, o in zip(sessions, starts, strict=True)]
-        _, pending = await asyncio.wait(tasks, timeout=deadline)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await wait_or_cancel(tasks, deadline)
         wall = time.perf_counter() - start
     out: list[RequestResult] = []
     for turns in sessions:
