@@ -18,11 +18,12 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack"
@@ -233,3 +234,47 @@ def eventually(check: Callable[[], T], timeout: float, interval: float = 1.0, wh
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met after {timeout}s (last: {last})")
         time.sleep(interval)
+
+
+class ChatLoad:
+    """``clients`` threads sending chat requests through the openai client ``c`` back to back while the block
+    runs; every success is kept as its completion time, every failure as a message (none may be lost)."""
+
+    def __init__(
+        self, c: Any, model: str, *, clients: int, content: str, max_tokens: int, join: float
+    ) -> None:
+        self.c, self.model, self.content, self.max_tokens, self.join = c, model, content, max_tokens, join
+        self.done: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._worker, args=(n,), daemon=True) for n in range(clients)
+        ]
+
+    def _worker(self, n: int) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            try:
+                r = self.c.chat.completions.create(
+                    model=self.model,
+                    messages=[{"role": "user", "content": self.content.format(n=n, i=i)}],
+                    max_tokens=self.max_tokens,
+                )
+                assert r.choices[0].message.content
+                self.done.append(time.monotonic())
+            except Exception as e:  # every failure is collected and reported
+                self.failures.append(f"{type(e).__name__}: {e}")
+
+    def served_since(self, t: float) -> int:
+        return len([done for done in self.done if done > t])
+
+    def __enter__(self) -> ChatLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.join)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +17,7 @@ import openai
 import pytest
 import yaml
 
-from tests.e2e_cluster.kind import CHART, KindCluster, eventually
+from tests.e2e_cluster.kind import CHART, ChatLoad, KindCluster, eventually
 
 pytestmark = [pytest.mark.e2e_cluster, pytest.mark.timeout(900)]
 
@@ -221,72 +220,44 @@ def test_engine_pod_killed_mid_load_requests_keep_succeeding(release: KindCluste
     then SIGKILL after the grace period; the Deployment replaces it). Every request must succeed, requests keep
     completing after each blow, and two engines are Ready at the end."""
     node = f"{release.name}-control-plane"
-    ok: list[float] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def served_since(t: float) -> int:
-        return len([done for done in ok if done > t])
-
-    with release.port_forward("service/flotilla-gateway", 80, NAMESPACE) as port:
-        c = client(port)
-
-        def worker(n: int) -> None:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                try:
-                    r = c.chat.completions.create(
-                        model=SERVED,
-                        messages=[{"role": "user", "content": f"worker {n} request {i}"}],
-                        max_tokens=16,
-                    )
-                    assert r.choices[0].message.content
-                    ok.append(time.monotonic())
-                except Exception as e:  # every failure is collected and reported
-                    failures.append(f"{type(e).__name__}: {e}")
-
-        threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(4)]
-        for t in threads:
-            t.start()
-        try:
-            eventually(
-                lambda: len(ok) >= 8, timeout=60, interval=0.2, what="requests flowing before the kills"
-            )
-            # (1) a crash: the engine container of one pod killed with SIGKILL, no grace
-            containers = release.run(
-                "docker", "exec", node, "crictl", "ps", "-q", "--name", "^engine$"
-            ).stdout.split()
-            assert len(containers) == 2, containers
-            crashed_at = time.monotonic()
-            release.run("docker", "exec", node, "crictl", "stop", "--timeout", "0", containers[0])
-            eventually(
-                lambda: served_since(crashed_at) >= 20,
-                timeout=60,
-                interval=0.2,
-                what="requests after the crash",
-            )
-            rollout(release, MODEL)
-            # (2) a deletion: one engine pod deleted while the load goes on
-            victim = pods(release, f"flotilla.dev/deployment={MODEL}")[-1]["metadata"]["name"]
-            deleted_at = time.monotonic()
-            release.kubectl("delete", "pod", victim, "-n", NAMESPACE, "--wait=false")
-            eventually(
-                lambda: release.kubectl("get", "pod", victim, "-n", NAMESPACE, check=False).returncode != 0,
-                timeout=120, interval=0.5, what=f"pod {victim} gone",
-            )  # fmt: skip
-            rollout(release, MODEL)
-            eventually(
-                lambda: served_since(deleted_at) >= 20,
-                timeout=60,
-                interval=0.2,
-                what="requests after deletion",
-            )
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(40)
-    assert failures == [], failures[:5]
+    with (
+        release.port_forward("service/flotilla-gateway", 80, NAMESPACE) as port,
+        client(port) as c,
+        ChatLoad(c, SERVED, clients=4, content="worker {n} request {i}", max_tokens=16, join=40) as load,
+    ):
+        eventually(
+            lambda: len(load.done) >= 8, timeout=60, interval=0.2, what="requests flowing before the kills"
+        )
+        # (1) a crash: the engine container of one pod killed with SIGKILL, no grace
+        containers = release.run(
+            "docker", "exec", node, "crictl", "ps", "-q", "--name", "^engine$"
+        ).stdout.split()
+        assert len(containers) == 2, containers
+        crashed_at = time.monotonic()
+        release.run("docker", "exec", node, "crictl", "stop", "--timeout", "0", containers[0])
+        eventually(
+            lambda: load.served_since(crashed_at) >= 20,
+            timeout=60,
+            interval=0.2,
+            what="requests after the crash",
+        )
+        rollout(release, MODEL)
+        # (2) a deletion: one engine pod deleted while the load goes on
+        victim = pods(release, f"flotilla.dev/deployment={MODEL}")[-1]["metadata"]["name"]
+        deleted_at = time.monotonic()
+        release.kubectl("delete", "pod", victim, "-n", NAMESPACE, "--wait=false")
+        eventually(
+            lambda: release.kubectl("get", "pod", victim, "-n", NAMESPACE, check=False).returncode != 0,
+            timeout=120, interval=0.5, what=f"pod {victim} gone",
+        )  # fmt: skip
+        rollout(release, MODEL)
+        eventually(
+            lambda: load.served_since(deleted_at) >= 20,
+            timeout=60,
+            interval=0.2,
+            what="requests after deletion",
+        )
+    assert load.failures == [], load.failures[:5]
     assert len([p for p in pods(release, f"flotilla.dev/deployment={MODEL}") if ready(p)]) == 2
 
 

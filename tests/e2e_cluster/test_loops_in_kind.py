@@ -16,7 +16,6 @@ The tests share one release and one ModelDeployment and run in file order."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ import openai
 import pytest
 import yaml
 
-from tests.e2e_cluster.kind import CHART, KindCluster, eventually
+from tests.e2e_cluster.kind import CHART, ChatLoad, KindCluster, eventually
 from tests.e2e_cluster.test_chart_in_kind import client, image_values, ready
 
 pytestmark = [pytest.mark.e2e_cluster, pytest.mark.timeout(600)]
@@ -232,47 +231,25 @@ def test_autoscaler_scales_up_under_gateway_load_and_back_down(release: KindClus
 
     eventually(scaling_active, timeout=60, what="ModelAutoscaler ScalingActive (the gateway's demand read)")
 
-    ok: list[int] = []
-    failures: list[str] = []
-    stop = threading.Event()
-    with release.port_forward("service/flotilla-gateway", 80, NAMESPACE) as port, client(port) as c:
-
-        def worker(n: int) -> None:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                try:
-                    r = c.chat.completions.create(
-                        model=SERVED,
-                        messages=[{"role": "user", "content": f"client {n} request {i}: tell a long story"}],
-                        max_tokens=200,
-                    )
-                    assert r.choices[0].message.content
-                    ok.append(n)
-                except Exception as e:  # every failure is collected and reported
-                    failures.append(f"{type(e).__name__}: {e}")
-
-        threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(8)]
-        for t in threads:
-            t.start()
-        try:
-            eventually(
-                lambda: get(release, "md", MODEL)["spec"]["replicas"] >= 2,
-                timeout=90, what="the autoscaler scaling the ModelDeployment up",
-            )  # fmt: skip
-            wait_engines(release, 2, timeout=120)
-            scaled = get(release, "modelautoscalers", MODEL)
-            served_before = len(ok)
-            eventually(
-                lambda: len(ok) >= served_before + 8, timeout=60, what="requests served after scale-up"
-            )
-            # the pods the scale-up started serve part of the load (each engine's own counter)
-            served_by = {pod: engine_successes(release, pod) for pod in ready_engines(release)}
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(60)
-    assert failures == [], failures[:5]
+    content = "client {n} request {i}: tell a long story"
+    with (
+        release.port_forward("service/flotilla-gateway", 80, NAMESPACE) as port,
+        client(port) as c,
+        ChatLoad(c, SERVED, clients=8, content=content, max_tokens=200, join=60) as load,
+    ):
+        eventually(
+            lambda: get(release, "md", MODEL)["spec"]["replicas"] >= 2,
+            timeout=90, what="the autoscaler scaling the ModelDeployment up",
+        )  # fmt: skip
+        wait_engines(release, 2, timeout=120)
+        scaled = get(release, "modelautoscalers", MODEL)
+        served_before = len(load.done)
+        eventually(
+            lambda: len(load.done) >= served_before + 8, timeout=60, what="requests served after scale-up"
+        )
+        # the pods the scale-up started serve part of the load (each engine's own counter)
+        served_by = {pod: engine_successes(release, pod) for pod in ready_engines(release)}
+    assert load.failures == [], load.failures[:5]
     assert len([n for n in served_by.values() if n > 0]) >= 2, served_by
     status = scaled["status"]
     assert status["desiredReplicas"] >= 2, status
