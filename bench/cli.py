@@ -112,10 +112,18 @@ def configure(
     help="How many trace seeds (routing suites: the suite's first N, default all; --lora: from --seed on, default 3).",
 )
 @click.option("--requests", type=click.IntRange(10), default=None, help="--lora: requests per seed.")
+@click.option(
+    "--clock",
+    type=click.Choice(["virtual", "wall"]),
+    default="virtual",
+    show_default=True,
+    help="--suite autoscaling: virtual = a deterministic simulation in simulated time (the reported tables); "
+    "wall = the gateway, local scaler and served engines, time-scaled (the integration check).",
+)
 def bench(
     quick: bool, suite_name: str, out: Path, seed: int, engines: int | None, preset: str | None,
     time_scale: float | None, rate_scale: float, workloads: str | None, contenders: str | None,
-    overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int | None, requests: int | None,
+    overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int | None, requests: int | None, clock: str,
 ) -> None:  # fmt: skip
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
     if lora:
@@ -127,7 +135,8 @@ def bench(
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
         suite_seeds = (seed,) if seed != 0 else None  # 0 = the suite's own seeds
         run_autoscaling(suite_name, quick=quick, out=out, time_scale=time_scale, contenders=_csv(contenders),
-                        traces=_csv(workloads), seeds=suite_seeds, rerender=rerender, command=command.strip())  # fmt: skip
+                        traces=_csv(workloads), seeds=suite_seeds, rerender=rerender, command=command.strip(),
+                        clock=clock)  # fmt: skip
         return
     if suite_name in MIX_SUITES:
         from bench.gpu_mix.cli import run as run_gpu_mix

@@ -19,6 +19,7 @@ STYLE = {
     "kpa-arrivals": "tab:purple",
     "apa": "tab:green",
     "hpa": "tab:red",
+    "reactive": "tab:brown",
     "fixed": "tab:gray",
     "oracle": "black",
 }
