@@ -18,12 +18,12 @@ from flotilla.cli.local_scaler import Decision, Observation
 pytestmark = pytest.mark.timeout(60)
 
 CFG = EngineConfig(preset="a100-llama3-8b", max_num_seqs=4)
-P, O = 256, 64
+PROMPT, OUT = 256, 64
 
 
 def fleet(policy: object, **kw: object) -> Fleet:
-    args: dict[str, object] = {"min_engines": 0, "max_engines": 4, "startup_delay": 60.0, "prompt_tokens": P,
-                               "output_tokens": O, "seed": 3}  # fmt: skip
+    args: dict[str, object] = {"min_engines": 0, "max_engines": 4, "startup_delay": 60.0, "prompt_tokens": PROMPT,
+                               "output_tokens": OUT, "seed": 3}  # fmt: skip
     args.update(kw)
     return Fleet(CFG, policy, **args)  # type: ignore[arg-type]
 
@@ -42,7 +42,7 @@ class Script:
 
 def test_the_incremental_core_reproduces_replay_exactly() -> None:
     times = poisson_schedule(300, 0.9, seed=5)
-    arrivals = [Arrival(t, P, O) for t in times]
+    arrivals = [Arrival(t, PROMPT, OUT) for t in times]
     expected = replay(CFG, arrivals, seed=11)
     core = EngineCore(CFG, seed=11)
     reqs = []
@@ -59,14 +59,14 @@ def test_one_warm_engine_under_constant_load_matches_replay() -> None:
     times = poisson_schedule(400, 0.6, seed=9)
     run = fleet(Fixed(1), seed=0).run(times, times[-1] + 1, initial=1)
     # the fleet seeds engine k's request stream with seed × 1000 + k: engine 0 of seed 0 is replay's seed 0
-    expected = replay(CFG, [Arrival(t, P, O) for t in times], seed=0)
+    expected = replay(CFG, [Arrival(t, PROMPT, OUT) for t in times], seed=0)
     assert [s.ttft for s in run.served] == pytest.approx([o.ttft for o in expected], abs=1e-9)
     assert len(run.spans) == 1
     assert run.spans[0].started == run.spans[0].ready == 0.0
 
 
 def test_a_cold_start_delays_service_by_exactly_the_startup_delay() -> None:
-    alone = replay(CFG, [Arrival(0.0, P, O)])[0].ttft
+    alone = replay(CFG, [Arrival(0.0, PROMPT, OUT)])[0].ttft
     assert alone is not None
     run = fleet(Fixed(1)).run([1.0], 120.0, initial=0)
     [span] = run.spans
@@ -95,21 +95,26 @@ def test_a_retired_engine_drains_its_requests_before_it_stops() -> None:
     stopped = [s for s in run.spans if s.stopped is not None and s.stopped < 60.0]
     assert len(stopped) == 1
     assert stopped[0].stopping == 2.0
-    assert stopped[0].stopped is not None and stopped[0].stopped > 2.0  # stopped once drained, not at once
+    assert stopped[0].stopped is not None
+    assert stopped[0].stopped > 2.0  # stopped once drained, not at once
 
 
 def test_requests_still_running_at_the_drain_timeout_fail() -> None:
     times = [0.0, 0.1]
-    run = fleet(Script([(0.0, 2), (2.0, 1)], []), drain_timeout=1.0, output_tokens=1000).run(times, 60.0, initial=2)
+    run = fleet(Script([(0.0, 2), (2.0, 1)], []), drain_timeout=1.0, output_tokens=1000).run(
+        times, 60.0, initial=2
+    )
     # each engine got one request (fewest in flight); the retired one is stopped after 1 s with it unfinished
     assert sorted(math.isfinite(s.e2e) for s in run.served) == [False, True]
 
 
 def test_cold_starts_are_cancelled_before_serving_engines_go() -> None:
     run = fleet(Script([(0.0, 2), (10.0, 1)], [])).run([], 60.0, initial=1)
-    cold = [s for s in run.spans if s.started == 2.0 or s.started == 0.0 and s.ready is None]
-    assert len(cold) == 1 and cold[0].ready is None and cold[0].stopped == 10.0
-    assert [s for s in run.spans if s.ready == 0.0][0].stopped is None
+    cold = [s for s in run.spans if s.started == 2.0 or (s.started == 0.0 and s.ready is None)]
+    assert len(cold) == 1
+    assert cold[0].ready is None
+    assert cold[0].stopped == 10.0
+    assert next(s for s in run.spans if s.ready == 0.0).stopped is None
 
 
 def test_the_gateway_routes_to_the_engine_with_the_fewest_in_flight() -> None:
@@ -125,8 +130,10 @@ def test_the_policy_sees_demand_arrivals_and_engine_gauges() -> None:
     fleet(Script([(0.0, 1)], seen), tick=1.0).run([0.5, 0.6, 0.7], 3.0, initial=1)
     at1 = next(o for o in seen if o.now == 1.0)
     assert at1.arrivals == 3.0
-    assert at1.in_flight == 3.0 and at1.queued == 0.0
-    assert at1.ready == 1 and sum(at1.running) + sum(at1.waiting) == 3
+    assert at1.in_flight == 3.0
+    assert at1.queued == 0.0
+    assert at1.ready == 1
+    assert sum(at1.running) + sum(at1.waiting) == 3
 
 
 def test_the_reactive_bound_wants_ceil_rate_over_cap() -> None:
