@@ -166,15 +166,23 @@ def render(result: AutoscaleResult, plots: dict[str, list[str]], *, heading: str
         "engine served. GPU-hours charge every engine from its start (cold start included) to its stop.",
         "",
         f"**Calibration** (one engine, constant Poisson load, first 30 s discarded): capacity at the SLO "
-        f"**{cal.cap:.3f} req/s** per engine (highest rate with TTFT p99 ≤ the SLO, interpolated); per-pod targets "
+        f"**{cal.cap:.3f} req/s** per engine ("
+        + (
+            "highest rate at which ≤ 0.5 % of minutes miss the SLO, interpolated"
+            if cal.criterion == "minutes"
+            else "highest rate with TTFT p99 ≤ the SLO, interpolated"
+        )
+        + "); per-pod targets "
         f"by Little's law at that rate: concurrency {cal.concurrency:.2f} (KPA/APA on gateway demand), running "
         f"{cal.running:.2f} (HPA-like on `vllm:num_requests_running`).",
         "",
     ]
     if cal.points:
-        out += table(["rate (req/s)", "TTFT p90 (s)", "TTFT p99 (s)", "mean e2e (s)"],
-                     [[f"{r:g}", num(p90, "{:.2f}"), num(p99, "{:.2f}"), num(e2e, "{:.2f}")]
-                      for r, p90, p99, e2e, _ in cal.points])  # fmt: skip
+        misses = cal.minute_misses or [math.nan] * len(cal.points)
+        out += table(["rate (req/s)", "TTFT p90 (s)", "TTFT p99 (s)", "mean e2e (s)", "minutes missing the SLO"],
+                     [[f"{p[0]:g}", num(p[1], "{:.2f}"), num(p[2], "{:.2f}"), num(p[3], "{:.2f}"),
+                       "–" if math.isnan(m) else f"{m:.1%}"]
+                      for p, m in zip(cal.points, misses, strict=True)])  # fmt: skip
         out.append("")
     out += [f"> note: {n}" for n in result.notes] + ([""] if result.notes else [])
     for trace in dict.fromkeys(r.trace for r in result.runs):

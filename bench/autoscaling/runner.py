@@ -51,6 +51,11 @@ class Calibration:
     running: float
     #: (rate, TTFT p90, TTFT p99, mean e2e, mean time after the first token) per calibration point
     points: list[tuple[float, float, float, float, float]] = field(default_factory=list)
+    #: per point, the fraction of minutes whose TTFT p90 missed the SLO (virtual time only: long runs)
+    minute_misses: list[float] = field(default_factory=list)
+    #: how ``cap`` was chosen: "p99" (long-run TTFT p99 within the SLO) or "minutes" (≤ MAX_MINUTE_MISS of
+    #: minutes missing the SLO, the SLO as the suite judges it)
+    criterion: str = "p99"
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,8 @@ class AutoscaleSuite:
     calibration_rates: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
     calibration_seconds: float = 300.0
     #: virtual time is cheap: a finer grid and longer runs per rate
-    virtual_calibration_rates: tuple[float, ...] = tuple(round(0.4 + 0.05 * i, 2) for i in range(11))
-    virtual_calibration_seconds: float = 3600.0
+    virtual_calibration_rates: tuple[float, ...] = tuple(round(0.3 + 0.025 * i, 3) for i in range(13))
+    virtual_calibration_seconds: float = 4 * 3600.0
     #: ``autoscaler.ScalerSettings`` overrides; the per-pod targets come from the calibration (Little's law)
     #: unless given here. Tuned on seed 100 only, never on the reported seeds.
     kpa: dict[str, Any] = field(default_factory=lambda: dict(KPA_SETTINGS))
@@ -248,12 +253,26 @@ def calibration_point(
     return rate, metrics.ttft_quantile(warm, 0.9), metrics.ttft_quantile(warm, 0.99), e2e, after
 
 
-def calibration_from(points: list[tuple[float, float, float, float, float]], slo: float) -> Calibration:
-    cap = capacity_from([(r, p99) for r, _, p99, _, _ in points], slo)
+#: the virtual calibration's criterion: one engine at ``cap`` misses the per-minute SLO in at most this fraction
+#: of minutes — stricter than the 99 % goal, so a fleet sized at ``cap`` (the oracle) meets the goal with margin
+MAX_MINUTE_MISS = 0.005
+
+
+def calibration_from(
+    points: list[tuple[float, float, float, float, float]],
+    slo: float,
+    minute_misses: list[float] | None = None,
+) -> Calibration:
+    if minute_misses:
+        cap = capacity_from([(p[0], m) for p, m in zip(points, minute_misses, strict=True)], MAX_MINUTE_MISS)
+    else:
+        cap = capacity_from([(r, p99) for r, _, p99, _, _ in points], slo)
     # latencies at cap: from the highest calibration point at or below it
     below = [p for p in points if p[0] <= cap + 1e-9] or points[:1]
     _, _, _, e2e, after = below[-1]
-    return Calibration(cap, cap * e2e, cap * after, points)
+    return Calibration(
+        cap, cap * e2e, cap * after, points, list(minute_misses or []), "minutes" if minute_misses else "p99"
+    )
 
 
 def capacity_from(points: list[tuple[float, float]], slo: float) -> float:
@@ -267,9 +286,7 @@ def capacity_from(points: list[tuple[float, float]], slo: float) -> float:
             best = r0 + (r1 - r0) * (slo - p0) / (p1 - p0)
             break
     if best <= 0:
-        raise RuntimeError(
-            f"one engine misses the {slo:g} s TTFT SLO even at {points[0][0]:g} req/s: {points}"
-        )
+        raise RuntimeError(f"one engine misses the SLO ({slo:g}) even at {points[0][0]:g} req/s: {points}")
     return best
 
 

@@ -89,7 +89,8 @@ def from_json(raw: bytes) -> AutoscaleResult:
     return AutoscaleResult(
         suite=data["suite"], command=data["command"], config=data["config"],
         calibration=Calibration(cal["cap"], cal["concurrency"], cal["running"],
-                                [tuple(_nan(p)) for p in cal["points"]]),
+                                [tuple(_nan(p)) for p in cal["points"]], list(cal.get("minute_misses", [])),
+                                cal.get("criterion", "p99")),
         runs=runs, notes=list(data["notes"]),
     )  # fmt: skip
 

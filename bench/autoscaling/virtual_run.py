@@ -12,6 +12,7 @@ from bench.arrivals import poisson_schedule
 from bench.autoscaling import metrics, oracle
 from bench.autoscaling.baselines import Fixed
 from bench.autoscaling.runner import (
+    MAX_MINUTE_MISS,
     AutoscaleSuite,
     Calibration,
     RunRecord,
@@ -44,18 +45,25 @@ def fleet(suite: AutoscaleSuite, policy: object, seed: int) -> Fleet:
 
 def calibrate_virtual(suite: AutoscaleSuite, progress: Progress) -> Calibration:
     """:func:`bench.autoscaling.runner.calibrate` in virtual time: one engine, constant Poisson load at each
-    rate for ``suite.virtual_calibration_seconds``; cap = the highest rate with TTFT p99 within the SLO."""
-    points = []
+    rate for ``suite.virtual_calibration_seconds`` (hours: hundreds of minutes per rate). ``cap`` = the highest
+    rate at which at most ``MAX_MINUTE_MISS`` of the minutes miss the SLO as the suite judges it (TTFT p90 per
+    minute), interpolated. The wall-clock calibration's long-run p99 criterion, over 300 s, let the engine
+    miss ~1.5 % of minutes at ``cap`` — more than the 99 % goal allows even the oracle."""
+    points, misses = [], []
     for rate in suite.virtual_calibration_rates:
         progress.step(f"calibrate one engine at {rate:g} req/s (virtual time)", 1)
         seconds = suite.virtual_calibration_seconds
         times = poisson_schedule(int(rate * seconds), rate, seed=CALIBRATION_SEED)
         run = fleet(suite, Fixed(1), CALIBRATION_SEED).run(times, seconds, initial=1)
         points.append(calibration_point(rate, run.served))
-        progress.finish_step(f"TTFT p90 {points[-1][1]:.2f} s, p99 {points[-1][2]:.2f} s")
-        if points[-1][2] > suite.slo_ttft * 2:
+        attainment, _, _ = metrics.minute_attainment(
+            [s for s in run.served if s.at >= 60.0], suite.slo_ttft, seconds
+        )
+        misses.append(1.0 - attainment)
+        progress.finish_step(f"TTFT p99 {points[-1][2]:.2f} s, {misses[-1]:.1%} of minutes missed")
+        if misses[-1] > 4 * MAX_MINUTE_MISS:
             break
-    return calibration_from(points, suite.slo_ttft)
+    return calibration_from(points, suite.slo_ttft, misses)
 
 
 def run_one_virtual(

@@ -10,7 +10,7 @@ from bench.autoscaling import metrics, oracle
 from bench.autoscaling.baselines import Fixed, HpaLike
 from bench.autoscaling.metrics import EngineSpan, Served
 from bench.autoscaling.report import interval
-from bench.autoscaling.runner import capacity_from
+from bench.autoscaling.runner import calibration_from, capacity_from
 from bench.autoscaling.traces import TRACES, Trace, _piecewise, arrivals, scaled
 from flotilla.cli.local_scaler import Observation
 
@@ -180,6 +180,16 @@ def test_capacity_interpolates_to_the_slo_crossing() -> None:
     assert capacity_from([(0.4, 1.0), (0.6, 1.5)], 2.0) == pytest.approx(0.6)
     with pytest.raises(RuntimeError, match="misses"):
         capacity_from([(0.4, 3.0)], 2.0)
+
+
+def test_the_virtual_calibration_sizes_cap_by_minutes_missing_the_slo() -> None:
+    points = [(0.4, 0.1, 1.0, 3.4, 3.3), (0.5, 0.3, 1.9, 3.5, 3.3), (0.6, 1.0, 2.5, 3.7, 3.3)]
+    # 0 % of minutes missed at 0.4, 1 % at 0.5: the 0.5 % crossing is half-way, whatever the p99 says
+    cal = calibration_from(points, 2.0, [0.0, 0.01, 0.05])
+    assert cal.criterion == "minutes"
+    assert cal.cap == pytest.approx(0.45)
+    assert cal.concurrency == pytest.approx(0.45 * 3.4)  # Little's law at the highest point below cap
+    assert calibration_from(points, 2.0).cap == pytest.approx(0.5 + 0.1 * 0.1 / 0.6)  # the p99 criterion
 
 
 def test_interval_is_a_student_t_interval() -> None:
