@@ -19,8 +19,9 @@ from bench.report import num, table
 _T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
 GOAL_GPU = 1.10
 GOAL_SLO = 0.99
-OURS = ("kpa", "kpa-arrivals", "apa")
-NAMES = {"kpa": "Flotilla KPA", "kpa-arrivals": "Flotilla KPA (arrivals)", "apa": "Flotilla APA",
+OURS = ("kpa", "kpa-arrivals", "kpa-headroom", "apa")
+NAMES = {"kpa": "Flotilla KPA", "kpa-arrivals": "Flotilla KPA (arrivals)",
+         "kpa-headroom": "Flotilla KPA (arrivals, 20 % headroom)", "apa": "Flotilla APA",
          "hpa": "HPA-like", "reactive": "reactive bound", "fixed": "fixed (peak)",
          "oracle": "oracle (replayed)"}  # fmt: skip
 

@@ -49,11 +49,11 @@ class StartsAt:
 def build_policy(spec: dict[str, Any]) -> Policy:
     kind = spec["policy"]
     p = spec.get("params", {})
-    if kind in ("kpa", "apa", "kpa-arrivals"):
+    if kind in ("kpa", "apa", "kpa-arrivals", "kpa-headroom"):
         from autoscaler import ARRIVALS, DEMAND, MetricTarget, ScalerSettings
         from flotilla.cli.local_wiring import AutoscalerPolicy
 
-        metric = ARRIVALS if kind == "kpa-arrivals" else DEMAND
+        metric = ARRIVALS if kind in ("kpa-arrivals", "kpa-headroom") else DEMAND
         settings = ScalerSettings(
             max_replicas=spec["max_engines"], min_replicas=spec["min_engines"],
             metrics=(MetricTarget(metric, p["target"]),), algorithm=kind[:3].upper(),
