@@ -1,6 +1,7 @@
 """Run the autoscaling suite: calibrate one engine's capacity, then every trace × seed × contender.
 
-One run: start the system under test (:mod:`bench.autoscaling.sut`) with the engines the trace's first second
+The suite's settings, contenders and results are shared by both clocks; in virtual time (the default) the runs
+are :mod:`bench.autoscaling.virtual_run`'s. On the wall clock, one run: start the system under test (:mod:`bench.autoscaling.sut`) with the engines the trace's first second
 needs already warm → write the trace's start time → replay the arrivals open-loop → stop it (it writes its
 record) → compute GPU-seconds, SLO attainment per minute and step-to-ready on the trace's clock. Contenders
 run in a shuffled order per (trace, seed), so drift in the machine's background load is not pinned on one.
