@@ -3,7 +3,8 @@
 * ``Planned`` — True when the last tick solved a plan on fresh data (reason ``Solved``); False with the
   reason that stopped it (``InvalidSpec``, ``MemberNotFound``, ``MissingGpuType``, ``DuplicateGpuType``,
   ``ModelMismatch``, ``ProfilesNotFound``, ``NoProfile``, ``NoPrice``, ``NoGateway``, ``ScrapeFailed``,
-  ``Infeasible``, ``InvalidInput``); Unknown (``Observing``) until the window has two scrapes.
+  ``Infeasible``, ``InvalidInput``); Unknown (``Observing``) until the window has two scrapes, and
+  (``NoTraffic``) while no request finished in the window (replicas are then held: see grouping.py).
 * ``Scaled`` — True when every member the group owns has its desired replicas written; False with
   ``FailedUpdateScale`` otherwise.
 

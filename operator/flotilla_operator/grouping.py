@@ -127,6 +127,14 @@ class GroupLoop:
             )
             await self.publish(body, problem=problem)
             return spec.sync_period_seconds
+        if workload.total == 0:
+            # The size counter moves only when requests *finish*: a group planned down to zero GPUs would never
+            # see the requests the gateways hold for it, and never scale back up. An idle group keeps its replicas.
+            message = (
+                f"no finished request of {spec.model!r} in the last {self.window.span:.0f} s: replicas held"
+            )
+            await self.publish(body, problem=Problem(report.PLANNED, "NoTraffic", message, True))
+            return spec.sync_period_seconds
         slo = Slo(ttft=spec.slo.ttft_seconds, tpot=spec.slo.tpot_seconds, attainment=spec.slo.attainment)
         try:
             plan = await asyncio.to_thread(
