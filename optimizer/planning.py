@@ -72,7 +72,7 @@ class Stabilizer:
         history = self._history.get(member)
         if history is None:
             history = self._history[member] = deque()
-            if current is not None:
+            if current is not None and self.seconds > 0:
                 history.append((now, current))
         history.append((now, recommended))
         while history and history[0][0] < now - self.seconds:

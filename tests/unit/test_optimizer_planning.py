@@ -105,3 +105,7 @@ def test_group_status_keeps_the_plan_time_while_the_split_holds_and_reports_prob
         "NoGateway",
         "t2",
     )
+
+
+def test_stabilizer_without_a_window_follows_the_plan_at_once() -> None:
+    assert Stabilizer(0.0).desire("a", 0, 100.0, current=3) == 0
