@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,12 @@ def _loopback(host: str) -> bool:
     "--strategy", "default_profile", help="Default routing profile (e.g. default, round-robin, prefix-cache)."
 )
 @click.option("--prefix-mode", type=click.Choice(["approximate", "precise"]))
+@click.option(
+    "--routing-plan",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="`flotilla optimize --json` output: route each request size to the GPU type the plan gave it "
+    "(engines' GPU types from --engines-file gpu_type; Kubernetes mode reads ModelGroups instead).",
+)
 @click.option("--block-size", type=int, help="Engines' KV block size (default 16).")
 @click.option(
     "--tokenizer",
@@ -79,8 +84,4 @@ def gateway(**options: Any) -> None:
             "every model. Set --api-keys-file (or FLOTILLA_GATEWAY_API_KEYS) or bind 127.0.0.1.",
             err=True,
         )
-    import os
-
-    if os.environ.get("XSWITCH"):
-        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     uvicorn.Server(server_config(app, settings)).run()
