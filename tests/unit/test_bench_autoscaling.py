@@ -249,3 +249,23 @@ def test_report_renders_and_the_results_file_round_trips() -> None:
     again = from_json(to_json(result))
     assert again.runs == result.runs
     assert again.calibration.cap == 0.7
+
+
+def test_a_virtual_result_renders_its_clock_bound_and_calibration_and_round_trips() -> None:
+    import dataclasses
+
+    from bench.autoscaling.report import render
+    from bench.autoscaling.suite import from_json, to_json
+
+    result = result_with([record("kpa", 1, 120.0, 6 / 7), record("reactive", 1, 80.0, 5 / 7)])
+    result.config["clock"] = "virtual"
+    result.calibration = dataclasses.replace(result.calibration, minute_misses=[0.002], criterion="minutes")
+    text = render(result, {})
+    assert "Clock: **virtual**" in text
+    assert "engine lag mean" not in text  # no lag column: virtual time has none
+    assert "≤ 0.5 % of minutes miss the SLO" in text
+    assert "| 0.5 | 0.10 | 0.80 | 3.40 | 0.2% |" in text
+    assert "**Reactive bound** on `step`: 71.4% of minutes" in text
+    assert "no policy that reacts to the load it sees" in text
+    again = from_json(to_json(result))
+    assert again.calibration == result.calibration
