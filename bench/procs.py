@@ -65,7 +65,9 @@ def flotilla_argv(*args: str) -> list[str]:
 class Proc:
     """A child process with its output in a log file (shown when it fails to start)."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log = Path(tempfile.mkstemp(prefix=f"flotilla-bench-{name}-", suffix=".log")[1])
@@ -77,6 +79,7 @@ class Proc:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            cwd=cwd,
         )
 
     def tail(self, lines: int = 15) -> str:
