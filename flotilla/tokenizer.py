@@ -167,6 +167,8 @@ class FlotillaTokenizer:
         # Long, repeated strings (system prompts, documents) are tokenised once per process.
         self._cache = EncodeCache(content_cache_bytes)
         self._memo: dict[str, tuple[int, ...]] = {}
+        #: the memo's single-id pieces as ints (the fast path of :meth:`_ids`)
+        self._single: dict[str, int] = {}
         #: exact leading ids of long texts, by their character-bounded head (see bounded_prefix)
         self._heads = EncodeCache(content_cache_bytes // 4)
 
@@ -243,7 +245,14 @@ class FlotillaTokenizer:
         return self._ids(pieces), sum(map(len, pieces))
 
     def _ids(self, pieces: list[str]) -> list[int]:
-        """Ids of pieces through the memo (one dict lookup per piece: the hot loop of the synthetic tokenizer)."""
+        """Ids of pieces through the memo: the hot loop of the synthetic tokenizer.
+
+        Almost every piece is one id (a word, a character): when all pieces are memoised single ids, one
+        ``map`` over the memo of single ids is the whole answer, at C speed (about a tenth of the per-piece
+        Python loop, which stays the path for pieces seen the first time and multi-id pieces)."""
+        ids: list[int | None] = list(map(self._single.get, pieces))
+        if None not in ids:
+            return ids  # type: ignore[return-value]
         get = self._memo.get
         return list(chain.from_iterable([get(p) or self._miss(p) for p in pieces]))
 
@@ -252,7 +261,10 @@ class FlotillaTokenizer:
         if len(piece) <= MEMO_PIECE_CHARS:
             if len(self._memo) >= MEMO_PIECES:
                 self._memo.clear()
+                self._single.clear()
             self._memo[piece] = ids
+            if len(ids) == 1:
+                self._single[piece] = ids[0]
         return ids
 
     def chat_prefix(
