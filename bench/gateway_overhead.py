@@ -14,6 +14,9 @@ Every contender stands in front of the same near-zero-cost stub engine (:mod:`be
 * ``sglang:<policy>`` / ``vllm-router:<policy>`` — the Rust routers (the ``peers`` extra), launched as in the
   routing suite (:mod:`bench.contenders`).
 
+Any contender may carry extra environment, ``flotilla:default+FLOTILLA_GATEWAY_LOG_LEVEL=WARNING``, to compare
+one setting side by side.
+
 Each proxy is pinned to CPU 0 (``taskset``, all its threads); the stub and this load generator share CPU 1.
 All contenders are started up front and measured in ``--rounds`` rounds, in a shuffled order per round, so
 load drift on a shared machine hits them alike. Per round and contender:
@@ -125,7 +128,16 @@ class Contender:
     skipped: str = ""
 
 
-def build(name: str, stub: int, port: int, baseline_src: str | None) -> Contender:
+def build(spec: str, stub: int, port: int, baseline_src: str | None) -> Contender:
+    """``name[+ENV=VALUE…]``: the contender ``name``, with extra environment (an A/B of one setting)."""
+    name, *assignments = spec.split("+")
+    c = _build(name, stub, port, baseline_src)
+    c.name = spec
+    c.env.update(a.split("=", 1) for a in assignments)  # type: ignore[misc]
+    return c
+
+
+def _build(name: str, stub: int, port: int, baseline_src: str | None) -> Contender:
     engine = f"http://127.0.0.1:{stub}"
     if name == "direct":
         return Contender(name, None, url=engine)

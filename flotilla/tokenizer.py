@@ -59,7 +59,9 @@ BARE_WORD_BASE = SPACED_WORD_BASE + WORDS_PER_FORM  # "kazu"
 HASHED_BASE = BARE_WORD_BASE + WORDS_PER_FORM
 HASHED_RANGE = BOS - HASHED_BASE
 
-PIECE_RE = re.compile(r"""'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d| ?[^\s\w]+|\s+(?!\S)|\s+""")
+#: (words come first: they are most pieces, and no word starts with the contractions' apostrophe, so the order of
+#: these two alternatives cannot change a match; it saves a failed alternative per word, ~10-30 % of ``findall``)
+PIECE_RE = re.compile(r""" ?[^\W\d_]+|'(?:s|t|re|ve|m|ll|d)| ?\d| ?[^\s\w]+|\s+(?!\S)|\s+""")
 _WORD_RE = re.compile(r"(?:[bcdfghjklmnprstvwxyz][aeiou]){1,2}")
 
 Message = Mapping[str, Any]
