@@ -47,7 +47,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -359,7 +359,8 @@ def configure(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def dump(everyone: Sequence[Contender], path: Path) -> None:
-    rows = [{k: v for k, v in asdict(c).items() if k not in ("proc", "argv", "env")} for c in everyone]
+    keep = ("name", "pairs", "rps", "cps", "cpu_req_us", "cpu_chunk_us", "errors", "skipped")
+    rows = [{k: getattr(c, k) for k in keep} for c in everyone]
     path.write_text(json.dumps(rows, indent=1))
 
 
@@ -368,17 +369,17 @@ def suite(quick: bool, out: Path, command: str) -> Path:
     args = configure(parser().parse_args(["--quick"] if quick else []))
     everyone = asyncio.run(run(args))
     out.mkdir(parents=True, exist_ok=True)
-    dump(everyone, out / "results.json")
     (out / "report.md").write_text(f"# Gateway overhead\n\n`{command}`\n\n{table(everyone)}\n")
+    dump(everyone, out / "results.json")
     return out / "report.md"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = configure(parser().parse_args(argv))
     everyone = asyncio.run(run(args))
+    print(table(everyone))
     if args.json:
         dump(everyone, args.json)
-    print(table(everyone))
 
 
 if __name__ == "__main__":
