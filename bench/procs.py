@@ -66,12 +66,20 @@ class Proc:
     """A child process with its output in a log file (shown when it fails to start)."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        cwd: str | None = None,
     ) -> None:
+        """``log``: append the output to this file (a restarted process keeps one log); default a new temp file.
+        ``cwd``: the working directory (default: this process's)."""
         self.name = name
         self.argv = list(argv)
-        self.log = Path(tempfile.mkstemp(prefix=f"flotilla-bench-{name}-", suffix=".log")[1])
-        self._log_file = self.log.open("wb")
+        self.log = log or Path(tempfile.mkstemp(prefix=f"flotilla-bench-{name}-", suffix=".log")[1])
+        self._log_file = self.log.open("ab")
         self.popen = subprocess.Popen(
             self.argv,
             stdout=self._log_file,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +78,4 @@ def gateway(**options: Any) -> None:
             "every model. Set --api-keys-file (or FLOTILLA_GATEWAY_API_KEYS) or bind 127.0.0.1.",
             err=True,
         )
-    import os
-
-    if os.environ.get("XSWITCH"):
-        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     uvicorn.Server(server_config(app, settings)).run()

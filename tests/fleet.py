@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -24,39 +23,31 @@ from pathlib import Path
 
 import httpx
 
-from bench.procs import flotilla_argv, free_ports
+from bench.procs import Proc, flotilla_argv, free_ports
 from tests.support import free_port
 
 
 @dataclass
 class _Proc:
+    """One ``flotilla`` process that can be killed and started again on the same argv, logging to one file."""
+
     args: list[str]
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Proc | None = None
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                flotilla_argv(*self.args),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = Proc("sim", flotilla_argv(*self.args), log=self.log)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        """SIGKILL: no goodbye, exactly like a crashed pod."""
+        if self.proc is not None:
+            self.proc.signal(signal.SIGKILL)
+            self.proc.stop()
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            self.proc.stop()
         self.proc = None
 
 
@@ -95,14 +86,14 @@ class SimFleet:
 
     def alive(self, i: int) -> bool:
         proc = self._proc(i).proc
-        return proc is not None and proc.poll() is None
+        return proc is not None and proc.alive()
 
     def wait_healthy(self, i: int, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or self.startup_timeout)
         url = self.urls[i] + "/health"
         while time.monotonic() < deadline:
             proc = self._proc(i).proc
-            if proc is None or proc.poll() is not None:
+            if proc is None or not proc.alive():
                 raise RuntimeError(f"engine {i} exited:\n{self.log_tail(i)}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=1.0).status_code == 200:

@@ -69,6 +69,10 @@ class UpOptions:
     startup_delay: float = 0.0
     #: write the scaler's timeline and engine lifetimes here as JSON on exit
     record: Path | None = None
+    #: the model's tokenizer (a directory or tokenizer.json) and chat template, for the simulated engines and
+    #: the gateway alike (None: Flotilla's synthetic tokenizer)
+    tokenizer: str | None = None
+    chat_template: str | None = None
     #: further EngineConfig fields for the simulated engines (e.g. max_num_seqs)
     engine_extra: dict[str, Any] = field(default_factory=dict)
 
@@ -157,6 +161,8 @@ def _engine_config(opts: UpOptions) -> Any:
                               "time_scale": opts.time_scale, **opts.engine_extra}  # fmt: skip
     if opts.num_gpu_blocks is not None:
         values["num_gpu_blocks"] = opts.num_gpu_blocks
+    if opts.tokenizer is not None:
+        values.update(tokenizer=opts.tokenizer, chat_template=opts.chat_template)
     if opts.autoscale:
         values["startup_delay"] = opts.startup_delay
     if opts.loras:
@@ -236,12 +242,14 @@ async def run(
                 values.update(index_backend="redis", redis_url=opts.redis_url)
             if opts.strategy:
                 values["default_profile"] = opts.strategy
+            if opts.tokenizer is not None:
+                values.update(tokenizer=opts.tokenizer, chat_template=opts.chat_template)
             if opts.autoscale:
                 # a request at zero engines is held through a whole cold start, with room to spare
                 values["hold_timeout"] = max(30.0, 2 * opts.startup_delay * opts.time_scale)
             try:
                 app = create_app(GatewaySettings(**values))
-            except ValueError as exc:
+            except (ValueError, OSError, RuntimeError) as exc:  # bad settings, a missing file or package
                 raise click.ClickException(f"bad gateway options: {exc}") from exc
             if opts.loras:  # declared, so a request racing the first /v1/models scrape is held, not 404
                 app.state.gateway.catalog.declare("up", up_lora.catalog(opts.loras, opts.model))
@@ -338,6 +346,15 @@ async def run(
     "--redis-url", default=None, help="Use a shared Redis prefix index instead of the embedded one."
 )
 @click.option("--strategy", default=None, help="Default routing strategy (profile) of the gateway.")
+@click.option(
+    "--tokenizer",
+    default=None,
+    help="The model's tokenizer, as vLLM's --tokenizer: a model directory or its tokenizer.json, used by the "
+    "simulated engines and the gateway alike (default: Flotilla's synthetic tokenizer). Needs the hf extra.",
+)
+@click.option(
+    "--chat-template", default=None, help="As vLLM's --chat-template: a template file or the template itself."
+)
 @click.option("--status/--no-status", default=True, show_default=True, help="Live status line on stderr.")
 @click.option(
     "--lora",
@@ -380,8 +397,8 @@ async def run(
 )
 def up(
     engines: int, engine_urls: tuple[str, ...], port: int, host: str, model: str, preset: str,
-    time_scale: float, num_gpu_blocks: int | None, redis_url: str | None, strategy: str | None, status: bool,
-    loras: tuple[str, ...], max_loras: int,
+    time_scale: float, num_gpu_blocks: int | None, redis_url: str | None, strategy: str | None,
+    tokenizer: str | None, chat_template: str | None, status: bool, loras: tuple[str, ...], max_loras: int,
     autoscale: bool, min_engines: int, max_engines: int, policy: str, startup_delay: float, record: Path | None,
 ) -> None:  # fmt: skip
     """Start simulated engines and the gateway locally (no cluster needed); Ctrl-C stops everything."""
@@ -401,6 +418,17 @@ def up(
         click.echo(
             f"warning: listening on {host}, not loopback: anyone who can reach it can use it", err=True
         )
+    if chat_template is not None and tokenizer is None:
+        raise click.UsageError(
+            "--chat-template needs --tokenizer (the synthetic tokenizer has its own layout)"
+        )
+    if tokenizer is not None:  # load it once here so a bad file is a one-line error, not a crash mid-start
+        from flotilla.tokenizer import load_tokenizer
+
+        try:
+            load_tokenizer(tokenizer, chat_template=chat_template)
+        except (ValueError, OSError, RuntimeError, ImportError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--tokenizer") from exc
     if autoscale and engine_urls:
         raise click.UsageError("--autoscale starts simulated engines; it cannot be combined with --engine")
     if autoscale and loras:
@@ -421,7 +449,8 @@ def up(
     opts = UpOptions(engines, engine_urls, host, port, model, preset, time_scale, num_gpu_blocks, redis_url,
                      strategy, status, loras=tuple(parse_lora(v) for v in loras), max_loras=max_loras,
                      autoscale=autoscale, min_engines=min_engines, max_engines=max_engines, policy=policy,
-                     startup_delay=startup_delay, record=record)  # fmt: skip
+                     startup_delay=startup_delay, record=record, tokenizer=tokenizer,
+                     chat_template=chat_template)  # fmt: skip
     try:
         import uvloop
 

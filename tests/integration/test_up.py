@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -53,6 +54,43 @@ def test_up_with_external_engines_and_shared_redis_index(redis_url: str) -> None
     finally:
         engine.terminate()
         engine.wait(30)
+
+
+def test_up_with_the_models_own_tokenizer(tmp_path: Path) -> None:
+    """``--tokenizer DIR`` gives the simulated engines and the gateway the model's tokenizer.json and chat
+    template: the engine counts the prompt exactly as the files do (not the synthetic tokenizer), and the same
+    long system prompt sent twice is served from the prefix cache the second time."""
+    from flotilla.tokenizer import load_tokenizer
+    from flotilla.tokenizer_files import write_llama3
+
+    directory = write_llama3(tmp_path / "llama3")
+    messages = [
+        {"role": "system", "content": "You answer in one line. " * 40},
+        {"role": "user", "content": "Hi"},
+    ]
+    expected = len(load_tokenizer(str(directory)).encode_chat(messages))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    proc = subprocess.Popen([*UP, "--port", str(port), "--engines", "2", "--preset", "zero", "--tokenizer",
+                             str(directory), "--no-status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        _wait_ready(proc, base_url)
+        with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+            usages = [
+                client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4).usage  # type: ignore[arg-type]
+                for _ in range(2)
+            ]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    first, second = usages
+    assert first is not None
+    assert second is not None
+    assert first.prompt_tokens == second.prompt_tokens == expected
+    assert second.prompt_tokens_details is not None
+    assert (second.prompt_tokens_details.cached_tokens or 0) >= expected - 16  # all full blocks but the last
 
 
 def _use_and_stop(args: list[str], sig: signal.Signals) -> str:
@@ -103,8 +141,17 @@ def _use_and_stop(args: list[str], sig: signal.Signals) -> str:
         (["--engine", "not-a-url"], "is not an http(s) URL"),
         (["--redis-url", "http://x"], "is not a redis:// URL"),
         (["--preset", "tpu-v9"], "choose from"),
+        (["--tokenizer", "/nonexistent/tokenizer.json"], "tokenizer file not found"),
+        (["--chat-template", "{{ messages }}"], "--chat-template needs --tokenizer"),
     ],
-    ids=["zero-engines", "bad-engine-url", "bad-redis-url", "bad-preset"],
+    ids=[
+        "zero-engines",
+        "bad-engine-url",
+        "bad-redis-url",
+        "bad-preset",
+        "missing-tokenizer",
+        "template-alone",
+    ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str) -> None:
     proc = subprocess.run([*UP, *args], capture_output=True, text=True, timeout=60, check=False)
