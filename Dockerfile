@@ -2,7 +2,8 @@
 #
 #   docker build -t ghcr.io/flotilla-dev/flotilla:0.1.0 .
 #
-# Multi-stage: the builder makes a virtualenv (dependencies + the `hf` extra, then the Flotilla wheel) and only
+# Multi-stage: the builder makes a virtualenv (dependencies + the `hf` and `optimizer` extras — the operator's
+# ModelGroup controller solves the GPU optimizer's integer program with PuLP/CBC — then the Flotilla wheel) and only
 # that venv reaches the final stage — no build context, compiler, pip or wheel cache in a layer. Runs as uid
 # 65532 (non-root). BASE_IMAGE is a pinned public Python 3.11 slim; `make e2e-cluster` overrides it with a
 # locally debootstrapped Debian bookworm + python3 (hack/base-image.sh python), as that machine has no registry,
@@ -23,7 +24,7 @@ WORKDIR /src
 # Dependencies first, from pyproject.toml alone: this layer is rebuilt only when pyproject.toml changes.
 COPY pyproject.toml ./
 RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
-d = p["project"]; open("/tmp/requirements.txt", "w").write("\n".join(d["dependencies"] + d.get("optional-dependencies", {}).get("hf", []))); \
+d = p["project"]; open("/tmp/requirements.txt", "w").write("\n".join(d["dependencies"] + d.get("optional-dependencies", {}).get("hf", []) + d.get("optional-dependencies", {}).get("optimizer", []))); \
 open("/tmp/build-requirements.txt", "w").write("\n".join(p["build-system"]["requires"]))' \
     && python3 -m venv /opt/flotilla \
     && /opt/flotilla/bin/pip install --quiet -r /tmp/requirements.txt \
@@ -38,7 +39,7 @@ RUN /opt/build/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir 
     && rm -rf /opt/flotilla/lib/python3*/site-packages/kubernetes/aio \
     && /opt/flotilla/bin/flotilla --help >/dev/null \
     && /opt/flotilla/bin/python -c "import flotilla.cli, gateway, kvcache, autoscaler, lora_manager, engine_sim, \
-flotilla_operator, kopf, kubernetes.client, kubernetes.config, tokenizers"
+flotilla_operator, optimizer, pulp, kopf, kubernetes.client, kubernetes.config, tokenizers"
 
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/flotilla/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

@@ -47,7 +47,17 @@ def configure(
     "--suite",
     "suite_name",
     type=click.Choice(
-        sorted([*SUITES, "reliability", "health-under-load", "overhead", *AUTOSCALE_SUITES, *MIX_SUITES])
+        sorted(
+            [
+                *SUITES,
+                "reliability",
+                "health-under-load",
+                "overhead",
+                "crosscheck",
+                *AUTOSCALE_SUITES,
+                *MIX_SUITES,
+            ]
+        )
     ),
     default="standard",
     show_default=True,
@@ -55,7 +65,8 @@ def configure(
     "oracle (bench/autoscaling); health-under-load: /health latency and memory under 50 concurrent 1 MB prompts "
     "(bench/health_load.py); overhead: gateway overhead next to the peer routers on a stub engine "
     "(bench/gateway_overhead.py); optimizer: the GPU mix (Mélange) vs the best single GPU type on simulated GPUs "
-    "(bench/gpu_mix); with --quick, their short versions.",
+    "(bench/gpu_mix); crosscheck: gsp measured by flotilla bench and by guidellm against Flotilla and the best peer "
+    "(bench/crosscheck.py); with --quick, their short versions.",
 )
 @click.option(
     "--out",
@@ -138,6 +149,13 @@ def bench(
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
         run_gpu_mix(suite_name, quick=quick, out=out, seed=seed, rerender=rerender, command=command.strip(),
                     gpus=_csv(contenders))  # fmt: skip
+        return
+    if suite_name == "crosscheck":
+        from bench.crosscheck import cli_run
+
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        cli_run(quick=quick, out=out, seed=seed, seeds=seeds, contenders=_csv(contenders), rerender=rerender,
+                command=command.strip())  # fmt: skip
         return
     if suite_name == "health-under-load":
         from bench import health_load

@@ -25,6 +25,8 @@ COMPONENT_OPERATOR: Final = "operator"
 KV_EVENTS: Final = f"{GROUP}/kv-events"
 #: "true" when the engine accepts runtime LoRA loading
 LORA_ENABLED: Final = f"{GROUP}/lora-enabled"
+#: the GPU type the pod runs on (ModelDeployment ``spec.gpuType``): a ModelGroup's plan routes by it
+GPU_TYPE: Final = f"{GROUP}/gpu-type"
 
 #: annotations (values that are not selectors)
 ENGINE_PORT: Final = f"{GROUP}/engine-port"

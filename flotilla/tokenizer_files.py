@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 #: Llama-3's pre-tokenizer split pattern (tokenizer.json of Meta-Llama-3-8B)
@@ -86,10 +86,15 @@ def _corpus(seed: int, lines: int) -> Iterator[str]:
         yield text + (" " * rng.randint(0, 3) if rng.random() < 0.2 else "")
 
 
-def train_bpe(specials: list[str], *, vocab_size: int = 4000, seed: int = 0, bos: str | None = None) -> str:
+def train_bpe(
+    specials: list[str], *, vocab_size: int = 4000, seed: int = 0, bos: str | None = None,
+    corpus: Iterable[str] | None = None,
+) -> str:  # fmt: skip
     """A byte-level BPE in Llama-3's shape trained on a fixed synthetic corpus; returns its JSON text.
 
-    ``bos`` (when set) is prepended by the post-processor, as Llama-3's ``TemplateProcessing`` does.
+    ``bos`` (when set) is prepended by the post-processor, as Llama-3's ``TemplateProcessing`` does. ``corpus``
+    replaces the synthetic one: a tokenizer trained on the text a load generator will send counts that text's
+    words as whole tokens, as a real model's tokenizer does for English (bench/crosscheck_guidellm.py).
     """
     from tokenizers import (
         AddedToken,
@@ -116,7 +121,7 @@ def train_bpe(specials: list[str], *, vocab_size: int = 4000, seed: int = 0, bos
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(seed, 4000), trainer=trainer)
+    tok.train_from_iterator(_corpus(seed, 4000) if corpus is None else corpus, trainer=trainer)
     if bos is not None:
         bos_id = tok.token_to_id(bos)
         tok.post_processor = processors.TemplateProcessing(
@@ -132,10 +137,13 @@ def _added(specials: list[str]) -> dict[str, object]:
     }
 
 
-def write_llama3(directory: Path, *, seed: int = 0) -> Path:
+def write_llama3(
+    directory: Path, *, seed: int = 0, corpus: Iterable[str] | None = None, vocab_size: int = 4000
+) -> Path:
     """A Llama-3-style model directory (template inside tokenizer_config.json); returns ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "tokenizer.json").write_text(train_bpe(LLAMA3_SPECIALS, seed=seed, bos="<|begin_of_text|>"))
+    bpe = train_bpe(LLAMA3_SPECIALS, seed=seed, bos="<|begin_of_text|>", corpus=corpus, vocab_size=vocab_size)
+    (directory / "tokenizer.json").write_text(bpe)
     config = {
         "added_tokens_decoder": _added(LLAMA3_SPECIALS),
         "bos_token": "<|begin_of_text|>",

@@ -33,6 +33,12 @@ def _loopback(host: str) -> bool:
     "--strategy", "default_profile", help="Default routing profile (e.g. default, round-robin, prefix-cache)."
 )
 @click.option("--prefix-mode", type=click.Choice(["approximate", "precise"]))
+@click.option(
+    "--routing-plan",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="`flotilla optimize --json` output: route each request size to the GPU type the plan gave it "
+    "(engines' GPU types from --engines-file gpu_type; Kubernetes mode reads ModelGroups instead).",
+)
 @click.option("--block-size", type=int, help="Engines' KV block size (default 16).")
 @click.option(
     "--tokenizer",

@@ -38,6 +38,8 @@ class EndpointSpec:
     kv_events: str | None = None
     #: routing profile the model's owner asked for (ModelDeployment ``spec.routingProfile``, a pod annotation)
     routing_profile: str | None = None
+    #: GPU type of the pod (label ``flotilla.dev/gpu-type``): a ModelGroup's plan routes request sizes by it
+    gpu_type: str | None = None
 
     @property
     def key(self) -> str:

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from flotilla import labels
 from gateway.auth import KeyStore
 from gateway.catalog import Catalog
+from gateway.discovery.plans import load_plan_file
 from gateway.discovery.static import static_specs
 from gateway.endpoints import Endpoint, EndpointPool, EndpointSpec
 from gateway.errors import BadRequest, ModelNotFound, NoEndpoint, RateLimited
@@ -111,6 +112,8 @@ class Gateway:
             model_profiles=settings.model_profiles,
             prefix_mode=settings.prefix_mode,
         )
+        if settings.routing_plan is not None:
+            self.router.plans.replace(load_plan_file(settings.routing_plan))
         #: request parsing and tokenisation (gateway/prompts.py)
         self.prompts = Prompts(settings)
         self.tokenizer = self.prompts.tokenizer
@@ -194,6 +197,7 @@ class Gateway:
         self._spawn(self.scraper.run())
         if s.kubernetes:
             from gateway.discovery.kube import CatalogWatcher, PodWatcher
+            from gateway.discovery.plans import PlanWatcher
 
             loop = asyncio.get_running_loop()
             self._watchers = [
@@ -205,6 +209,7 @@ class Gateway:
                     kubeconfig=s.kubeconfig,
                 ),
                 CatalogWatcher(loop, self.catalog.declare, namespace=s.namespace, kubeconfig=s.kubeconfig),
+                PlanWatcher(loop, self.router.plans.replace, namespace=s.namespace, kubeconfig=s.kubeconfig),
             ]
             for watcher in self._watchers:
                 watcher.start()

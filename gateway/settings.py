@@ -51,6 +51,9 @@ class GatewaySettings(BaseSettings):
     model_profiles: dict[str, str] = Field(default_factory=dict)
     #: extra or overriding profiles by name
     profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
+    #: size -> GPU type plans for standalone mode (``flotilla optimize --json`` output); in Kubernetes mode the
+    #: ModelGroups' status.plan is watched instead (gateway/discovery/plans.py)
+    routing_plan: Path | None = None
     #: must equal the engines' --block-size, or prefix matching silently fails (Dynamo PR #1233)
     block_size: int = Field(default=16, ge=1)
     hash_seed: int = 0

@@ -19,12 +19,13 @@ log() { echo "flotilla-image: $*" >&2; }
 
 BASE="$(bash "$HERE/base-image.sh" python)"
 
-# the requirements the Dockerfile installs: project dependencies + the hf extra, and the build backend
+# the requirements the Dockerfile installs: project dependencies + the hf and optimizer extras, and the build backend
 reqs="$("$PY" - "$REPO/pyproject.toml" <<'PYEOF'
 import sys, tomllib
 p = tomllib.load(open(sys.argv[1], "rb"))
 d = p["project"]
-print("\n".join(d["dependencies"] + d.get("optional-dependencies", {}).get("hf", []) + p["build-system"]["requires"]))
+extras = d.get("optional-dependencies", {})
+print("\n".join(d["dependencies"] + extras.get("hf", []) + extras.get("optimizer", []) + p["build-system"]["requires"]))
 PYEOF
 )"
 # resolved for the base image's own interpreter (markers such as python_full_version < "3.11.3" matter)

@@ -20,6 +20,7 @@ from flotilla.crds.modeldeployment import (
     ResourcesSpec,
     SimulatorSpec,
 )
+from flotilla.crds.modelgroup import GroupMember, ModelGroup, ModelGroupSpec, ModelGroupStatus
 
 __all__ = [
     "API_VERSION",
@@ -31,6 +32,7 @@ __all__ = [
     "VERSION",
     "Condition",
     "EngineSpec",
+    "GroupMember",
     "KVEventsSpec",
     "LoRAAdapter",
     "LoRAAdapterSpec",
@@ -42,6 +44,9 @@ __all__ = [
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
+    "ModelGroup",
+    "ModelGroupSpec",
+    "ModelGroupStatus",
     "PodTemplateOverride",
     "Probes",
     "Resource",

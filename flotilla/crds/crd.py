@@ -17,6 +17,7 @@ from flotilla.crds._base import GROUP, VERSION
 from flotilla.crds.loraadapter import LoRAAdapterSpec, LoRAAdapterStatus
 from flotilla.crds.modelautoscaler import ModelAutoscalerSpec, ModelAutoscalerStatus
 from flotilla.crds.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from flotilla.crds.modelgroup import ModelGroupSpec, ModelGroupStatus
 from flotilla.crds.schema import Schema, structural
 
 
@@ -101,6 +102,24 @@ RESOURCES: tuple[Resource, ...] = (
             _col("Desired", ".status.desiredReplicas", "integer", description="Replicas last decided"),
             _col("Panic", ".status.panic", "boolean", priority=1),
             _col("Algorithm", ".spec.algorithm", priority=1),
+            _AGE,
+        ),
+    ),
+    Resource(
+        kind="ModelGroup",
+        plural="modelgroups",
+        short_names=("mg",),
+        description="One model served on several GPU types (one ModelDeployment each), sized and routed by "
+        "the GPU optimizer at least cost within an SLO.",
+        spec=ModelGroupSpec,
+        status=ModelGroupStatus,
+        columns=(
+            _col("Model", ".spec.model"),
+            _col("GPUs", ".status.gpus", description="Planned GPUs per type"),
+            _col("Cost/h", ".status.costPerHour", "number", description="Dollars per hour of the plan"),
+            _col("Planned", '.status.conditions[?(@.type=="Planned")].status'),
+            _col("Rate", ".status.plan.rate", "number", priority=1, description="Observed requests/s"),
+            _col("Reason", '.status.conditions[?(@.type=="Planned")].reason', priority=1),
             _AGE,
         ),
     ),

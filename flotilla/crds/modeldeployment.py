@@ -226,6 +226,13 @@ class ModelDeploymentSpec(ApiModel):
         description="Name clients use in the OpenAI 'model' field (--served-model-name); defaults to model.",
     )
     replicas: int = Field(default=1, ge=0, le=1000, description="Number of engine pods.")
+    gpu_type: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="GPU type the pods run on (e.g. l4, a100-80gb; the names of the optimizer's profiles): "
+        "the pod label flotilla.dev/gpu-type, by which a ModelGroup's plan routes request sizes.",
+    )
     engine: EngineSpec = Field(default_factory=EngineSpec, description="The engine container.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Compute and placement.")
     lora: LoRASpec = Field(default_factory=LoRASpec, description="Runtime LoRA adapters.")

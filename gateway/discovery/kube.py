@@ -69,6 +69,7 @@ def pod_to_spec(pod: Any) -> EndpointSpec | None:
         model=model,
         kv_events=kv_events,
         routing_profile=annotations.get(labels.ROUTING_PROFILE) or None,
+        gpu_type=meta_labels.get(labels.GPU_TYPE) or None,
     )
 
 

@@ -7,6 +7,7 @@ YAML format::
       - url: http://127.0.0.1:8002
         model: llama-3-8b                          # optional; otherwise learned from /v1/models
         kv_events: tcp://127.0.0.1:5557            # optional; precise prefix mode
+        gpu_type: l4                               # optional; size-aware routing (--routing-plan)
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ def parse_engines(data: Any) -> list[EndpointSpec]:
         if isinstance(entry, str):
             out.append(EndpointSpec(url=_normalise(entry)))
         elif isinstance(entry, dict) and isinstance(entry.get("url"), str):
-            unknown = set(entry) - {"url", "model", "kv_events"}
+            unknown = set(entry) - {"url", "model", "kv_events", "gpu_type"}
             if unknown:
                 raise ValueError(f"engines file: entry {i} has unknown keys {sorted(unknown)}")
             out.append(
                 EndpointSpec(
-                    url=_normalise(entry["url"]), model=entry.get("model"), kv_events=entry.get("kv_events")
+                    url=_normalise(entry["url"]),
+                    model=entry.get("model"),
+                    kv_events=entry.get("kv_events"),
+                    gpu_type=entry.get("gpu_type"),
                 )
             )
         else:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from gateway.endpoints import Endpoint
+from gateway.routing.plans import RoutingPlans
 from gateway.routing.registry import BUILTIN_PROFILES, FILTERS, PICKERS, SCORERS, build
 from gateway.routing.types import Filter, Picker, RoutingRequest, Scorer
 from gateway.settings import ProfileConfig
@@ -30,13 +31,15 @@ class Profile:
         return None
 
 
-def build_profile(name: str, config: ProfileConfig, prefix_mode: str) -> Profile:
+def build_profile(
+    name: str, config: ProfileConfig, prefix_mode: str, plans: RoutingPlans | None = None
+) -> Profile:
     for plugin in config.params:
         if plugin not in (*config.filters, *config.scorers, config.picker):
             raise ValueError(f"profile {name!r}: params for {plugin!r}, which the profile does not use")
     return Profile(
         name=name,
-        filters=[build(FILTERS, f, config.params.get(f, {}), prefix_mode) for f in config.filters],
+        filters=[build(FILTERS, f, config.params.get(f, {}), prefix_mode, plans) for f in config.filters],
         scorers=[
             (build(SCORERS, s, config.params.get(s, {}), prefix_mode), w) for s, w in config.scorers.items()
         ],
@@ -61,9 +64,14 @@ class Router:
         default_profile: str = "default",
         model_profiles: dict[str, str] | None = None,
         prefix_mode: str = "approximate",
+        plans: RoutingPlans | None = None,
     ) -> None:
         configs = {**BUILTIN_PROFILES, **(profiles or {})}
-        self.profiles = {name: build_profile(name, cfg, prefix_mode) for name, cfg in configs.items()}
+        #: size -> GPU type plans of ModelGroups (discovery or --routing-plan), read by the gpu-plan filter
+        self.plans = plans if plans is not None else RoutingPlans()
+        self.profiles = {
+            name: build_profile(name, cfg, prefix_mode, self.plans) for name, cfg in configs.items()
+        }
         self.model_profiles = dict(model_profiles or {})
         for name in (default_profile, *self.model_profiles.values()):
             if name not in self.profiles:

@@ -20,7 +20,7 @@ from kubernetes import client
 
 from flotilla import labels
 from flotilla.crds import GROUP, VERSION
-from flotilla_operator import autoscaling, handlers, lora_handlers
+from flotilla_operator import autoscaling, grouping, handlers, lora_handlers
 from flotilla_operator.kube import Kube, api_client
 
 MANAGED = {labels.MANAGED_BY: labels.MANAGED_BY_VALUE}
@@ -120,6 +120,9 @@ def create_registry(config: OperatorConfig, configuration: client.Configuration)
     kopf.daemon(
         GROUP, VERSION, "modelautoscalers", registry=registry, id="autoscale", cancellation_timeout=10.0
     )(functools.partial(autoscaling.autoscale, options=options))
+    kopf.daemon(GROUP, VERSION, grouping.MG_PLURAL, registry=registry, id="group", cancellation_timeout=10.0)(
+        functools.partial(grouping.run_group, options=options)
+    )
     lora_handlers.register(registry)
     return registry
 

@@ -25,7 +25,7 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,31 @@ def gateway_url(pod: dict[str, Any]) -> str | None:
             if port.get("name") == "http":
                 return f"http://{pod['status']['podIP']}:{port['containerPort']}/metrics"
     return None
+
+
+Call = Callable[..., Awaitable[dict[str, Any]]]
+
+
+async def find_gateways(call: Call, options: AutoscalingOptions) -> list[str]:
+    """The gateways' ``/metrics`` URLs: ``--gateway-metrics-url`` plus ready pods labelled as gateways.
+
+    Shared by the autoscaler (per-model demand) and the ModelGroup controller (request sizes)."""
+    urls = list(options.gateway_metrics_urls)
+    if not options.discover_gateways:
+        return urls
+    query = [("labelSelector", f"{labels.COMPONENT}={labels.COMPONENT_GATEWAY}")]
+    paths = [_path("v1", "pods", ns) for ns in options.namespaces] or ["/api/v1/pods"]
+    for path in paths:
+        try:
+            listing = await call("GET", path, query=query)
+        except KubeError as exc:
+            log.warning("could not list gateway pods: %s", exc)
+            continue
+        for pod in listing.get("items") or []:
+            url = gateway_url(pod) if _ready(pod) else None
+            if url is not None:
+                urls.append(url)
+    return sorted(set(urls))
 
 
 @dataclass
@@ -217,22 +242,7 @@ class AutoscalerLoop:
         return sorted(engine_url(p) for p in listing.get("items") or [] if _ready(p))
 
     async def gateways(self) -> list[str]:
-        urls = list(self.options.gateway_metrics_urls)
-        if not self.options.discover_gateways:
-            return urls
-        query = [("labelSelector", f"{labels.COMPONENT}={labels.COMPONENT_GATEWAY}")]
-        paths = [_path("v1", "pods", ns) for ns in self.options.namespaces] or ["/api/v1/pods"]
-        for path in paths:
-            try:
-                listing = await self.call("GET", path, query=query)
-            except KubeError as exc:
-                log.warning("could not list gateway pods: %s", exc)
-                continue
-            for pod in listing.get("items") or []:
-                url = gateway_url(pod) if _ready(pod) else None
-                if url is not None:
-                    urls.append(url)
-        return sorted(set(urls))
+        return await find_gateways(self.call, self.options)
 
     async def model_names(self, target: Target) -> list[str] | None:
         """The names gateways count this target's demand under (None: unknown this tick, keep the last ones).

@@ -125,12 +125,15 @@ def _security_context(spec: ModelDeploymentSpec) -> dict[str, Any]:
 
 
 def pod_labels(name: str, spec: ModelDeploymentSpec) -> dict[str, str]:
-    return {
+    out = {
         **object_labels(name),
         labels.MODEL: labels.label_value(spec.served_name),
         labels.KV_EVENTS: str(spec.kv_events.enabled).lower(),
         labels.LORA_ENABLED: str(spec.lora.enabled).lower(),
     }
+    if spec.gpu_type:
+        out[labels.GPU_TYPE] = spec.gpu_type
+    return out
 
 
 def pod_annotations(spec: ModelDeploymentSpec) -> dict[str, str]:

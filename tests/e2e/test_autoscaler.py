@@ -50,6 +50,13 @@ class Gateway:
 @pytest.fixture
 def gateway(cluster: ControlPlane, ns: str, tmp_path: Path) -> Iterator[Gateway]:
     """A real gateway process on the IP of a kwok pod labelled as a gateway (how the operator finds it)."""
+    ip = gateway_pod(cluster, ns)
+    with run_gateway(cluster, ns, ip, GATEWAY_PORT, tmp_path / "gateway.log") as gw:
+        yield gw
+
+
+def gateway_pod(cluster: ControlPlane, ns: str) -> str:
+    """A kwok pod labelled as a gateway with an ``http`` port (how the operator finds gateways); its IP."""
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -64,19 +71,20 @@ def gateway(cluster: ControlPlane, ns: str, tmp_path: Path) -> Iterator[Gateway]
         body = get(cluster, "pod", "gateway", ns)
         return ((body or {}).get("status") or {}).get("podIP")
 
-    ip = eventually(pod_ip, 60, "the gateway pod has an IP")
-    with run_gateway(cluster, ns, ip, GATEWAY_PORT, tmp_path / "gateway.log") as gw:
-        yield gw
+    ip: str = eventually(pod_ip, 60, "the gateway pod has an IP")
+    return ip
 
 
 @contextlib.contextmanager
-def run_gateway(cluster: ControlPlane, ns: str, host: str, port: int, log: Path) -> Iterator[Gateway]:
-    """``flotilla gateway --kubernetes`` for namespace ``ns`` on ``host:port``."""
+def run_gateway(
+    cluster: ControlPlane, ns: str, host: str, port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[Gateway]:
+    """``flotilla gateway --kubernetes`` for namespace ``ns`` on ``host:port`` (``env``: extra variables)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [FLOTILLA, "gateway", "--kubernetes", "--kubeconfig", str(cluster.kubeconfig), "--namespace", ns,
              "--host", host, "--port", str(port), "--strategy", "round-robin"],
-            stdout=out, stderr=subprocess.STDOUT, env=cluster.env(),
+            stdout=out, stderr=subprocess.STDOUT, env={**cluster.env(), **(env or {})},
         )  # fmt: skip
     try:
         wait_for_port(host, port, 30)

@@ -72,6 +72,10 @@ def test_chart_installs_and_its_rbac_grants_what_the_operator_needs(cluster: Con
             (operator_sa, "create", "events"),
             (operator_sa, "patch", "clusterkopfpeerings.kopf.dev"),
             (operator_sa, "create", "networkpolicies.networking.k8s.io"),
+            # the ModelGroup controller: its status, its members' /scale, the profiles ConfigMap
+            (operator_sa, "patch", "modelgroups.flotilla.dev/status"),
+            (operator_sa, "patch", "modeldeployments.flotilla.dev/scale"),
+            (operator_sa, "get", "configmaps"),
         ]
         denied = [
             (operator_sa, "delete", "nodes"),
@@ -89,11 +93,16 @@ def test_chart_installs_and_its_rbac_grants_what_the_operator_needs(cluster: Con
                 == "no"
             )
         # the gateway discovers in its own namespace only (a pod elsewhere with engine labels gets no prompts)
+        # (and reads the ModelGroups' plans there: size-aware routing; it never writes them)
         for namespace, answer in ((NAMESPACE, "yes"), ("default", "no")):
-            can = cluster.kubectl(
-                "auth", "can-i", "watch", "pods", "-n", namespace, "--as", gateway_sa, check=False
-            )
-            assert can.stdout.strip() == answer, namespace
+            for verb, resource in (("watch", "pods"), ("watch", "modelgroups.flotilla.dev")):
+                can = cluster.kubectl(
+                    "auth", "can-i", verb, resource, "-n", namespace, "--as", gateway_sa, check=False
+                )
+                assert can.stdout.strip() == answer, (namespace, resource)
+        patch = cluster.kubectl("auth", "can-i", "patch", "modelgroups.flotilla.dev/status", "-n", NAMESPACE,
+                                "--as", gateway_sa, check=False)  # fmt: skip
+        assert patch.stdout.strip() == "no"
         _engine_pod_template_policy(cluster)
         _upgrade_to_one_gateway_drops_redis(cluster)
     finally:

@@ -309,9 +309,9 @@ def test_namespaced_operator_gets_roles_only_where_it_watches(helm: Path) -> Non
     assert ("apiextensions.k8s.io", "customresourcedefinitions") in cluster_rules
     for ns in ("team-a", "team-b"):
         role = find(docs, "Role", "flotilla-operator", ns)
-        assert {("apps", "deployments"), ("flotilla.dev", "modeldeployments/status"), ("", "pods")} <= rules(
-            role
-        )
+        wanted = {("apps", "deployments"), ("flotilla.dev", "modeldeployments/status"), ("", "pods"),
+                  ("flotilla.dev", "modelgroups/status"), ("", "configmaps")}  # fmt: skip
+        assert wanted <= rules(role)
         binding = find(docs, "RoleBinding", "flotilla-operator", ns)
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "flotilla-operator", "namespace": NS}

@@ -138,7 +138,29 @@ def test_flotilla_crds_prints_every_manifest_and_writes_files(tmp_path: Path) ->
     printed = CliRunner().invoke(cli, ["crds"])
     assert printed.exit_code == 0, printed.output
     kinds = [doc["spec"]["names"]["kind"] for doc in yaml.safe_load_all(printed.output)]
-    assert kinds == ["ModelDeployment", "LoRAAdapter", "ModelAutoscaler", "ClusterKopfPeering", "KopfPeering"]
+    assert kinds == [
+        "ModelDeployment", "LoRAAdapter", "ModelAutoscaler", "ModelGroup", "ClusterKopfPeering", "KopfPeering"
+    ]  # fmt: skip
     written = CliRunner().invoke(cli, ["crds", "--output-dir", str(tmp_path)])
     assert written.exit_code == 0, written.output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in CRD_DIR.glob("*.yaml"))
+
+
+def test_model_group_refuses_inverted_bounds_and_defaults_the_rest() -> None:
+    from flotilla.crds import ModelGroupSpec
+
+    base = {
+        "model": "llama",
+        "slo": {"ttftSeconds": 5, "tpotSeconds": 0.1},
+        "profiles": {"configMapName": "profiles"},
+    }
+    spec = ModelGroupSpec.model_validate({**base, "members": [{"name": "llama-l4", "maxReplicas": 3}]})
+    assert (spec.members[0].min_replicas, spec.window_seconds, spec.slo.attainment) == (0, 300, 0.99)
+    with pytest.raises(ValidationError, match="minReplicas must be <= maxReplicas"):
+        ModelGroupSpec.model_validate(
+            {**base, "members": [{"name": "a", "minReplicas": 3, "maxReplicas": 1}]}
+        )
+    with pytest.raises(ValidationError):
+        ModelGroupSpec.model_validate({**base, "members": [{"name": "a"}], "prices": {"l4": 0}})
+    with pytest.raises(ValidationError):
+        ModelGroupSpec.model_validate({**base, "members": []})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flotilla.crds import ModelDeployment
+from flotilla.crds import ModelDeployment, ModelGroup
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -22,6 +22,10 @@ def test_example_model_deployments_validate(path: Path) -> None:
             md = ModelDeployment.model_validate(doc)
             if md.spec.engine.type == "simulator":  # the CRD's CEL rule, restated for a fast failure
                 assert md.spec.resources.gpus == 0
+        if doc and doc.get("kind") == "ModelGroup":
+            group = ModelGroup.model_validate(doc)
+            names = {d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d}
+            assert {m.name for m in group.spec.members} <= names  # members shipped in the same file
 
 
 def test_quickstart_script_parses_and_uses_the_example() -> None:

@@ -16,8 +16,10 @@ def ep(
     kv: float = 0.0,
     gpu_blocks: int | None = None,
     lora: LoraInfo | None = None,
+    gpu_type: str | None = None,
 ) -> Endpoint:
-    e = Endpoint(spec=EndpointSpec(url=f"http://127.0.0.1:{port}", model="m"), breaker=CircuitBreaker(3, 5.0))
+    spec = EndpointSpec(url=f"http://127.0.0.1:{port}", model="m", gpu_type=gpu_type)
+    e = Endpoint(spec=spec, breaker=CircuitBreaker(3, 5.0))
     e.healthy = True
     e.in_flight = in_flight
     e.active_blocks = active_blocks

@@ -1,0 +1,99 @@
+"""CPU seconds of the router and of the load generator *while requests were in flight*.
+
+Why: on a 2-core machine shared by the engines, the router and the load generator, a client-side TTFT
+includes waiting for a CPU; a load generator that burns more CPU (guidellm runs a main process and worker
+processes) slows a Python router more than a Rust one. To say whether that explains a disagreement, the
+cross-check needs each process's CPU over the load window only — not guidellm's start-up (imports of torch and
+transformers) or the router's idle polling before it. So a sampler reads the CPU of whole process groups
+(every child the benchmark starts leads its own session) a few times a second, stamped with wall time, and the
+window's CPU is interpolated from the samples around the tool's first send and last completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def group_cpu(pgid: int) -> float:
+    """utime + stime (s) of every live process in process group ``pgid`` (Linux /proc; NaN elsewhere)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return math.nan
+    total = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, …, utime (11), stime (12)
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def own_cpu() -> float:
+    return time.process_time()
+
+
+@dataclass
+class Samples:
+    """(wall time, CPU seconds) pairs per named source."""
+
+    times: list[float] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, at: float, readings: dict[str, float]) -> None:
+        self.times.append(at)
+        for name, value in readings.items():
+            self.values.setdefault(name, []).append(value)
+
+    def at(self, name: str, t: float) -> float:
+        """CPU of ``name`` at wall time ``t``, linear between the samples around it (clamped at the ends)."""
+        ys = self.values.get(name) or []
+        if not ys or math.isnan(t):
+            return math.nan
+        i = bisect.bisect_left(self.times, t)
+        if i <= 0:
+            return ys[0]
+        if i >= len(ys):
+            return ys[-1]
+        t0, t1, y0, y1 = self.times[i - 1], self.times[i], ys[i - 1], ys[i]
+        return y0 + (y1 - y0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+
+    def between(self, name: str, start: float, end: float) -> float:
+        """CPU seconds ``name`` used from ``start`` to ``end`` (wall time)."""
+        return self.at(name, end) - self.at(name, start)
+
+
+@contextlib.asynccontextmanager
+async def sampling(sources: dict[str, Callable[[], float]], *, every: float = 0.25) -> AsyncIterator[Samples]:
+    """Sample ``sources`` every ``every`` seconds (in a thread: /proc reads block) until the block exits."""
+    samples = Samples()
+
+    def read() -> None:
+        samples.add(time.time(), {name: f() for name, f in sources.items()})
+
+    async def loop() -> None:
+        while True:
+            await asyncio.to_thread(read)
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield samples
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        read()  # a last sample after the work, so the window's end is covered
