@@ -47,13 +47,24 @@ def configure(
     "--suite",
     "suite_name",
     type=click.Choice(
-        sorted([*SUITES, "reliability", "health-under-load", "crosscheck", *AUTOSCALE_SUITES, *MIX_SUITES])
+        sorted(
+            [
+                *SUITES,
+                "reliability",
+                "health-under-load",
+                "overhead",
+                "crosscheck",
+                *AUTOSCALE_SUITES,
+                *MIX_SUITES,
+            ]
+        )
     ),
     default="standard",
     show_default=True,
     help="reliability: faults under load (bench/reliability); autoscaling: autoscalers vs HPA-like, fixed and "
     "oracle (bench/autoscaling); health-under-load: /health latency and memory under 50 concurrent 1 MB prompts "
-    "(bench/health_load.py); optimizer: the GPU mix (Mélange) vs the best single GPU type on simulated GPUs "
+    "(bench/health_load.py); overhead: gateway overhead next to the peer routers on a stub engine "
+    "(bench/gateway_overhead.py); optimizer: the GPU mix (Mélange) vs the best single GPU type on simulated GPUs "
     "(bench/gpu_mix); crosscheck: gsp measured by flotilla bench and by guidellm against Flotilla and the best peer "
     "(bench/crosscheck.py); with --quick, their short versions.",
 )
@@ -160,6 +171,12 @@ def bench(
 
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
         click.echo(f"report: {health_load.suite(quick, out, command)}")
+        return
+    if suite_name == "overhead":
+        from bench import gateway_overhead
+
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        click.echo(f"report: {gateway_overhead.suite(quick, out, command)}")
         return
     if suite_name == "reliability":
         if workloads or contenders:
