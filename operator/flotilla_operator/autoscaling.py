@@ -35,11 +35,11 @@ from pydantic import ValidationError
 
 from autoscaler import Autoscaler, Collector, Sampler, ScalerSettings
 from flotilla import labels
-from flotilla.crds import API_VERSION, GROUP, VERSION, ModelAutoscalerSpec
+from flotilla.crds import API_VERSION, ModelAutoscalerSpec
 from flotilla_operator import autoscaling_status as report
 from flotilla_operator.errors import KubeError, NotFound
 from flotilla_operator.kube import Kube, _path
-from flotilla_operator.status import unchanged
+from flotilla_operator.publish import post_event, write_status
 
 log = logging.getLogger("flotilla.operator.autoscaler")
 
@@ -277,30 +277,16 @@ class AutoscalerLoop:
         if problem is not None and key != self.last_problem:
             await self.event(body, problem.reason, problem.message, warning=True)
         self.last_problem = key
-        if unchanged(body.get("status"), new):
-            return
-        path = _path(f"{GROUP}/{VERSION}", MAS_PLURAL, self.namespace, self.name, "status")
-        try:
-            await self.call("PATCH", path, body={"status": new}, content_type="application/merge-patch+json")
-        except NotFound:
-            return  # deleted meanwhile; kopf stops the daemon
-        except KubeError as exc:
-            log.warning("%s/%s: could not write status: %s", self.namespace, self.name, exc)
+        await write_status(self.kube, MAS_PLURAL, body, new)
 
     async def event(self, body: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
-        involved = {"apiVersion": API_VERSION, "kind": "ModelAutoscaler", "metadata": body["metadata"]}
-        try:
-            await asyncio.to_thread(
-                self.kube.post_event, involved, type_="Warning" if warning else "Normal", reason=reason,
-                message=message, now=self.stamp(seconds=True),
-            )  # fmt: skip
-        except KubeError as exc:
-            log.warning("could not post event %s: %s", reason, exc)
+        await post_event(
+            self.kube, "ModelAutoscaler", body, reason, message, now=self.stamp(), warning=warning
+        )
 
     @staticmethod
-    def stamp(*, seconds: bool = False) -> str:
-        text = report.rfc3339(time.time())
-        return text[:19] + "Z" if seconds else text
+    def stamp() -> str:
+        return report.rfc3339(time.time())
 
 
 async def autoscale(

@@ -35,14 +35,14 @@ import httpx
 import kopf
 from pydantic import ValidationError
 
-from flotilla.crds import API_VERSION, GROUP, VERSION, ModelDeploymentSpec, ModelGroupSpec
+from flotilla.crds import API_VERSION, ModelDeploymentSpec, ModelGroupSpec
 from flotilla.sizes import parse_sizes
 from flotilla_operator import group_status as report
 from flotilla_operator.autoscaling import AutoscalingOptions, find_gateways
 from flotilla_operator.autoscaling_status import rfc3339
 from flotilla_operator.errors import KubeError, NotFound
 from flotilla_operator.kube import MD_PLURAL, Kube, _path
-from flotilla_operator.status import unchanged
+from flotilla_operator.publish import post_event, write_status
 from optimizer import DEFAULT_PRICES, Infeasible, OptimizerError, Profile, Slo, solve, validated
 from optimizer.planning import CounterWindow, MemberBounds, Stabilizer, clamp, gpu_summary, routing_shares
 
@@ -283,25 +283,10 @@ class GroupLoop:
         new = report.status(
             body.get("status"), generation=generation, now=self.stamp(), problem=problem, **fields
         )
-        if unchanged(body.get("status"), new):
-            return
-        path = _path(f"{GROUP}/{VERSION}", MG_PLURAL, self.namespace, self.name, "status")
-        try:
-            await self.call("PATCH", path, body={"status": new}, content_type="application/merge-patch+json")
-        except NotFound:
-            return  # deleted meanwhile; kopf stops the daemon
-        except KubeError as exc:
-            log.warning("%s/%s: could not write status: %s", self.namespace, self.name, exc)
+        await write_status(self.kube, MG_PLURAL, body, new)
 
     async def event(self, body: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
-        involved = {"apiVersion": API_VERSION, "kind": "ModelGroup", "metadata": body["metadata"]}
-        try:
-            await asyncio.to_thread(
-                self.kube.post_event, involved, type_="Warning" if warning else "Normal", reason=reason,
-                message=message, now=self.stamp()[:19] + "Z",
-            )  # fmt: skip
-        except KubeError as exc:
-            log.warning("could not post event %s: %s", reason, exc)
+        await post_event(self.kube, "ModelGroup", body, reason, message, now=self.stamp(), warning=warning)
 
     def stamp(self) -> str:
         return rfc3339(self.clock())
