@@ -115,10 +115,18 @@ def configure(
     help="How many trace seeds (routing suites: the suite's first N, default all; --lora: from --seed on, default 3).",
 )
 @click.option("--requests", type=click.IntRange(10), default=None, help="--lora: requests per seed.")
+@click.option(
+    "--router-nice",
+    type=click.IntRange(-20, 19),
+    default=None,
+    help="--suite crosscheck: run every router at this nice value (below 0 needs root), to test whether a "
+    "router's client-side TTFT is its wait for a CPU.",
+)
 def bench(
     quick: bool, suite_name: str, out: Path, seed: int, engines: int | None, preset: str | None,
     time_scale: float | None, rate_scale: float, workloads: str | None, contenders: str | None,
     overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int | None, requests: int | None,
+    router_nice: int | None,
 ) -> None:  # fmt: skip
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
     if lora:
@@ -144,7 +152,7 @@ def bench(
 
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
         cli_run(quick=quick, out=out, seed=seed, seeds=seeds, contenders=_csv(contenders), rerender=rerender,
-                command=command.strip())  # fmt: skip
+                command=command.strip(), router_nice=router_nice)  # fmt: skip
         return
     if suite_name == "health-under-load":
         from bench import health_load
