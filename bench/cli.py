@@ -47,13 +47,24 @@ def configure(
     "--suite",
     "suite_name",
     type=click.Choice(
-        sorted([*SUITES, "reliability", "health-under-load", "crosscheck", *AUTOSCALE_SUITES, *MIX_SUITES])
+        sorted(
+            [
+                *SUITES,
+                "reliability",
+                "health-under-load",
+                "overhead",
+                "crosscheck",
+                *AUTOSCALE_SUITES,
+                *MIX_SUITES,
+            ]
+        )
     ),
     default="standard",
     show_default=True,
     help="reliability: faults under load (bench/reliability); autoscaling: autoscalers vs HPA-like, fixed and "
     "oracle (bench/autoscaling); health-under-load: /health latency and memory under 50 concurrent 1 MB prompts "
-    "(bench/health_load.py); optimizer: the GPU mix (Mélange) vs the best single GPU type on simulated GPUs "
+    "(bench/health_load.py); overhead: gateway overhead next to the peer routers on a stub engine "
+    "(bench/gateway_overhead.py); optimizer: the GPU mix (Mélange) vs the best single GPU type on simulated GPUs "
     "(bench/gpu_mix); crosscheck: gsp measured by flotilla bench and by guidellm against Flotilla and the best peer "
     "(bench/crosscheck.py); with --quick, their short versions.",
 )
@@ -122,10 +133,18 @@ def configure(
     help="--suite crosscheck: run every router at this nice value (below 0 needs root), to test whether a "
     "router's client-side TTFT is its wait for a CPU.",
 )
+@click.option(
+    "--clock",
+    type=click.Choice(["virtual", "wall"]),
+    default="virtual",
+    show_default=True,
+    help="--suite autoscaling: virtual = a deterministic simulation in simulated time (the reported tables); "
+    "wall = the gateway, local scaler and served engines, time-scaled (the integration check).",
+)
 def bench(
     quick: bool, suite_name: str, out: Path, seed: int, engines: int | None, preset: str | None,
     time_scale: float | None, rate_scale: float, workloads: str | None, contenders: str | None,
-    overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int | None, requests: int | None,
+    overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int | None, requests: int | None, clock: str,
     router_nice: int | None,
 ) -> None:  # fmt: skip
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
@@ -138,7 +157,8 @@ def bench(
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
         suite_seeds = (seed,) if seed != 0 else None  # 0 = the suite's own seeds
         run_autoscaling(suite_name, quick=quick, out=out, time_scale=time_scale, contenders=_csv(contenders),
-                        traces=_csv(workloads), seeds=suite_seeds, rerender=rerender, command=command.strip())  # fmt: skip
+                        traces=_csv(workloads), seeds=suite_seeds, rerender=rerender, command=command.strip(),
+                        clock=clock)  # fmt: skip
         return
     if suite_name in MIX_SUITES:
         from bench.gpu_mix.cli import run as run_gpu_mix
@@ -159,6 +179,12 @@ def bench(
 
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
         click.echo(f"report: {health_load.suite(quick, out, command)}")
+        return
+    if suite_name == "overhead":
+        from bench import gateway_overhead
+
+        command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+        click.echo(f"report: {gateway_overhead.suite(quick, out, command)}")
         return
     if suite_name == "reliability":
         if workloads or contenders:

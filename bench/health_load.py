@@ -33,18 +33,54 @@ import contextlib
 import json
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import orjson
 
-from bench.gateway_overhead import CLI, free_port, process
+from bench.procs import free_port
 from flotilla.tokenizer import synthetic_ids, synthetic_text
+
+CLI = ["-c", "from flotilla.cli import main; main()"]
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+@contextlib.contextmanager
+def process(
+    args: list[str], port: int, cpu: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> Iterator[int]:
+    """``python ARGS`` pinned to ``cpu``, yielded once ``port`` opens, terminated on exit."""
+    proc = subprocess.Popen(
+        ["taskset", "-c", cpu, sys.executable, *args],
+        cwd=cwd or HERE,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        time.sleep(0.5)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
 
 CONTENDERS: dict[str, dict[str, str]] = {
     "flotilla": {},

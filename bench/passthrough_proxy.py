@@ -2,11 +2,13 @@
 
 It forwards every POST body to one upstream and relays the response (SSE unbuffered). Anything the Flotilla
 gateway costs beyond this is the price of routing, metrics, limits and FastAPI.
-Run: ``python -m bench.passthrough_proxy PORT UPSTREAM_URL``.
+Run: ``python -m bench.passthrough_proxy PORT UPSTREAM_URL [--server granian]`` (default: uvicorn with uvloop
+and httptools, as the gateway; granian, if installed, to compare ASGI servers on the same app).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -48,10 +50,26 @@ def make_app(upstream: str) -> Any:
     return app
 
 
+def from_env() -> Any:
+    """The app for granian's factory mode (it imports the target in its worker process)."""
+    return make_app(os.environ["PASSTHROUGH_UPSTREAM"])
+
+
 def main() -> None:
+    port, upstream = int(sys.argv[1]), sys.argv[2].rstrip("/")
+    if sys.argv[3:] == ["--server", "granian"]:
+        from granian.constants import Interfaces, Loops
+        from granian.log import LogLevels
+        from granian.server import Server
+
+        os.environ["PASSTHROUGH_UPSTREAM"] = upstream
+        Server(
+            "bench.passthrough_proxy:from_env", address="127.0.0.1", port=port, interface=Interfaces.ASGI,
+            loop=Loops.uvloop, factory=True, log_level=LogLevels.warning,
+        ).serve()  # fmt: skip
+        return
     import uvicorn
 
-    port, upstream = int(sys.argv[1]), sys.argv[2].rstrip("/")
     uvicorn.run(
         make_app(upstream),
         host="127.0.0.1",

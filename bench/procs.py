@@ -66,9 +66,16 @@ class Proc:
     """A child process with its output in a log file (shown when it fails to start)."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        cwd: str | None = None,
     ) -> None:
-        """``log``: append the output to this file (a restarted process keeps one log); default a new temp file."""
+        """``log``: append the output to this file (a restarted process keeps one log); default a new temp file.
+        ``cwd``: the working directory (default: this process's)."""
         self.name = name
         self.argv = list(argv)
         self.log = log or Path(tempfile.mkstemp(prefix=f"flotilla-bench-{name}-", suffix=".log")[1])
@@ -80,6 +87,7 @@ class Proc:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            cwd=cwd,
         )
 
     def tail(self, lines: int = 15) -> str:

@@ -14,7 +14,9 @@ that grows without bound.
 
 from __future__ import annotations
 
+import math
 import random
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,53 +48,111 @@ class Outcome:
     finished: bool
 
 
+class EngineCore:
+    """One engine advanced incrementally in simulated time: the loop of :func:`replay`, opened up so that a
+    fleet simulation can interleave many engines with routing and scaling (``bench.autoscaling.virtual``).
+
+    ``submit`` queues an arrival (at or after the engine's clock); ``advance(until)`` runs every step that
+    *starts* before ``until`` (a step is atomic, so the clock may end a little past ``until``). The engine
+    admits a queued arrival at the first step boundary at or after its arrival time, exactly as a served
+    engine admits a request between two steps. Requests are created in submission order from one seeded
+    random stream, so a single engine fed a trace in order reproduces :func:`replay` bit for bit."""
+
+    def __init__(self, config: EngineConfig, *, seed: int = 0, start: float = 0.0) -> None:
+        self.config = config
+        self.pool = BlockPool(config.gpu_blocks, config.block_size)
+        self.limit = min(config.max_model_len, self.pool.usable * config.block_size)
+        self.scheduler = Scheduler(
+            self.pool,
+            max_num_seqs=config.seqs_limit,
+            max_num_batched_tokens=config.token_budget,
+            enable_prefix_caching=config.enable_prefix_caching,
+            policy="fcfs",
+        )
+        self.latency = LatencyModel(config.profile)
+        self.rng = random.Random(seed)
+        self.root = none_hash(config.seed)
+        self.now = start
+        self._pending: deque[Request] = deque()
+
+    def submit(self, arrival: Arrival, index: int) -> Request:
+        """Queue ``arrival`` (request id ``index``); arrivals must be submitted in time order."""
+        req = _request(arrival, index, self.limit, self.config, self.root, self.rng)
+        self._pending.append(req)
+        return req
+
+    @property
+    def running(self) -> int:
+        """``vllm:num_requests_running``."""
+        return len(self.scheduler.running)
+
+    @property
+    def waiting(self) -> int:
+        """``vllm:num_requests_waiting``: queued in the scheduler, or arrived during the current step."""
+        return len(self.scheduler.waiting) + len(self._pending)
+
+    @property
+    def busy(self) -> int:
+        """Requests the engine holds: running, waiting and submitted but not yet admitted."""
+        return len(self.scheduler.running) + len(self.scheduler.waiting) + len(self._pending)
+
+    def has_work(self) -> bool:
+        return bool(self._pending) or self.scheduler.has_work()
+
+    def advance(self, until: float) -> None:
+        """Run the steps that start before ``until``."""
+        sched, pending = self.scheduler, self._pending
+        while True:
+            if not sched.has_work():
+                if not pending or pending[0].timing.arrival >= until:
+                    return
+                self.now = max(self.now, pending[0].timing.arrival)
+            while pending and pending[0].timing.arrival <= self.now:
+                sched.add(pending.popleft())
+            if self.now >= until:
+                return
+            step = sched.schedule()
+            for req in step.first_scheduled:
+                if req.timing.scheduled is None:
+                    req.timing.scheduled = self.now
+            if not step.scheduled:
+                if not pending or pending[0].timing.arrival >= until:
+                    return  # nothing can run before more arrives (or a request larger than the cache)
+                self.now = pending[0].timing.arrival
+                continue
+            self.now += self.latency.step_time(step.shape)
+            done = sched.complete(step)
+            for req, _ in done.tokens:
+                t = req.timing
+                if t.first_token is None:
+                    t.first_token = self.now
+                t.last_token = self.now
+            for req in done.finished:
+                req.timing.finished = self.now
+
+    def drop_all(self) -> list[Request]:
+        """Stop the engine: every request it holds is lost (returned; their timings stay unfinished)."""
+        lost = [*self._pending, *self.scheduler.running, *self.scheduler.waiting]
+        self._pending.clear()
+        for req in lost[len(lost) - len(self.scheduler.running) - len(self.scheduler.waiting) :]:
+            self.scheduler.finish(req, "abort")
+        return lost
+
+
 def replay(
     config: EngineConfig, arrivals: Sequence[Arrival], *, horizon: float | None = None, seed: int = 0
 ) -> list[Outcome]:
     """Run ``arrivals`` (any order) through one engine with ``config``; outcomes in the order given."""
-    pool = BlockPool(config.gpu_blocks, config.block_size)
-    limit = min(config.max_model_len, pool.usable * config.block_size)
-    sched = Scheduler(
-        pool,
-        max_num_seqs=config.seqs_limit,
-        max_num_batched_tokens=config.token_budget,
-        enable_prefix_caching=config.enable_prefix_caching,
-        policy="fcfs",
-    )
-    latency = LatencyModel(config.profile)
-    rng = random.Random(seed)
-    root = none_hash(config.seed)
+    core = EngineCore(config, seed=seed)
     order = sorted(range(len(arrivals)), key=lambda i: arrivals[i].at)
     requests: list[Request | None] = [None] * len(arrivals)
-    now, nxt = 0.0, 0
-    while nxt < len(order) or sched.has_work():
-        if not sched.has_work():
-            now = max(now, arrivals[order[nxt]].at)
-        while nxt < len(order) and arrivals[order[nxt]].at <= now:
-            i = order[nxt]
-            requests[i] = req = _request(arrivals[i], i, limit, config, root, rng)
-            sched.add(req)
-            nxt += 1
-        if horizon is not None and now > horizon:
+    end = math.inf if horizon is None else math.nextafter(horizon, math.inf)  # steps starting ≤ horizon run
+    for i in order:
+        core.advance(min(arrivals[i].at, end))
+        if core.now > end:
             break
-        step = sched.schedule()
-        for req in step.first_scheduled:
-            if req.timing.scheduled is None:
-                req.timing.scheduled = now
-        if not step.scheduled:
-            if nxt >= len(order):
-                break  # nothing can run and nothing will arrive: a request larger than the cache
-            now = arrivals[order[nxt]].at
-            continue
-        now += latency.step_time(step.shape)
-        done = sched.complete(step)
-        for req, _ in done.tokens:
-            t = req.timing
-            if t.first_token is None:
-                t.first_token = now
-            t.last_token = now
-        for req in done.finished:
-            req.timing.finished = now
+        requests[i] = core.submit(arrivals[i], i)
+    core.advance(end)
     return [_outcome(a, r) for a, r in zip(arrivals, requests, strict=True)]
 
 

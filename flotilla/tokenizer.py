@@ -59,7 +59,9 @@ BARE_WORD_BASE = SPACED_WORD_BASE + WORDS_PER_FORM  # "kazu"
 HASHED_BASE = BARE_WORD_BASE + WORDS_PER_FORM
 HASHED_RANGE = BOS - HASHED_BASE
 
-PIECE_RE = re.compile(r"""'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d| ?[^\s\w]+|\s+(?!\S)|\s+""")
+#: (words come first: they are most pieces, and no word starts with the contractions' apostrophe, so the order of
+#: these two alternatives cannot change a match; it saves a failed alternative per word, ~10-30 % of ``findall``)
+PIECE_RE = re.compile(r""" ?[^\W\d_]+|'(?:s|t|re|ve|m|ll|d)| ?\d| ?[^\s\w]+|\s+(?!\S)|\s+""")
 _WORD_RE = re.compile(r"(?:[bcdfghjklmnprstvwxyz][aeiou]){1,2}")
 
 Message = Mapping[str, Any]
@@ -167,6 +169,8 @@ class FlotillaTokenizer:
         # Long, repeated strings (system prompts, documents) are tokenised once per process.
         self._cache = EncodeCache(content_cache_bytes)
         self._memo: dict[str, tuple[int, ...]] = {}
+        #: the memo's single-id pieces as ints (the fast path of :meth:`_ids`)
+        self._single: dict[str, int] = {}
         #: exact leading ids of long texts, by their character-bounded head (see bounded_prefix)
         self._heads = EncodeCache(content_cache_bytes // 4)
 
@@ -243,7 +247,14 @@ class FlotillaTokenizer:
         return self._ids(pieces), sum(map(len, pieces))
 
     def _ids(self, pieces: list[str]) -> list[int]:
-        """Ids of pieces through the memo (one dict lookup per piece: the hot loop of the synthetic tokenizer)."""
+        """Ids of pieces through the memo: the hot loop of the synthetic tokenizer.
+
+        Almost every piece is one id (a word, a character): when all pieces are memoised single ids, one
+        ``map`` over the memo of single ids is the whole answer, at C speed (about a tenth of the per-piece
+        Python loop, which stays the path for pieces seen the first time and multi-id pieces)."""
+        ids: list[int | None] = list(map(self._single.get, pieces))
+        if None not in ids:
+            return ids  # type: ignore[return-value]
         get = self._memo.get
         return list(chain.from_iterable([get(p) or self._miss(p) for p in pieces]))
 
@@ -252,7 +263,10 @@ class FlotillaTokenizer:
         if len(piece) <= MEMO_PIECE_CHARS:
             if len(self._memo) >= MEMO_PIECES:
                 self._memo.clear()
+                self._single.clear()
             self._memo[piece] = ids
+            if len(ids) == 1:
+                self._single[piece] = ids[0]
         return ids
 
     def chat_prefix(

@@ -67,7 +67,7 @@ step "3/5 helm install $RELEASE into $NAMESPACE"
 # shellcheck disable=SC2086 # HELM_EXTRA_ARGS is a list of words on purpose
 "$HELM" upgrade --install "$RELEASE" "$REPO/charts/flotilla" \
   --namespace "$NAMESPACE" --create-namespace \
-  --set image.repository="$IMAGE_REPO" --set image.tag="$IMAGE_TAG" --set image.pullPolicy=IfNotPresent \
+  --set image.repository="$IMAGE_REPO" --set-string image.tag="$IMAGE_TAG" --set image.pullPolicy=IfNotPresent \
   --wait --timeout "$TIMEOUT" $HELM_EXTRA_ARGS
 "$KUBECTL" -n "$NAMESPACE" get pods -o wide
 

@@ -17,12 +17,20 @@ Its known weakness on LLM engines is the metric: running requests saturate at th
 saturated pod reads as "a bit above target" however long its queue is.
 
 **Fixed** is static provisioning for the peak: ``ceil(peak load ÷ capacity)`` engines all the time.
+
+**Reactive** is the best a purely reactive autoscaler can do, as a bound rather than a product: no detection
+delay and the *exact* current arrival rate (read from the trace, not measured), but no foresight — it wants
+``ceil(rate(now) ÷ cap)`` engines at every tick and pays the cold start for each one it adds. Any causal policy
+that sizes the fleet to the load it sees can only do worse on SLO at the same cost: it detects later or sizes
+less exactly. (A policy can beat it on SLO only by holding engines the current load does not need — headroom,
+paid in GPU-hours.)
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flotilla.cli.local_scaler import Decision, Observation
@@ -83,3 +91,16 @@ class Fixed:
 
     def decide(self, obs: Observation) -> Decision:
         return Decision(self.replicas)
+
+
+@dataclass
+class Reactive:
+    """The reactive bound (see the module docstring); ``rate(t)`` is the trace's arrival rate at trace time t."""
+
+    rate: Callable[[float], float]
+    cap: float
+    min_replicas: int = 0
+
+    def decide(self, obs: Observation) -> Decision:
+        want = math.ceil(self.rate(obs.now) / self.cap - 1e-9)
+        return Decision(max(self.min_replicas, want), detail={"rate": self.rate(obs.now)})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bench.autoscaling.runner import CONTENDERS, EXTRA_CONTENDERS, count_steps, run_autoscale_suite
+from bench.autoscaling.runner import CLOCKS, CONTENDERS, EXTRA_CONTENDERS, count_steps, run_autoscale_suite
 from bench.autoscaling.suite import AUTOSCALE_SUITES, load, to_json
 from bench.autoscaling.traces import TRACES
 from bench.procs import BenchError
@@ -19,7 +19,7 @@ RESULTS = "autoscaling.json"
 
 def run(
     suite_name: str, *, quick: bool, out: Path, time_scale: float | None, contenders: set[str] | None,
-    traces: set[str] | None, seeds: tuple[int, ...] | None, rerender: bool, command: str,
+    traces: set[str] | None, seeds: tuple[int, ...] | None, rerender: bool, command: str, clock: str = "virtual",
 ) -> None:  # fmt: skip
     if rerender:
         try:
@@ -27,7 +27,9 @@ def run(
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
         return
-    suite = AUTOSCALE_SUITES["autoscaling-quick" if quick else suite_name]()
+    if clock not in CLOCKS:
+        raise click.UsageError(f"unknown clock {clock!r}; choose from {', '.join(CLOCKS)}")
+    suite = AUTOSCALE_SUITES["autoscaling-quick" if quick else suite_name](clock)
     if time_scale is not None:
         suite = dataclasses.replace(suite, time_scale=time_scale)
     if contenders is not None:

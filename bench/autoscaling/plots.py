@@ -17,8 +17,10 @@ from bench.plots import _pyplot
 STYLE = {
     "kpa": "tab:blue",
     "kpa-arrivals": "tab:purple",
+    "kpa-headroom": "tab:pink",
     "apa": "tab:green",
     "hpa": "tab:red",
+    "reactive": "tab:brown",
     "fixed": "tab:gray",
     "oracle": "black",
 }

@@ -3,7 +3,8 @@
 The benchmark starts this module as its own process (``bench.procs.Proc``), so the load generator and the
 system under test do not share an event loop. It runs exactly what ``flotilla up --autoscale`` runs — the
 gateway, the local scaler and in-process engines — with the policy named in the spec: Flotilla's KPA/APA
-(``autoscaler``), or the benchmark's baselines (HPA-like, fixed, the oracle's replayed schedule). On SIGTERM
+(``autoscaler``), or the benchmark's baselines (HPA-like, fixed, the reactive bound, the oracle's replayed
+schedule). ``build_policy`` is also what the virtual-time mode (``bench.autoscaling.virtual``) plugs in. On SIGTERM
 it writes the scaler's record (timeline, engine lifetimes) to the spec's ``record`` path.
 
     python -m bench.autoscaling.sut '<json spec>'
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.autoscaling import oracle as oracle_mod
-from bench.autoscaling.baselines import Fixed, HpaLike
+from bench.autoscaling.baselines import Fixed, HpaLike, Reactive
 from bench.autoscaling.traces import TRACES, scaled
 from flotilla.cli import up
 from flotilla.cli.local_scaler import Decision, Observation, Policy
@@ -31,7 +32,7 @@ class StartsAt:
     """Runs ``inner`` on the trace's clock: simulated seconds since the wall time the load generator wrote
     into ``start_file`` when it started the trace (trace time 0 until then)."""
 
-    inner: oracle_mod.OraclePolicy
+    inner: Policy
     start_file: Path
     time_scale: float
     _start: float | None = None
@@ -48,11 +49,11 @@ class StartsAt:
 def build_policy(spec: dict[str, Any]) -> Policy:
     kind = spec["policy"]
     p = spec.get("params", {})
-    if kind in ("kpa", "apa", "kpa-arrivals"):
+    if kind in ("kpa", "apa", "kpa-arrivals", "kpa-headroom"):
         from autoscaler import ARRIVALS, DEMAND, MetricTarget, ScalerSettings
         from flotilla.cli.local_wiring import AutoscalerPolicy
 
-        metric = ARRIVALS if kind == "kpa-arrivals" else DEMAND
+        metric = ARRIVALS if kind in ("kpa-arrivals", "kpa-headroom") else DEMAND
         settings = ScalerSettings(
             max_replicas=spec["max_engines"], min_replicas=spec["min_engines"],
             metrics=(MetricTarget(metric, p["target"]),), algorithm=kind[:3].upper(),
@@ -65,12 +66,20 @@ def build_policy(spec: dict[str, Any]) -> Policy:
         )
     if kind == "fixed":
         return Fixed(p["replicas"])
-    if kind == "oracle":
+    if kind in ("oracle", "reactive"):
         trace = scaled(TRACES[spec["trace"]](), spec.get("trace_factor", 1.0))
-        plan = oracle_mod.schedule(
-            trace, spec["cap"], spec["startup_delay"], min_replicas=spec["min_engines"]
-        )
-        return StartsAt(oracle_mod.OraclePolicy(plan), Path(spec["start_file"]), spec["time_scale"])
+        inner: Policy
+        if kind == "oracle":
+            plan = oracle_mod.schedule(
+                trace, spec["cap"], spec["startup_delay"], min_replicas=spec["min_engines"]
+            )
+            inner = oracle_mod.OraclePolicy(plan)
+        else:
+            cap = spec["cap"]
+            inner = Reactive(lambda t: trace.rate(t, cap), cap, spec["min_engines"])
+        if "start_file" not in spec:
+            return inner  # virtual time: the policy's clock is already the trace's
+        return StartsAt(inner, Path(spec["start_file"]), spec["time_scale"])
     raise ValueError(f"unknown policy {kind!r}")
 
 

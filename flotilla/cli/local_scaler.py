@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger("flotilla.local_scaler")
 
@@ -121,6 +121,24 @@ class EngineHandle:
         """Requests the engine holds (running + waiting)."""
         sched = self.engine.scheduler
         return len(sched.running) + len(sched.waiting)
+
+
+class Retirable(Protocol):
+    @property
+    def started(self) -> float: ...
+
+    @property
+    def busy(self) -> int: ...
+
+
+R = TypeVar("R", bound=Retirable)
+
+
+def retire_order(starting: Sequence[R], serving: Sequence[R]) -> list[R]:
+    """Which engines a scale-down takes, first to last: the cold starts furthest from done (they cost a GPU
+    and serve nothing yet), then the least busy serving engines (the fewest requests to drain). Shared with
+    the benchmark's virtual-time fleet (``bench.autoscaling.virtual``), so both retire the same engines."""
+    return sorted(starting, key=lambda h: -h.started) + sorted(serving, key=lambda h: h.busy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,10 +278,7 @@ class LocalScaler:
             self.handles.append(handle)
             self._spawn(self._await_ready(handle))
         if missing < 0:
-            # cancel the cold starts furthest from done first, then retire the least busy serving engines
-            victims = sorted(self.starting(), key=lambda h: -h.started)
-            victims += sorted(self.serving(), key=lambda h: h.busy)
-            for handle in victims[:-missing]:
+            for handle in retire_order(self.starting(), self.serving())[:-missing]:
                 self._retire(handle)
 
     def _retire(self, handle: EngineHandle) -> None:

@@ -36,8 +36,8 @@ def image_values(image: str, redis_image: str) -> list[str]:
     repository, tag = image.rsplit(":", 1)
     redis_repository, redis_tag = redis_image.rsplit(":", 1)
     return [
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", f"redis.image.repository={redis_repository}", "--set", f"redis.image.tag={redis_tag}",
+        "--set", f"image.repository={repository}", "--set-string", f"image.tag={tag}",
+        "--set", f"redis.image.repository={redis_repository}", "--set-string", f"redis.image.tag={redis_tag}",
         *shlex.split(os.environ.get("FLOTILLA_E2E_HELM_ARGS", "")),
     ]  # fmt: skip
 

@@ -28,7 +28,7 @@ def test_quickstart_script_serves_a_chat_completion(
     # one operator and one gateway (so no Redis): the chart's default requests (2x100m + 2x250m + 50m) with the
     # example's two 250m engines and the control plane's ~1 CPU do not fit this 2-CPU node
     extra = (
-        f"--set redis.image.repository={redis_repository} --set redis.image.tag={redis_tag}"
+        f"--set redis.image.repository={redis_repository} --set-string redis.image.tag={redis_tag}"
         " --set operator.replicas=1 --set gateway.replicas=1"
     )
     if os.environ.get("FLOTILLA_E2E_HELM_ARGS"):

@@ -1,5 +1,6 @@
-"""`flotilla bench --suite autoscaling --quick` runs end to end on real simulated engines (not a timed test):
-calibration, KPA vs HPA-like vs fixed side by side on the step trace, autoscaling.json, report and plot."""
+"""`flotilla bench --suite autoscaling --quick` runs end to end (not a timed test): calibration, KPA vs HPA-like
+vs fixed side by side on the step trace, autoscaling.json, report and plot — in virtual time (the default) and
+on the wall clock with real served engines (``--clock wall``, the integration check)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
-def test_quick_autoscaling_bench_writes_a_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clock", ["virtual", pytest.param("wall", marks=pytest.mark.slow)])
+def test_quick_autoscaling_bench_writes_a_report(tmp_path: Path, clock: str) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-c", "from flotilla.cli import main; main()", "bench", "--suite", "autoscaling",
-         "--quick", "--out", str(out)],
+         "--quick", "--clock", clock, "--out", str(out)],
         capture_output=True, text=True, timeout=280, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -28,6 +30,7 @@ def test_quick_autoscaling_bench_writes_a_report(tmp_path: Path) -> None:
     assert "### Goal check (generated)" in report
     assert "**Flotilla KPA** over all traces and seeds" in report
     assert (out / "autoscaling-step.png").stat().st_size > 0
+    assert results["config"]["clock"] == clock
 
     cal = results["calibration"]
     assert cal["cap"] > 0

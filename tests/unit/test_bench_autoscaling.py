@@ -10,7 +10,7 @@ from bench.autoscaling import metrics, oracle
 from bench.autoscaling.baselines import Fixed, HpaLike
 from bench.autoscaling.metrics import EngineSpan, Served
 from bench.autoscaling.report import interval
-from bench.autoscaling.runner import capacity_from
+from bench.autoscaling.runner import calibration_from, capacity_from
 from bench.autoscaling.traces import TRACES, Trace, _piecewise, arrivals, scaled
 from flotilla.cli.local_scaler import Observation
 
@@ -182,6 +182,16 @@ def test_capacity_interpolates_to_the_slo_crossing() -> None:
         capacity_from([(0.4, 3.0)], 2.0)
 
 
+def test_the_virtual_calibration_sizes_cap_by_minutes_missing_the_slo() -> None:
+    points = [(0.4, 0.1, 1.0, 3.4, 3.3), (0.5, 0.3, 1.9, 3.5, 3.3), (0.6, 1.0, 2.5, 3.7, 3.3)]
+    # 0 % of minutes missed at 0.4, 1 % at 0.5: the 0.5 % crossing is half-way, whatever the p99 says
+    cal = calibration_from(points, 2.0, [0.0, 0.01, 0.05])
+    assert cal.criterion == "minutes"
+    assert cal.cap == pytest.approx(0.45)
+    assert cal.concurrency == pytest.approx(0.45 * 3.4)  # Little's law at the highest point below cap
+    assert calibration_from(points, 2.0).cap == pytest.approx(0.5 + 0.1 * 0.1 / 0.6)  # the p99 criterion
+
+
 def test_interval_is_a_student_t_interval() -> None:
     mean, half = interval([1.0, 2.0, 3.0])
     assert mean == 2.0
@@ -239,3 +249,23 @@ def test_report_renders_and_the_results_file_round_trips() -> None:
     again = from_json(to_json(result))
     assert again.runs == result.runs
     assert again.calibration.cap == 0.7
+
+
+def test_a_virtual_result_renders_its_clock_bound_and_calibration_and_round_trips() -> None:
+    import dataclasses
+
+    from bench.autoscaling.report import render
+    from bench.autoscaling.suite import from_json, to_json
+
+    result = result_with([record("kpa", 1, 120.0, 6 / 7), record("reactive", 1, 80.0, 5 / 7)])
+    result.config["clock"] = "virtual"
+    result.calibration = dataclasses.replace(result.calibration, minute_misses=[0.002], criterion="minutes")
+    text = render(result, {})
+    assert "Clock: **virtual**" in text
+    assert "engine lag mean" not in text  # no lag column: virtual time has none
+    assert "≤ 0.5 % of minutes miss the SLO" in text
+    assert "| 0.5 | 0.10 | 0.80 | 3.40 | 0.2% |" in text
+    assert "**Reactive bound** on `step`: 71.4% of minutes" in text
+    assert "no policy that reacts to the load it sees" in text
+    again = from_json(to_json(result))
+    assert again.calibration == result.calibration

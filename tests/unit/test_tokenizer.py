@@ -144,3 +144,20 @@ def test_continue_final_message_synthetic() -> None:
         tok.chat_prefix(messages, 1000, add_generation_prompt=False, continue_final_message=True).ids
         == open_ids
     )
+
+
+def test_memoised_pieces_give_the_same_ids_as_a_cold_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path (every piece a memoised single id) and the per-piece path agree, through memo resets."""
+    import flotilla.tokenizer as module
+
+    monkeypatch.setattr(module, "MEMO_PIECES", 8)  # clear the memo often
+    texts = [
+        "Hello,  world!\n\n  It's 2026 — naïve café ",
+        synthetic_text(synthetic_ids(3, 200)),
+        "ba ba ba\t\tba  \n",
+        "x" * 40 + " ba",  # a piece too long to memoise
+    ]
+    warm = FlotillaTokenizer(content_cache_bytes=0)
+    for _ in range(3):
+        for text in texts:
+            assert warm.encode(text) == FlotillaTokenizer(content_cache_bytes=0).encode(text)
