@@ -127,6 +127,13 @@ def configure(
 )
 @click.option("--requests", type=click.IntRange(10), default=None, help="--lora: requests per seed.")
 @click.option(
+    "--router-nice",
+    type=click.IntRange(-20, 19),
+    default=None,
+    help="--suite crosscheck: run every router at this nice value (below 0 needs root), to test whether a "
+    "router's client-side TTFT is its wait for a CPU.",
+)
+@click.option(
     "--clock",
     type=click.Choice(["virtual", "wall"]),
     default="virtual",
@@ -138,6 +145,7 @@ def bench(
     quick: bool, suite_name: str, out: Path, seed: int, engines: int | None, preset: str | None,
     time_scale: float | None, rate_scale: float, workloads: str | None, contenders: str | None,
     overhead: bool, pin: bool, rerender: bool, lora: bool, seeds: int | None, requests: int | None, clock: str,
+    router_nice: int | None,
 ) -> None:  # fmt: skip
     """Benchmark Flotilla's routing strategies against direct access and peer routers on simulated engines."""
     if lora:
@@ -164,7 +172,7 @@ def bench(
 
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
         cli_run(quick=quick, out=out, seed=seed, seeds=seeds, contenders=_csv(contenders), rerender=rerender,
-                command=command.strip())  # fmt: skip
+                command=command.strip(), router_nice=router_nice)  # fmt: skip
         return
     if suite_name == "health-under-load":
         from bench import health_load

@@ -7,6 +7,13 @@ cross-check needs each process's CPU over the load window only — not guidellm'
 transformers) or the router's idle polling before it. So a sampler reads the CPU of whole process groups
 (every child the benchmark starts leads its own session) a few times a second, stamped with wall time, and the
 window's CPU is interpolated from the samples around the tool's first send and last completion.
+
+CPU seconds alone cannot tell a router that *works* more from one that *waits for a CPU* more: a starved
+process uses no more CPU, it just gets it later. So the same sampler also reads each group's **run-queue wait**
+(:func:`group_wait`: the time its threads were runnable but not running, from the kernel's schedstat). That is
+how the cross-check found why guidellm measured Flotilla's gateway 3× slower than ``flotilla bench`` did: the
+gateway was runnable but queued for a CPU behind guidellm's processes for most of the load window
+(docs/benchmarks.md, "Independent cross-check").
 """
 
 from __future__ import annotations
@@ -40,6 +47,28 @@ def group_cpu(pgid: int) -> float:
         if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, …, utime (11), stime (12)
             total += int(fields[11]) + int(fields[12])
     return total / _TICK
+
+
+def group_wait(pgid: int) -> float:
+    """Seconds every thread of every live process in group ``pgid`` spent runnable but waiting for a CPU
+    (``/proc/PID/task/TID/schedstat``, second field, ns; NaN where the kernel does not expose it)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return math.nan
+    total = 0
+    seen = False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for task in (entry / "task").iterdir():
+                total += int((task / "schedstat").read_text().split()[1])
+                seen = True
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile, or no schedstat
+    return total / 1e9 if seen else math.nan
 
 
 def own_cpu() -> float:

@@ -49,6 +49,8 @@ class XRun:
     #: CPU seconds the load generator (all its processes) and the router process spent during the run
     tool_cpu_s: float = math.nan
     router_cpu_s: float = math.nan
+    #: seconds the router's threads were runnable but waiting for a CPU during the run (bench/crosscheck_cpu.py)
+    router_wait_s: float = math.nan
 
     def ttfts(self) -> list[float]:
         return [math.inf if v is None else v for v in self.ttft_samples]
@@ -73,6 +75,7 @@ class XCell:
     engine_ttft_p90: Estimate
     tool_cpu_s: float
     router_cpu_s: float
+    router_wait_s: float = math.nan
 
 
 @dataclass
@@ -130,6 +133,7 @@ def analyse(runs: Sequence[XRun], *, ours: str, peer: str) -> XReport:
                 send_lag=median([r.send_lag for r in rs]),
                 engine_ttft_p90=scalar_estimate([r.engine_ttft_p90 for r in rs]),
                 tool_cpu_s=median([r.tool_cpu_s for r in rs]), router_cpu_s=median([r.router_cpu_s for r in rs]),
+                router_wait_s=median([r.router_wait_s for r in rs]),
             ))  # fmt: skip
         a = [r.ttfts() for r in _rounds(runs, tool, ours, complete)]
         b = [r.ttfts() for r in _rounds(runs, tool, peer, complete)]
@@ -189,15 +193,15 @@ def render(report: XReport, *, command: str, notes: Sequence[str]) -> str:
         "",
         "| tool | contender | rounds | n | ok | TTFT p50 (ms) | TTFT p90 (ms) | tool's own p50 / p90 (ms) | "
         "throughput (req/s) | hit rate | engine TTFT p90 (sim ms) | engine prompt tokens / req | max send lag (ms) | "
-        "load generator CPU (s) | router CPU (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "load generator CPU (s) | router CPU (s) | router run-queue wait (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines.extend(
         f"| {c.tool} | `{c.contender}` | {c.rounds} | {c.n} | {c.ok}/{c.requests} | {_ms(c.p50)} | "
         f"{_ms(c.p90)} | {_f(c.reported_p50 * 1000, '.1f')} / {_f(c.reported_p90 * 1000, '.1f')} | "
         f"{_f(c.req_s.value, '.2f')} | {_f(c.hit_rate * 100, '.0f')}% | {_ms(c.engine_ttft_p90)} | "
         f"{_f(c.engine_prompt_tokens, '.0f')} | {_f(c.send_lag * 1000, '.1f')} | {_f(c.tool_cpu_s, '.1f')} | "
-        f"{_f(c.router_cpu_s, '.1f')} |"
+        f"{_f(c.router_cpu_s, '.1f')} | {_f(c.router_wait_s, '.1f')} |"
         for c in report.cells
     )
     lines += [

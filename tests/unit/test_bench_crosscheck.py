@@ -8,13 +8,16 @@ import copy
 import json
 import math
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from bench.crosscheck import crosscheck_spec, round_order, span_rate
-from bench.crosscheck_cpu import Samples, group_cpu
+from bench.crosscheck_cpu import Samples, group_cpu, group_wait
 from bench.crosscheck_guidellm import OFFLINE, offline_env, parse_report, scenario, write_tokenizer
 from bench.crosscheck_report import XRun, analyse, overlap, render, runs_from_json, to_json
 from bench.results import RequestResult
@@ -217,3 +220,23 @@ def test_group_cpu_reads_this_process_group() -> None:
     sum(i * i for i in range(200_000))  # burn a little CPU
     assert group_cpu(os.getpgid(0)) > 0
     assert group_cpu(2**22 + 12345) == 0  # no such group
+
+
+@pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="the kernel exposes no schedstat")
+def test_group_wait_counts_time_runnable_but_not_running() -> None:
+    """Busy processes pinned to one CPU: each runs at most 1/n of the time and waits the rest, so their
+    group's run-queue wait grows faster than wall time, while their CPU time cannot."""
+    spin = (
+        "import os, time\nos.sched_setaffinity(0, {0})\nkids = [os.fork() for _ in range(2)]\n"
+        "end = time.time() + 1.5\nwhile time.time() < end: pass\nfor k in kids: k and os.waitpid(k, 0)"
+    )  # three or more spinners (forks of forks) in one new process group, all on CPU 0
+    leader = subprocess.Popen([sys.executable, "-c", spin], start_new_session=True)
+    try:
+        time.sleep(0.3)
+        before = group_wait(leader.pid)
+        time.sleep(0.8)
+        waited = group_wait(leader.pid) - before
+    finally:
+        leader.wait(timeout=10)
+    assert waited > 1.0  # ≥ 3 spinners on one CPU for 0.8 s: ≥ 1.6 s waited, at most 0.8 s of CPU
+    assert math.isnan(group_wait(2**22 + 12345))  # no such group
