@@ -164,8 +164,13 @@ class Gateway:
         s = self.settings
         if self.transport is None:
             self.transport = make_transport(s.transport, max_connections=s.max_connections)
-        # trust_env=False: engines are dialled directly, never through an HTTP(S)_PROXY from the environment
-        self.scrape_client = httpx.AsyncClient(timeout=s.scrape_timeout, trust_env=False)
+        # trust_env=False: engines are dialled directly, never through an HTTP(S)_PROXY from the environment;
+        # the scrapes (/health + /metrics per engine per interval) ride the same kind of pool as the proxy
+        self.scrape_client = httpx.AsyncClient(
+            timeout=s.scrape_timeout,
+            trust_env=False,
+            transport=make_transport(s.transport, max_connections=s.max_connections),
+        )
         self.proxy = Proxy(
             self.transport,
             self.metrics,
