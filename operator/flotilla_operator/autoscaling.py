@@ -22,7 +22,6 @@ stable window has been observed). A decision that could not be written is undone
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,7 +38,7 @@ from flotilla.crds import API_VERSION, ModelAutoscalerSpec
 from flotilla_operator import autoscaling_status as report
 from flotilla_operator.errors import KubeError, NotFound
 from flotilla_operator.kube import Kube, _path
-from flotilla_operator.publish import post_event, write_status
+from flotilla_operator.publish import post_event, tick_until_stopped, write_status
 
 log = logging.getLogger("flotilla.operator.autoscaler")
 
@@ -296,19 +295,9 @@ async def autoscale(
     """kopf daemon: one loop per ModelAutoscaler, for as long as it exists and this replica is active."""
     assert namespace is not None, "ModelAutoscaler is namespaced"
     log.info("autoscaler %s/%s: started", namespace, name)
-    async with httpx.AsyncClient() as http:
+    # trust_env=False: pods are dialled directly, never through an HTTP(S)_PROXY from the environment
+    async with httpx.AsyncClient(trust_env=False) as http:
         loop = AutoscalerLoop(
             memo.kube, Collector(http, timeout=options.scrape_timeout), options, namespace, name
         )
-        while not stopped:
-            try:
-                period = await loop.tick(copy.deepcopy(dict(body)))
-            except KubeError as exc:
-                log.warning("%s/%s: autoscaler tick failed: %s", namespace, name, exc)
-                period = 5.0
-            except Exception:
-                # a bug in one tick must not end the loop (kopf would only restart the daemon after a backoff,
-                # with empty windows); the traceback goes to the log and the next tick starts afresh
-                log.exception("%s/%s: autoscaler tick crashed", namespace, name)
-                period = 5.0
-            await stopped.wait(period)
+        await tick_until_stopped(loop.tick, body, stopped, what=f"autoscaler {namespace}/{name}")

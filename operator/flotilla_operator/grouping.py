@@ -23,7 +23,6 @@ members' current replicas, so a fail-over never scales a group down before a ful
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import time
@@ -42,7 +41,7 @@ from flotilla_operator.autoscaling import AutoscalingOptions, find_gateways
 from flotilla_operator.autoscaling_status import rfc3339
 from flotilla_operator.errors import KubeError, NotFound
 from flotilla_operator.kube import MD_PLURAL, Kube, _path
-from flotilla_operator.publish import post_event, write_status
+from flotilla_operator.publish import post_event, tick_until_stopped, write_status
 from optimizer import DEFAULT_PRICES, Infeasible, OptimizerError, Profile, Slo, solve, validated
 from optimizer.planning import CounterWindow, MemberBounds, Stabilizer, clamp, gpu_summary, routing_shares
 
@@ -301,14 +300,4 @@ async def run_group(
     log.info("model group %s/%s: started", namespace, name)
     async with httpx.AsyncClient(trust_env=False) as http:
         loop = GroupLoop(memo.kube, http, options, namespace, name)
-        while not stopped:
-            try:
-                period = await loop.tick(copy.deepcopy(dict(body)))
-            except KubeError as exc:
-                log.warning("%s/%s: group tick failed: %s", namespace, name, exc)
-                period = 5.0
-            except Exception:
-                # a bug in one tick must not end the loop (kopf would restart the daemon with an empty window)
-                log.exception("%s/%s: group tick crashed", namespace, name)
-                period = 5.0
-            await stopped.wait(period)
+        await tick_until_stopped(loop.tick, body, stopped, what=f"model group {namespace}/{name}")

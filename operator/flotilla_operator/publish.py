@@ -1,4 +1,4 @@
-"""Writing what the operator's control loops decided: an object's ``/status`` and its Events.
+"""What the operator's control loops share: writing an object's ``/status`` and Events, and the tick loop.
 
 The ModelAutoscaler and ModelGroup loops both run as kopf daemons that compute a whole new status each tick.
 They write it the same way: skipped when nothing changed (no resourceVersion churn, no watch event to wake
@@ -9,7 +9,9 @@ anyway, and a refused write is retried by the next tick, so the loop only logs i
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flotilla.crds import API_VERSION, GROUP, VERSION
@@ -48,3 +50,24 @@ async def post_event(
         )  # fmt: skip
     except KubeError as exc:
         log.warning("could not post event %s: %s", reason, exc)
+
+
+async def tick_until_stopped(
+    tick: Callable[[dict[str, Any]], Awaitable[float]], body: Any, stopped: Any, *, what: str
+) -> None:
+    """Run a control loop's ``tick`` (which returns the seconds until the next one) until kopf stops the daemon.
+
+    ``body`` is kopf's live view of the object, copied for each tick so a tick sees one consistent version. An
+    API error or a bug in one tick must not end the loop (kopf would only restart the daemon after a backoff,
+    with its windows empty): it is logged and the next tick, 5 s later, starts afresh.
+    """
+    while not stopped:
+        try:
+            period = await tick(copy.deepcopy(dict(body)))
+        except KubeError as exc:
+            log.warning("%s: tick failed: %s", what, exc)
+            period = 5.0
+        except Exception:
+            log.exception("%s: tick crashed", what)
+            period = 5.0
+        await stopped.wait(period)
