@@ -37,7 +37,7 @@ import orjson
 from bench import contenders as contender_registry
 from bench import crosscheck_guidellm as guidellm
 from bench.contenders import Contender
-from bench.crosscheck_cpu import group_cpu, group_wait, own_cpu, sampling
+from bench.crosscheck_cpu import group_cpu, group_processes, group_wait, own_cpu, sampling
 from bench.crosscheck_report import TOOLS, XRun, analyse, render, runs_from_json, to_json
 from bench.fleet import Fleet
 from bench.procs import BenchError
@@ -106,12 +106,8 @@ def renice_group(pgid: int, nice: int) -> int:
     raising every router's priority alike tells a router that is slow from one that waits for a CPU
     (docs/benchmarks.md, "Independent cross-check")."""
     count = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry, _ in group_processes(pgid):
         try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
             for task in (entry / "task").iterdir():
                 os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
                 count += 1

@@ -24,45 +24,43 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def group_cpu(pgid: int) -> float:
-    """utime + stime (s) of every live process in process group ``pgid`` (Linux /proc; NaN elsewhere)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return math.nan
-    total = 0
-    for entry in proc.iterdir():
+def group_processes(pgid: int) -> Iterator[tuple[Path, list[str]]]:
+    """``/proc/PID`` and its ``stat`` fields after the command (state, ppid, pgrp, …, utime at 11, stime at 12)
+    of every live process in process group ``pgid``; a process that exits meanwhile is skipped."""
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            if int(fields[2]) == pgid:
+                yield entry, fields
+        except (OSError, IndexError, ValueError):
             continue  # exited meanwhile
-        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, …, utime (11), stime (12)
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICK
+
+
+def group_cpu(pgid: int) -> float:
+    """utime + stime (s) of every live process in process group ``pgid`` (Linux /proc; NaN elsewhere)."""
+    if not Path("/proc").is_dir():
+        return math.nan
+    return sum(int(fields[11]) + int(fields[12]) for _, fields in group_processes(pgid)) / _TICK
 
 
 def group_wait(pgid: int) -> float:
     """Seconds every thread of every live process in group ``pgid`` spent runnable but waiting for a CPU
     (``/proc/PID/task/TID/schedstat``, second field, ns; NaN where the kernel does not expose it)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    if not Path("/proc").is_dir():
         return math.nan
     total = 0
     seen = False
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry, _ in group_processes(pgid):
         try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
             for task in (entry / "task").iterdir():
                 total += int((task / "schedstat").read_text().split()[1])
                 seen = True
