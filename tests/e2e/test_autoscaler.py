@@ -123,6 +123,7 @@ class Load:
     model: str
     workers: int
     max_tokens: int = 120
+    prompt: str = "tell me a story"
     errors: list[str] = field(default_factory=list)
     done: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -133,7 +134,7 @@ class Load:
             while not self._stop.is_set():
                 try:
                     client.chat.completions.create(
-                        model=self.model, messages=[{"role": "user", "content": "tell me a story"}],
+                        model=self.model, messages=[{"role": "user", "content": self.prompt}],
                         max_tokens=self.max_tokens, extra_body={"ignore_eos": True},
                     )  # fmt: skip
                     self.done += 1

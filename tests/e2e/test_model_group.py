@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,7 +40,7 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.helpers import eventually, get, md_manifest
 from tests.e2e.podsim import PodSimulator
-from tests.e2e.test_autoscaler import GATEWAY_PORT, Gateway, events, gateway_pod, run_gateway
+from tests.e2e.test_autoscaler import GATEWAY_PORT, Gateway, Load, events, gateway_pod, run_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -91,40 +89,6 @@ def member_md(cluster: ControlPlane, name: str, ns: str, gpu: str | None, replic
         spec["gpuType"] = gpu
         spec["engine"]["simulator"] = {"preset": f"{gpu}-llama3-8b"}
     cluster.kubectl("apply", "-f", "-", input=md_manifest(name, ns, **spec))
-
-
-class Load:
-    """``workers`` threads sending one prompt through the gateway with the official client until stopped."""
-
-    def __init__(self, gateway: Gateway, prompt: str, workers: int = 2, max_tokens: int = 32) -> None:
-        self.gateway, self.prompt, self.max_tokens = gateway, prompt, max_tokens
-        self.errors: list[str] = []
-        self.done = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
-
-    def _run(self) -> None:
-        with self.gateway.client() as client:
-            while not self._stop.is_set():
-                try:
-                    client.chat.completions.create(
-                        model=MODEL, messages=[{"role": "user", "content": self.prompt}],
-                        max_tokens=self.max_tokens, extra_body={"ignore_eos": True},
-                    )  # fmt: skip
-                    self.done += 1
-                except openai.APIError as exc:
-                    self.errors.append(repr(exc))
-                    self._stop.wait(0.2)
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
 
 
 @pytest.fixture
@@ -231,7 +195,7 @@ def test_a_workload_change_moves_replicas_between_gpu_types_and_sizes_route_by_t
     short_bucket = (0, 0)  # prompt ≤64, output ≤64
     long_bucket = (DEFAULT_INPUT_BOUNDS.index(1024), 0)
 
-    with Load(debug_gateway, SHORT) as load:
+    with Load(debug_gateway, MODEL, workers=2, max_tokens=32, prompt=SHORT) as load:
         # both types have ready pods (the A100 one held by stabilisation): the plan alone decides
         eventually(
             lambda: both_types_routable(cluster, ns, debug_gateway, "l4", "a100-80gb", short_bucket),
@@ -248,7 +212,7 @@ def test_a_workload_change_moves_replicas_between_gpu_types_and_sizes_route_by_t
     assert conds == {"Planned": ("True", "Solved"), "Scaled": ("True", "DesiredReplicas")}
     assert st["observedGeneration"] == get(cluster, "mg", "llama", ns)["metadata"]["generation"]  # type: ignore[index]
 
-    with Load(debug_gateway, LONG) as load:
+    with Load(debug_gateway, MODEL, workers=2, max_tokens=32, prompt=LONG) as load:
         eventually(
             lambda: both_types_routable(cluster, ns, debug_gateway, "a100-80gb", "l4", long_bucket),
             90,
