@@ -357,10 +357,7 @@ async def run_autoscale_suite(suite: AutoscaleSuite, *, command: str, progress: 
                 batch = order[i : i + suite.parallel]
                 records += await asyncio.gather(*(run_one(suite, trace_name, seed, c, calib) for c in batch))
             result.runs.extend(records)
-            progress.finish_step(
-                "; ".join(f"{r.contender} GPU÷oracle {r.gpu_vs_oracle:.2f} SLO {r.good_minutes}/{r.minutes}"
-                          for r in records)
-            )  # fmt: skip
+            progress.finish_step(_summary(records))
     return result
 
 
@@ -375,11 +372,15 @@ def run_virtual_suite(suite: AutoscaleSuite, *, command: str, progress: Progress
             progress.step(f"{trace_name} · seed {seed} (virtual time)", len(suite.contenders))
             records = [run_one_virtual(suite, trace_name, seed, c, calib) for c in suite.contenders]
             result.runs.extend(records)
-            progress.finish_step(
-                "; ".join(f"{r.contender} GPU÷oracle {r.gpu_vs_oracle:.2f} SLO {r.good_minutes}/{r.minutes}"
-                          for r in records)
-            )  # fmt: skip
+            progress.finish_step(_summary(records))
     return result
+
+
+def _summary(records: list[RunRecord]) -> str:
+    """One progress line for a trace × seed: each contender's GPU-hours ÷ oracle and its good minutes."""
+    return "; ".join(
+        f"{r.contender} GPU÷oracle {r.gpu_vs_oracle:.2f} SLO {r.good_minutes}/{r.minutes}" for r in records
+    )
 
 
 def _config(suite: AutoscaleSuite) -> dict[str, Any]:
