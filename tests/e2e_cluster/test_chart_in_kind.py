@@ -131,19 +131,24 @@ def test_rbac_as_the_service_accounts_see_it(release: KindCluster) -> None:
     release.kubectl("--kubeconfig", str(operator_kc), "get", "modeldeployments", "-A")
 
 
-SIM_MODEL = {
-    "apiVersion": "flotilla.dev/v1alpha1",
-    "kind": "ModelDeployment",
-    "metadata": {"name": MODEL, "namespace": NAMESPACE},
-    "spec": {
-        "model": "meta-llama/Llama-3.1-8B-Instruct",
-        "servedModelName": SERVED,
-        "replicas": 2,
-        "engine": {"type": "simulator", "maxModelLen": 8192, "simulator": {"startupDelaySeconds": 2}},
-        "resources": {"gpus": 0, "cpu": "100m", "memory": "256Mi"},
-        "kvEvents": {"enabled": True},
-    },
-}
+def sim_model(name: str, namespace: str, *, replicas: int, **spec: Any) -> dict[str, Any]:
+    """A ``spec.engine.type: simulator`` ModelDeployment serving ``SERVED`` (``spec``: further fields)."""
+    return {
+        "apiVersion": "flotilla.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": "meta-llama/Llama-3.1-8B-Instruct",
+            "servedModelName": SERVED,
+            "replicas": replicas,
+            "engine": {"type": "simulator", "maxModelLen": 8192, "simulator": {"startupDelaySeconds": 2}},
+            "resources": {"gpus": 0, "cpu": "100m", "memory": "256Mi"},
+            **spec,
+        },
+    }
+
+
+SIM_MODEL = sim_model(MODEL, NAMESPACE, replicas=2, kvEvents={"enabled": True})
 
 
 def test_simulated_model_runs_the_operators_engine_pods(release: KindCluster, flotilla_image: str) -> None:

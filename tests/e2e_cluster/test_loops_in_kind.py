@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.e2e_cluster.kind import CHART, ChatLoad, KindCluster, eventually
-from tests.e2e_cluster.test_chart_in_kind import client, image_values, ready
+from tests.e2e_cluster.test_chart_in_kind import client, image_values, ready, sim_model
 
 pytestmark = [pytest.mark.e2e_cluster, pytest.mark.timeout(600)]
 
@@ -54,19 +54,7 @@ def release(kind_cluster: KindCluster, flotilla_image: str, redis_image: str) ->
         kind_cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", timeout=180, check=False)
 
 
-SIM_MODEL = {
-    "apiVersion": "flotilla.dev/v1alpha1",
-    "kind": "ModelDeployment",
-    "metadata": {"name": MODEL, "namespace": NAMESPACE},
-    "spec": {
-        "model": "meta-llama/Llama-3.1-8B-Instruct",
-        "servedModelName": SERVED,
-        "replicas": 1,
-        "engine": {"type": "simulator", "maxModelLen": 8192, "simulator": {"startupDelaySeconds": 2}},
-        "resources": {"gpus": 0, "cpu": "100m", "memory": "256Mi"},
-        "lora": {"enabled": True, "maxLoras": 2},
-    },
-}
+SIM_MODEL = sim_model(MODEL, NAMESPACE, replicas=1, lora={"enabled": True, "maxLoras": 2})
 
 
 def get(cluster: KindCluster, kind: str, name: str) -> dict[str, Any]:
