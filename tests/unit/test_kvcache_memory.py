@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -151,3 +151,58 @@ async def test_removed_endpoint_bit_is_reused_without_leaking_blocks() -> None:
 def test_bad_bounds_are_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be a positive"):
         MemoryIndex(**kwargs)  # type: ignore[arg-type]
+
+
+def chains(draw_from: st.DataObject, n: int) -> list[list[int]]:
+    """Prompts as the gateway records them: a few shared stems (system prompts) of 0–60 blocks, each with a
+    private tail, so records re-touch the most recent blocks of earlier segments, partly or wholly."""
+    stems = [list(range(1000 * s, 1000 * s + draw_from.draw(st.integers(0, 60)))) for s in range(1, 4)]
+    out = []
+    for i in range(n):
+        stem = draw_from.draw(st.sampled_from(stems))
+        cut = draw_from.draw(st.integers(0, len(stem)))
+        tail = draw_from.draw(st.integers(0, 8))
+        out.append(stem[:cut] + [10_000 + 100 * i + t for t in range(tail)])
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    capacity=st.integers(20, 300),
+    endpoint_capacity=st.one_of(st.none(), st.integers(10, 120)),
+    data=st.data(),
+)
+def test_long_shared_prompts_equal_reference_lru(
+    capacity: int, endpoint_capacity: int | None, data: st.DataObject
+) -> None:
+    """The same specification on prompts long enough for the bulk, cut-the-shared-prefix and rebuild paths."""
+    index = MemoryIndex(capacity, endpoint_capacity=endpoint_capacity, clock=FakeClock())
+    ref = ReferenceLRU(capacity, endpoint_capacity)
+    for prompt in chains(data, 25):
+        endpoint = data.draw(st.sampled_from([A, B, C]))
+        if data.draw(st.integers(0, 9)) == 0:
+            index.evict_now(endpoint, prompt[-3:])
+            ref.evict(endpoint, prompt[-3:])
+        else:
+            index.record_now(endpoint, prompt)
+            ref.record(endpoint, prompt)
+        assert len(index) == len(ref.pairs)
+        assert index.match_now(prompt, [A, B, C]) == ref.match(prompt, [A, B, C])
+        for e in (A, B, C):
+            assert index.recency(e) == [h for (pe, h) in ref.pairs if pe == e]
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        pytest.param(lambda i: [*range(40), 1000 + i], id="shared-stem-private-tail"),
+        pytest.param(lambda i: [*range(i % 7, 40 + i % 7), 1000 + i], id="sliding-window-middle-retouch"),
+        pytest.param(lambda i: list(range(60)), id="same-prompt-again"),
+    ],
+)
+def test_blocks_recorded_again_leave_no_unbounded_stale_entries(window: Callable[[int], list[int]]) -> None:
+    """Re-recorded blocks go stale in their old segment; memory must stay a small multiple of what is held."""
+    index = MemoryIndex(clock=FakeClock())
+    for i in range(2000):
+        index.record_now(A, window(i))
+    assert index.stored() <= 4 * len(index) + 64
