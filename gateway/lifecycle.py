@@ -156,9 +156,11 @@ class TelemetryHook:
         status = a.status if a is not None and a.status else 500
         self.counters(status)
         endpoint = a.endpoint.key if a is not None and a.endpoint is not None else "none"
-        self.metrics.requests.labels(ctx.model, endpoint, str(status)).inc()
+        self.metrics.requests_of(ctx.model, endpoint, str(status)).inc()
         elapsed = time.perf_counter() - ctx.started
-        self.metrics.e2e.labels(ctx.model).observe(elapsed)
+        self.metrics.e2e_of(ctx.model).observe(elapsed)
+        if not log.isEnabledFor(logging.INFO):  # the line's fields are built only for a log that keeps them
+            return
         log.info(
             "%s %s -> %s %s",
             ctx.path,

@@ -416,7 +416,7 @@ class Gateway:
             is_adapter=any(ctx.model in e.adapters for e in candidates),
         )
         ctx.decision = decision = await self.router.route(profile, ctx.routing, candidates, self._match)
-        self.metrics.decision.labels(decision.profile).observe(decision.seconds)
+        self.metrics.decision_of(decision.profile).observe(decision.seconds)
         if decision.match_ratio is not None:
             self.metrics.match_ratio.observe(decision.match_ratio)
             self._match_sum += decision.match_ratio

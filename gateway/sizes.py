@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from flotilla.sizes import DEFAULT_INPUT_BOUNDS, DEFAULT_OUTPUT_BOUNDS, SIZES_METRIC, bucket_index
 from gateway.lifecycle import RequestContext
+from gateway.telemetry import Children
 
 
 class SizeHook:
@@ -38,6 +39,7 @@ class SizeHook:
             ["model", "input_le", "output_le"],
             registry=registry,
         )
+        self._sizes = Children(self.sizes)
 
     async def on_routed(self, ctx: RequestContext) -> None:
         if ctx.attempt is not None:
@@ -51,4 +53,4 @@ class SizeHook:
         output = max(0, a.usage_tokens - prompt)
         i = bucket_index(self.input_bounds, prompt)
         j = bucket_index(self.output_bounds, output)
-        self.sizes.labels(ctx.model, str(self.input_bounds[i]), str(self.output_bounds[j])).inc()
+        self._sizes(ctx.model, str(self.input_bounds[i]), str(self.output_bounds[j])).inc()

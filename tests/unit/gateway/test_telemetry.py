@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.endpoints import EndpointPool, EndpointSpec, Lease
-from gateway.telemetry import GatewayMetrics
+from gateway.lifecycle import RequestContext, TelemetryHook
+from gateway.parsing import ParsedRequest
+from gateway.proxy import Attempt
+from gateway.telemetry import GatewayMetrics, configure_logging
 
 
 class Clock:
@@ -84,3 +89,73 @@ def test_load_gauges_follow_the_lease() -> None:
     assert _gauges(metrics, "flotilla_gateway_endpoint_pending_prefill_blocks")["127.0.0.1:2"] == 0.0
     lease.release()
     assert _gauges(metrics, "flotilla_gateway_endpoint_in_flight")["127.0.0.1:2"] == 0.0
+
+
+def test_cached_children_count_into_the_same_series_as_labels() -> None:
+    """A child resolved through ``Children`` is the metric's own child: the exposition shows one series per
+    label combination, whichever way it was incremented, and each combination is resolved once."""
+    pool, _ = _pool()
+    metrics = GatewayMetrics(pool)
+    first = metrics.requests_of("m", "127.0.0.1:1", "200")
+    assert metrics.requests_of("m", "127.0.0.1:1", "200") is first
+    assert metrics.requests_of("m", "127.0.0.1:1", "503") is not first
+    first.inc()
+    metrics.requests.labels("m", "127.0.0.1:1", "200").inc()
+    metrics.requests_of("m", "127.0.0.1:1", "503").inc(3)
+    metrics.e2e_of("m").observe(0.02)
+    text = generate_latest(metrics.registry).decode()
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    ok = (("endpoint", "127.0.0.1:1"), ("model", "m"), ("status", "200"))
+    failed = (("endpoint", "127.0.0.1:1"), ("model", "m"), ("status", "503"))
+    assert values[("flotilla_gateway_requests_total", ok)] == 2.0
+    assert values[("flotilla_gateway_requests_total", failed)] == 3.0
+    assert values[("flotilla_gateway_e2e_seconds_count", (("model", "m"),))] == 1.0
+    assert values[("flotilla_gateway_e2e_seconds_bucket", (("le", "0.025"), ("model", "m")))] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("level", "lines"),
+    [pytest.param("INFO", 1, id="info-one-access-line"), pytest.param("WARNING", 0, id="warning-no-line")],
+)
+def test_finished_request_is_counted_and_logged_once_at_info(
+    level: str, lines: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The access line is built only for a log that keeps it; the metrics are counted either way."""
+    pool, _ = _pool()
+    metrics = GatewayMetrics(pool)
+    counted: list[int] = []
+    hook = TelemetryHook(metrics, counted.append)
+    parsed = ParsedRequest(
+        body={}, model="m", stream=False, max_tokens=16, prompt_ids=[1, 2], prompt_tokens=2
+    )
+    ctx = RequestContext(path="/v1/completions", request_id="r-1", parsed=parsed, key=None)
+    ctx.attempt = Attempt(model="m", blocks=1, request_id="r-1", tries=1, endpoint=pool.get("127.0.0.1:2"))
+    ctx.attempt.status = 200
+    ctx.routed_by.append(hook)
+    capsys.readouterr()
+    detach = configure_logging(json_logs=True, level=level)
+    try:
+        ctx.finish()
+        ctx.finish()  # idempotent: one count, one line
+    finally:
+        detach()
+    out = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert counted == [200]
+    sample = {"model": "m", "endpoint": "127.0.0.1:2", "status": "200"}
+    assert metrics.registry.get_sample_value("flotilla_gateway_requests_total", sample) == 1.0
+    assert len(out) == lines
+    if lines:
+        assert {
+            k: out[0][k] for k in ("request_id", "model", "endpoint", "status", "tries", "prompt_tokens")
+        } == {
+            "request_id": "r-1",
+            "model": "m",
+            "endpoint": "127.0.0.1:2",
+            "status": 200,
+            "tries": 1,
+            "prompt_tokens": 2,
+        }
