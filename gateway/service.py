@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,20 @@ log = logging.getLogger("flotilla.gateway")
 
 #: upstream request headers copied from the client (everything else is dropped; the body is forwarded as is)
 _FORWARDED = ("content-type", "accept", "user-agent", labels.HEADER_SESSION_ID, "traceparent", "tracestate")
+
+
+def header_map(headers: Any) -> Mapping[str, str]:
+    """The request's headers as a plain dict, decoded once.
+
+    Starlette's ``Headers`` scans its raw list and lower-cases the name on every lookup (~1.5 µs each), and a
+    request looks up about sixteen (request id, key, strategy, session, the forwarded ones): ~20 µs, against
+    ~7 µs for this one pass. Names in ASGI are already lower-case; of repeated headers the first wins, as
+    ``Headers.get`` answers. A mapping without ``raw`` (a dict from a test or another caller) is used as is.
+    """
+    raw = getattr(headers, "raw", None)
+    if raw is None:
+        return headers  # type: ignore[no-any-return]
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +351,7 @@ class Gateway:
     # ------------------------------------------------------------------ the request pipeline
     async def handle(self, path: str, kind: str, raw: bytes, headers: Any) -> Response:
         """admit → candidates (held while none is ready) → route → dispatch, with hooks at routing and end."""
+        headers = header_map(headers)
         ctx = await self._admit(path, kind, raw, headers)
         profile = self.router.profile_for(ctx.model, headers.get(labels.HEADER_ROUTING_STRATEGY))
         if profile is None:

@@ -286,3 +286,26 @@ def test_backend_errors_count_the_stores_failures() -> None:
     failures["ratelimit"] = 3
     text = generate_latest(metrics.registry).decode()
     assert 'flotilla_gateway_backend_errors_total{backend="ratelimit"} 3.0' in text
+
+
+def test_header_map_answers_as_starlette_headers_do() -> None:
+    """The pipeline reads headers from a dict decoded once; it must answer every lookup as ``Headers`` does,
+    repeated headers included (the first wins)."""
+    from starlette.datastructures import Headers
+
+    from gateway.service import header_map
+
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"x-session-id", b"first"),
+        (b"traceparent", b"00-abc-def-01"),
+        (b"x-session-id", b"second"),
+        (b"user-agent", b"caf\xe9"),  # latin-1, as ASGI servers deliver it
+    ]
+    headers = Headers(raw=raw)
+    plain = header_map(headers)
+    for name in ("content-type", "x-session-id", "traceparent", "user-agent", "authorization", "tracestate"):
+        assert plain.get(name) == headers.get(name), name
+        assert (name in plain) == (name in headers), name
+    given = {"x-request-id": "r-1"}
+    assert header_map(given) is given
