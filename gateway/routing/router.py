@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.endpoints import Endpoint
 from gateway.routing.plans import RoutingPlans
@@ -22,13 +22,11 @@ class Profile:
     filters: list[Filter]
     scorers: list[tuple[Scorer, float]]
     picker: Picker
+    #: which index the profile reads ("approximate" / "precise"), or None: fixed by its scorers, so set once
+    needs_matches: str | None = field(init=False, default=None)
 
-    @property
-    def needs_matches(self) -> str | None:
-        for scorer, weight in self.scorers:
-            if scorer.needs_matches and weight:
-                return scorer.needs_matches
-        return None
+    def __post_init__(self) -> None:
+        self.needs_matches = next((s.needs_matches for s, w in self.scorers if s.needs_matches and w), None)
 
 
 def build_profile(
@@ -113,11 +111,12 @@ class Router:
             if kept:
                 endpoints = kept
         totals = [0.0] * len(endpoints)
-        for scorer, weight in profile.scorers:
-            if not weight:
-                continue
-            for i, s in enumerate(scorer.score(request, endpoints)):
-                totals[i] += weight * s
+        if len(endpoints) > 1:  # scorers are pure: with one endpoint left there is nothing to rank
+            for scorer, weight in profile.scorers:
+                if not weight:
+                    continue
+                for i, s in enumerate(scorer.score(request, endpoints)):
+                    totals[i] += weight * s
         ranked = profile.picker.rank(request, endpoints, totals)
         # endpoints dropped by a filter stay usable as retry targets, after the ranked ones
         if len(endpoints) != len(candidates):

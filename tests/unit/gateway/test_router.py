@@ -182,3 +182,23 @@ def test_power_of_two_prefers_the_less_loaded_of_its_sample() -> None:
         PowerOfTwo(random.Random(3)).rank(RoutingRequest(model="m"), many, [0] * 8)[0].key for _ in range(300)
     )
     assert "127.0.0.1:8" not in firsts  # the most loaded never wins a pair
+
+
+@pytest.mark.parametrize("profile", ["default", "prefix-cache", "least-request", "round-robin"])
+async def test_a_single_candidate_is_routed_with_its_prefix_match(profile: str) -> None:
+    """One candidate left: scoring cannot reorder anything and is skipped, but the index is still read, so the
+    match (prefill accounting, the match-ratio metric) is the same as with several candidates."""
+    router = Router()
+    only = ep(1, in_flight=3, waiting=2)
+
+    async def match(kind, hashes, keys):
+        return dict.fromkeys(keys, 3)
+
+    request = RoutingRequest(model="m", prompt_tokens=64, hashes=[1, 2, 3, 4], block_size=16)
+    decision = await router.route(router.profiles[profile], request, [only], match)
+    assert decision.ranked == [only]
+    if router.profiles[profile].needs_matches:
+        assert request.matches == {only.key: 3}
+        assert decision.match_ratio == 0.75
+    else:
+        assert decision.match_ratio is None
