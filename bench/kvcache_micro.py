@@ -1,9 +1,11 @@
-"""Micro-benchmarks of the kvcache package: ``python -m bench.kvcache_micro [--quick]``.
+"""Micro-benchmarks of the kvcache package: ``python -m bench.kvcache_micro [--quick] [--baseline-src DIR]``.
 
 Every figure is measured side by side in one run with a baseline, so the ratios mean something on a shared
 machine: the bounded MemoryIndex against the original unbounded dict-of-sets index, the Redis match against a
 bare PING round trip, xxh3 block hashing against SHA-256 (vLLM's default hash), and memory per block for
 both in-process layouts and for Redis. The Redis server is a private one started here (loopback only).
+With ``--baseline-src`` (a checkout of another revision), that revision's ``MemoryIndex`` is timed against this
+one on ``record`` at capacity, interleaved in one process, and its memory per entry is shown next to this one's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import gc
 import hashlib
+import importlib.util
 import os
 import random
 import shutil
@@ -149,13 +152,65 @@ def bench_hashing(n: int) -> list[str]:
     return rows
 
 
-def bench_memory(blocks: int) -> list[str]:
+def baseline_index(src: str) -> type[MemoryIndex]:
+    """``MemoryIndex`` of another checkout (kvcache/memory.py imports only the standard library)."""
+    spec = importlib.util.spec_from_file_location(
+        "baseline_memory", os.path.join(src, "kvcache", "memory.py")
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no kvcache/memory.py under {src}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cls: type[MemoryIndex] = module.MemoryIndex
+    return cls
+
+
+def bench_record(capacity: int, n: int, baseline: type[MemoryIndex], rounds: int = 3) -> list[str]:
+    """CPU µs per ``record_now`` of a 128-block prompt into an index at capacity (every record evicts), this
+    layout and the baseline's in a shuffled order per round: distinct prompts (nothing shared, the gateway
+    overhead bench's case), and prompts sharing a 96-block stem with a private 32-block tail on 8 endpoints."""
+    per_prompt = PROMPT_TOKENS // 16
+    rng = random.Random(7)
+    fill = [[rng.getrandbits(64) for _ in range(per_prompt)] for _ in range(capacity // per_prompt + 1)]
+    stem = [rng.getrandbits(64) for _ in range(96)]
+    cases = {
+        "distinct": [[rng.getrandbits(64) for _ in range(per_prompt)] for _ in range(n)],
+        "shared 96-block stem": [stem + [rng.getrandbits(64) for _ in range(32)] for _ in range(n)],
+    }
+    contenders: dict[str, type[MemoryIndex]] = {"MemoryIndex (this tree)": MemoryIndex, "baseline": baseline}
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for name in random.sample(list(contenders), len(contenders)):
+            for case, batch in cases.items():
+                index = contenders[name](capacity)
+                for i, hashes in enumerate(fill):
+                    index.record_now(ENDPOINTS[i % 8], hashes)
+                gc.collect()
+                start = time.process_time()
+                for i, hashes in enumerate(batch):
+                    index.record_now(ENDPOINTS[i % 8], hashes)
+                times.setdefault((name, case), []).append((time.process_time() - start) / n * 1e6)
+                check(len(index) == capacity, f"{name} holds {len(index)} entries, not its capacity")
+    rows = []
+    for case in cases:
+        mine, base = times[("MemoryIndex (this tree)", case)], times[("baseline", case)]
+        rows.append(
+            f"| {case} | {' / '.join(f'{t:.0f}' for t in mine)} | {' / '.join(f'{t:.0f}' for t in base)} | "
+            f"{statistics.median(b / m for b, m in zip(base, mine, strict=True)):.2f}× |"
+        )
+    return rows
+
+
+def bench_memory(blocks: int, baseline: type[MemoryIndex] | None = None) -> list[str]:
     """Traced bytes per (endpoint, block) entry, including the hash ints (they are made inside the trace)."""
     rows = []
-    for name, make in (
+    makers: list[tuple[str, Callable[[], MemoryIndex | NaiveIndex]]] = [
         ("MemoryIndex (bounded)", lambda: MemoryIndex(capacity=blocks)),
         ("dict-of-sets baseline", NaiveIndex),
-    ):
+    ]
+    if baseline is not None:
+        makers.append(("MemoryIndex of --baseline-src", lambda: baseline(capacity=blocks)))
+    for name, make in makers:
         gc.collect()
         rng = random.Random(5)
         tracemalloc.start()
@@ -163,7 +218,7 @@ def bench_memory(blocks: int) -> list[str]:
         step = 128
         for i in range(0, blocks, step):  # distinct blocks, spread over 8 endpoints
             chunk = [rng.getrandbits(64) for _ in range(step)]
-            if isinstance(index, MemoryIndex):
+            if not isinstance(index, NaiveIndex):
                 index.record_now(ENDPOINTS[(i // step) % 8], chunk)
             else:
                 index.record(ENDPOINTS[(i // step) % 8], chunk)
@@ -300,7 +355,9 @@ async def bench_redis(blocks: int, n: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a few seconds)")
+    parser.add_argument("--baseline-src", help="a checkout whose MemoryIndex is timed against this one's")
     args = parser.parse_args()
+    baseline = baseline_index(args.baseline_src) if args.baseline_src else None
     size = 100_000 if args.quick else 1_000_000
     n = 2_000 if args.quick else 20_000
     print(f"# kvcache micro-benchmarks ({'quick' if args.quick else 'full'}; {os.cpu_count()} CPUs)\n")
@@ -314,7 +371,13 @@ def main() -> None:
     print(
         "\n## memory per block (tracemalloc)\n\n| index | blocks | bytes / block | per million |\n|---|---|---|---|"
     )
-    print("\n".join(bench_memory(size)))
+    print("\n".join(bench_memory(size, baseline)))
+    if baseline is not None:
+        print(
+            f"\n## record of a 128-block prompt at capacity ({size // 2:,} entries), CPU µs per record, per round"
+            "\n\n| prompts | this tree | baseline | baseline ÷ this (median) |\n|---|---|---|---|"
+        )
+        print("\n".join(bench_record(size // 2, n // 4, baseline)))
     print("\n## KV-event ingest, one core (decode + rehash + index)\n\n| workload | CPU | events | blocks |")
     print("|---|---|---|---|")
     print("\n".join(bench_ingest(2_000 if args.quick else 20_000)))
