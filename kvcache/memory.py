@@ -1,20 +1,23 @@
 """In-process prefix index (the embedded default): bounded, LRU/TTL, and fast enough to sit in every request.
 
-Layout, chosen for the hot path (``match`` over a 128-block prompt in a few µs per block; ``record`` of a
-2k-token prompt in a few µs *in total*, since the gateway records every request it routes):
+Layout, chosen for the hot path (``match`` over a 128-block prompt in a few µs per block; ``record`` runs on
+every routed request, so it must not loop over blocks in Python):
 
 * Each endpoint gets a bit; ``_holders`` maps a block hash to the bitmask of endpoints holding it. ``match``
   walks the prompt's hashes once, ANDing masks, and stops at the first block no candidate holds: one dict
   lookup and one integer AND per block, whatever the number of endpoints.
 * Recency is kept per *record call*, not per block: each ``record`` appends one segment (its blocks in
   recency order, the time, a live count) to a global and a per-endpoint ``OrderedDict`` of segments, and
-  points the endpoint's ``where`` map (block -> segment number) at it. The blocks are stored with C-speed
-  bulk operations (``dict.update``, set differences); a per-block Python loop, as an ``OrderedDict`` of blocks
-  needed, cost ~1.5 µs per block, ~190 µs for a 2k-token prompt at capacity — a tenth of the gateway's CPU.
-* A block recorded again moves to the new segment; its entry in the old one goes *stale* (``where`` no longer
-  points there). Stale entries are skipped when a segment is consumed, and a segment that is mostly stale is
-  rebuilt when its live count drops below a quarter of its length, so memory stays within ~4× the live
-  entries and no single call pays more than one segment's rebuild (≤ one request's blocks; never a stall).
+  points the endpoint's ``where`` map (block -> segment number) at it. A prompt is stored with a few C-speed
+  bulk passes (``dict.fromkeys``/``update``, ``isdisjoint``, set differences) and evicted in bulk runs. The
+  earlier ``OrderedDict`` entry per block needed a Python loop per block: about half the time on distinct
+  prompts (docs/benchmarks.md, kvcache_micro ``--baseline-src``); what remains at a full 500k-entry index is
+  mostly cache misses in the two big dicts.
+* A block recorded again moves to the new segment. The usual case, a shared prefix (a system prompt), is the
+  old segment's most recent blocks, its last entries: they are cut off its end. Otherwise the old entry goes
+  *stale* (``where`` no longer points there): skipped when the segment is consumed, and a segment that is
+  mostly stale is rebuilt when its live count drops below a quarter of its length, so memory stays within
+  ~4× the live entries and no call pays more than one segment's rebuild (≤ one request's blocks; no stall).
 
 Bounds (an unbounded trie is a known production OOM, production-stack#687):
 
