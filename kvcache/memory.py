@@ -197,8 +197,12 @@ class MemoryIndex:
         if len(touched) != len(blocks):
             blocks = list(dict.fromkeys(hashes))[::-1]
             touched = dict.fromkeys(blocks, seq)
-        # the common cases in one C-speed pass each: a prompt new to the endpoint, or new to every endpoint
-        if where.keys().isdisjoint(blocks):
+        # the common cases in one C-speed pass each: a prompt new to every endpoint (hence to this one: what
+        # an endpoint holds is in ``_holders``), or new to this endpoint; a miss on a large index is a cache
+        # miss per block, so a pass saved is time saved
+        holders = self._holders
+        unheld = holders.keys().isdisjoint(blocks)
+        if unheld or where.keys().isdisjoint(blocks):
             new: Collection[int] = touched
         else:
             new = set(touched).difference(where)  # (a keys view on the right would be iterated whole)
@@ -208,8 +212,7 @@ class MemoryIndex:
         ep.segments[seq] = segment
         self._segments[seq] = segment
         if new:
-            holders = self._holders
-            if holders.keys().isdisjoint(new):
+            if unheld or holders.keys().isdisjoint(new):
                 holders.update(dict.fromkeys(new, ep.bit))
             else:
                 bit = ep.bit
