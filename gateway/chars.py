@@ -14,7 +14,8 @@ gateway's CPU per request; cutting its text into blocks is a few microseconds.
   Python ``hash()``), so replicas can share the index through Redis. xxh3 is chosen by a microbenchmark
   (docs/benchmarks.md: it beat blake2b and zlib.crc32 pairs by 4–7×). The ``"chars:"`` tag keeps these hashes
   apart from token-block hashes of the same scope in a shared index.
-* **Token counts** become estimates: ⌈characters ÷ chars_per_token⌉.
+* **Token counts** become estimates: ⌈characters ÷ chars_per_token⌉, plus a chat template's few tokens per
+  message (the TPM limiter reconciles its charge from the engine's ``usage``).
 """
 
 from __future__ import annotations
@@ -43,18 +44,17 @@ def content_text(content: Any) -> str:
 
 
 def chat_text(messages: list[dict[str, Any]], max_chars: int) -> tuple[str, int]:
-    """The canonical text of ``messages``, cut at ``max_chars``, and the length of the whole of it."""
+    """The canonical text of ``messages``, cut at ``max_chars``, and how many characters their contents have."""
     parts: list[str] = []
-    head = total = 0
+    head = content = 0
     for message in messages:
         text = content_text(message.get("content"))
-        piece_len = len(message["role"]) + len(text) + 2
-        total += piece_len
+        content += len(text)
         if head < max_chars:
             parts.append(f"{message['role']}{_ROLE_END}{text}{_MESSAGE_END}")
-            head += piece_len
+            head += len(parts[-1])
     text = "".join(parts)
-    return (text[:max_chars] if head > max_chars else text), total
+    return (text[:max_chars] if head > max_chars else text), content
 
 
 def root(scope: str, seed: int) -> int:
@@ -84,3 +84,19 @@ def char_block_hashes(text: str, *, block_chars: int, seed: int = 0, scope: str 
 def estimate_tokens(chars: int, chars_per_token: int) -> int:
     """⌈chars ÷ chars_per_token⌉: the token count a prompt of ``chars`` characters is charged and routed as."""
     return -(-chars // chars_per_token)
+
+
+#: what a chat template adds around the contents, in tokens: per message (Llama-3: start header, role, end
+#: header, blank line, end of turn; ChatML: im_start, role, newline, im_end, newline) and once (the
+#: beginning of text and the assistant's header the generation prompt opens)
+CHAT_TOKENS_PER_MESSAGE = 5
+CHAT_TOKENS_PER_CHAT = 5
+
+
+def estimate_chat_tokens(content_chars: int, messages: int, chars_per_token: int) -> int:
+    """A chat's prompt tokens: its contents' estimate plus the template's tokens around them."""
+    return (
+        estimate_tokens(content_chars, chars_per_token)
+        + CHAT_TOKENS_PER_MESSAGE * messages
+        + CHAT_TOKENS_PER_CHAT
+    )

@@ -16,7 +16,7 @@ import orjson
 
 from flotilla.chat_template import ChatTemplateError
 from flotilla.tokenizer import Tokenizer
-from gateway.chars import chat_text, estimate_tokens
+from gateway.chars import chat_text, estimate_chat_tokens, estimate_tokens
 from gateway.errors import MAX_REQUEST_ID, BadRequest, valid_request_id
 
 #: expected output tokens when a request sets no max_tokens (load accounting only)
@@ -222,14 +222,17 @@ def parse_chars(raw: bytes, kind: str, max_chars: int, chars_per_token: int) -> 
     body, model, stream, max_tokens = _common(raw)
     text: str | None
     if kind == "chat":
-        text, chars = chat_text(_messages(body), max_chars)
+        messages = _messages(body)
+        text, chars = chat_text(messages, max_chars)
         ids: list[int] = []
-        first = total = estimate_tokens(chars, chars_per_token)
+        first = total = estimate_chat_tokens(chars, len(messages), chars_per_token)
         estimated = True
     else:
         field = "prompt" if kind == "completions" else "input"
         prompts = _prompts(body.get(field), field)
-        counts = [len(p) if isinstance(p, list) else estimate_tokens(len(p), chars_per_token) for p in prompts]
+        counts = [
+            len(p) if isinstance(p, list) else estimate_tokens(len(p), chars_per_token) for p in prompts
+        ]
         head = prompts[0]
         text, ids = (None, head) if isinstance(head, list) else (head[:max_chars], [])
         first, total = counts[0], sum(counts)
@@ -238,5 +241,14 @@ def parse_chars(raw: bytes, kind: str, max_chars: int, chars_per_token: int) -> 
             stream, max_tokens = False, 0
     expected = DEFAULT_EXPECTED_OUTPUT if max_tokens is None else max_tokens
     return ParsedRequest(
-        {}, model, stream, expected, ids, total, max_tokens, first_tokens=first, text=text, estimated=estimated
+        {},
+        model,
+        stream,
+        expected,
+        ids,
+        total,
+        max_tokens,
+        first_tokens=first,
+        text=text,
+        estimated=estimated,
     )
