@@ -5,7 +5,9 @@ Every contender stands in front of the same near-zero-cost stub engine (:mod:`be
 
 * ``direct`` — the client talks to the stub;
 * ``bare`` — a raw ASGI + aiohttp pass-through proxy (:mod:`bench.passthrough_proxy`; ``bare@granian`` is the
-  same app under granian instead of uvicorn), the floor for a Python proxy;
+  same app under granian instead of uvicorn), the floor for a Python proxy; ``bare-prefix`` the same proxy
+  doing only what any prefix-aware Python router must (parse, hash character blocks, look up and record), the
+  floor for a Python prefix router;
 * ``flotilla:<strategy>`` — ``flotilla gateway`` with its default settings (JSON request logs, metrics,
   approximate prefix index, disconnect watching), the strategy as routing profile; ``…@httpx`` uses httpx's
   own pool instead of aiohttp's;
@@ -62,12 +64,13 @@ HERE = Path(__file__).resolve().parent.parent
 DEFAULT = (
     "direct",
     "bare",
+    "bare-prefix",
     "flotilla:default",
     "sglang:cache_aware",
     "sglang:round_robin",
     "vllm-router:round_robin",
 )
-QUICK = ("direct", "bare", "flotilla:default", "sglang:cache_aware")
+QUICK = ("direct", "bare", "bare-prefix", "flotilla:default", "sglang:cache_aware")
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -141,9 +144,9 @@ def _build(name: str, stub: int, port: int, baseline_src: str | None) -> Contend
     engine = f"http://127.0.0.1:{stub}"
     if name == "direct":
         return Contender(name, None, url=engine)
-    if name in ("bare", "bare@granian"):
-        server = ["--server", "granian"] if name.endswith("granian") else []
-        return Contender(name, [sys.executable, "-m", "bench.passthrough_proxy", str(port), engine, *server])
+    if name in ("bare", "bare@granian", "bare-prefix"):
+        extra = {"bare@granian": ["--server", "granian"], "bare-prefix": ["--prefix"]}.get(name, [])
+        return Contender(name, [sys.executable, "-m", "bench.passthrough_proxy", str(port), engine, *extra])
     if name.startswith("flotilla:") or name == "baseline":
         strategy, _, transport = (name.partition(":")[2] or "default").partition("@")
         argv = flotilla_argv("gateway", "--host", "127.0.0.1", "--port", str(port), "--engine", engine,
