@@ -19,7 +19,7 @@ import random
 import statistics
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import xxhash
 
@@ -58,7 +58,7 @@ def crc32_pair(text: str) -> list[int]:
     return out
 
 
-def measure(fns: dict[str, Callable[[], object]], rounds: int, number: int) -> dict[str, list[float]]:
+def measure(fns: Mapping[str, Callable[[], object]], rounds: int, number: int) -> dict[str, list[float]]:
     """µs per call of each function: ``rounds`` rounds in a shuffled order, ``number`` calls each."""
     out: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
