@@ -46,11 +46,12 @@ def test_a_repeated_long_prefix_sticks_to_one_engine_and_unrelated_prompts_sprea
                     ]
                     endpoint, engine_prompt_tokens = _served_by(client, messages)
                     homes.setdefault(i, set()).add(endpoint)
-                    # the gateway's estimate (chars ÷ 4 + the template's tokens) is near the engine's count
+                    # the gateway's estimate (chars ÷ 4 + the template's tokens) is near the engine's count;
+                    # the synthetic words average ~5 characters per token, so it runs ~23 % high here
                     body = json.dumps({"model": MODEL, "messages": messages}).encode()
                     estimate = parse_chars(body, "chat", 1 << 20, 4).prompt_tokens
                     assert 600 < engine_prompt_tokens < 700
-                    assert 0.8 < estimate / engine_prompt_tokens < 1.25, (estimate, engine_prompt_tokens)
+                    assert 1.0 < estimate / engine_prompt_tokens < 1.33, (estimate, engine_prompt_tokens)
         # every document's four requests went where its first one did
         assert all(len(engines) == 1 for engines in homes.values()), homes
         # eight unrelated documents did not all pile onto one engine (a tie on an idle fleet is broken at random)

@@ -3,6 +3,7 @@ chains, that it is the same in every process, and that bad input gets the very e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from gateway.chars import char_block_hashes, chat_text, content_text
 from gateway.cli import gateway as gateway_command
 from gateway.errors import BadRequest
 from gateway.parsing import parse, parse_chars
+from gateway.prompts import Prompts
 from gateway.settings import GatewaySettings
 
 TEXT = "The quick brown fox jumps over the lazy dog. " * 40  # 1,800 characters
@@ -156,3 +158,23 @@ def test_prefix_hash_defaults_by_mode_and_precise_refuses_chars() -> None:
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: settings: prefix_hash 'chars' cannot be used with prefix_mode 'precise'")
+
+
+def test_a_large_body_on_the_worker_thread_gets_the_same_hashes() -> None:
+    raw = body(messages=[{"role": "system", "content": TEXT * 30}, {"role": "user", "content": "go"}])
+    inline = Prompts(GatewaySettings(tokenize_thread_bytes=1 << 30))
+    threaded = Prompts(GatewaySettings(tokenize_thread_bytes=0))
+    try:
+        a = asyncio.run(inline.parse(raw, "chat"))
+        b = asyncio.run(threaded.parse(raw, "chat"))
+    finally:
+        inline.close()
+        threaded.close()
+    assert a.hashes == b.hashes
+    assert a.hashes is not None
+    assert len(a.hashes) == 512  # capped at max_prefix_blocks: 54,000 characters, 512 blocks of 64
+    assert a.hashes == char_block_hashes(
+        chat_text([{"role": "system", "content": TEXT * 30}, {"role": "user", "content": "go"}], 512 * 64)[0],
+        block_chars=64,
+        scope="m",
+    )
