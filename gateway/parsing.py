@@ -45,7 +45,7 @@ class ParsedRequest:
     #: block hashes of ``prompt_ids``, when computed with them (off the event loop, for large bodies)
     hashes: list[int] | None = None
     #: ``prefix_hash="chars"``: the (first) prompt's canonical text, as far as routing hashes it (None: a
-    #: prompt of token ids, hashed by ids)
+    #: prompt of token ids, hashed by ids; and once ``hashes`` are computed from it)
     text: str | None = None
     #: the token counts are estimates from characters (chars ÷ chars_per_token), not a tokenizer's
     estimated: bool = False

@@ -54,20 +54,21 @@ class Prompts:
     async def parse(self, raw: bytes, kind: str) -> ParsedRequest:
         """Parse and tokenise only the blocks routing can use; a large body on a worker thread."""
         if len(raw) < self.settings.tokenize_thread_bytes:
-            if self.chars:
-                parsed = parse_chars(raw, kind, self.max_chars, self.settings.chars_per_token)
-                parsed.hashes = self.block_hashes(parsed)
-                return parsed
-            return parse(raw, kind, self.tokenizer, self.limit)
+            return (
+                self._parse_and_hash(raw, kind)
+                if self.chars
+                else parse(raw, kind, self.tokenizer, self.limit)
+            )
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._parse_and_hash, raw, kind)
 
     def _parse_and_hash(self, raw: bytes, kind: str) -> ParsedRequest:
-        """On the worker thread: a large request's block hashes too (pure: the ids, the model, settings)."""
+        """Parse and hash (pure: the body, settings); on the worker thread for a large request."""
         if self.chars:
             parsed = parse_chars(raw, kind, self.max_chars, self.settings.chars_per_token)
         else:
             parsed = parse(raw, kind, self.tokenizer, self.limit)
         parsed.hashes = self.block_hashes(parsed)
+        parsed.text = None  # up to max_chars per request in flight: not held once hashed
         return parsed
 
     def block_hashes(self, parsed: ParsedRequest) -> list[int]:
