@@ -5,7 +5,7 @@ Two tables, each measured in shuffled rounds side by side (medians over rounds, 
 1. *chained 64-bit hashes of the 64-character blocks* of a 2k-token prompt (~155 blocks) — the candidates for
    :func:`gateway.chars.char_block_hashes`: xxh3 with the parent as its seed (chosen), xxh3 over parent bytes ‖
    block, keyed blake2b (8-byte digest), and a pair of zlib.crc32 chained through each other;
-2. *the per-request parse path* on the overhead benchmark's ~8 KB chat bodies: ``prefix_hash="tokens"`` (orjson,
+2. *the per-request parse path* on the overhead benchmark's ~10 KB chat bodies: ``prefix_hash="tokens"`` (orjson,
    the synthetic tokenizer's bounded encode, token-block hashes) against ``"chars"`` (orjson, canonical text,
    character-block hashes), as :class:`gateway.prompts.Prompts` runs them on the event loop.
 """
