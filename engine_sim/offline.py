@@ -90,7 +90,7 @@ class EngineCore:
         """An independent copy of the engine's state, to ask "what if this request came here?" and throw away.
 
         Requests, their hashers and the block pool are copied (they change as steps run); the configuration,
-        the latency model and the hash root are shared (read only). Cheaper than ``copy.deepcopy`` by ~20×."""
+        the latency model and the hash root are shared (read only). About 8× cheaper than ``copy.deepcopy`` (12 vs 92 ms on an engine holding 38 requests)."""
         twin = copy.copy(self)
         twin.rng = random.Random()
         twin.rng.setstate(self.rng.getstate())
