@@ -52,8 +52,10 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class FlotillaPolicy:
-    def __init__(self, engines: int, *, strategy: str = "default", seed: int = 0) -> None:
-        self.name = f"flotilla:{strategy}"
+    def __init__(
+        self, engines: int, *, strategy: str = "default", seed: int = 0, endpoint_capacity: int | None = None
+    ) -> None:
+        self.name = f"flotilla:{strategy}" + (f"+capacity={endpoint_capacity}" if endpoint_capacity else "")
         self.router = Router(default_profile=strategy)
         self.profile = build_profile(strategy, BUILTIN_PROFILES[strategy], "approximate")
         if isinstance(self.profile.picker, MaxScore):
@@ -66,7 +68,7 @@ class FlotillaPolicy:
             e.healthy = True
             self.endpoints.append(e)
         self.now = 0.0
-        self.index = MemoryIndex(clock=lambda: self.now)
+        self.index = MemoryIndex(endpoint_capacity=endpoint_capacity, clock=lambda: self.now)
         self.leases: dict[int, Lease] = {}
 
     async def _match(self, kind: str, hashes: Sequence[int], keys: Collection[str]) -> dict[str, int]:
