@@ -17,8 +17,11 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
+from pathlib import Path
+
+import click
 
 from bench.routing_policies import Clairvoyant, ConsistentHash, FlotillaPolicy, SGLangCacheAware
 from bench.routing_virtual import Policy, RunResult, isolated_lower_bound, make_trace, p90, simulate
@@ -100,6 +103,29 @@ def report(results: Sequence[RunResult], seeds: Sequence[int]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def cli_run(
+    *, quick: bool, out: Path, seed: int, seeds: int | None, workloads: Collection[str] | None
+) -> Path:
+    """``flotilla bench --suite routing-bound``: report.md and results.json in ``out``; seed 0 = the standard
+    suite's reported seeds, else ``seeds`` (default 5) seeds from ``seed``; ``--quick``: one seed of gsp."""
+    chosen = list(REPORTED_SEEDS) if seed == 0 else list(range(seed, seed + (seeds or len(REPORTED_SEEDS))))
+    chosen = chosen[: 1 if quick else seeds or len(chosen)]
+    names = [w for w in WORKLOADS if w in workloads] if workloads else (["gsp"] if quick else list(WORKLOADS))
+    names += sorted(set(workloads or ()) - set(WORKLOADS))
+    unknown = sorted(set(names) - set(WORKLOADS))
+    if unknown:
+        raise click.UsageError(
+            f"unknown workload(s) {unknown} for routing-bound; choose from {', '.join(WORKLOADS)}"
+        )
+    results = run_grid(names, chosen, lambda line: click.echo(line, err=True))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps([asdict(r) for r in results], default=str))
+    command = "flotilla bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
+    path = out / "report.md"
+    path.write_text(f"# Routing bound (virtual time)\n\n`{command.strip()}`\n\n{report(results, chosen)}")
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,16 +6,20 @@ clairvoyant's forecast is the TTFT the engine then really gives."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from bench.cli import bench
 from bench.routing_bound import report
-from bench.routing_policies import Clairvoyant, ConsistentHash, FlotillaPolicy, SGLangCacheAware
+from bench.routing_policies import MODEL, Clairvoyant, ConsistentHash, FlotillaPolicy, SGLangCacheAware
 from bench.routing_virtual import (
     STANDARD_ENGINE,
     Arrival,
     Policy,
     RouterView,
+    Scraped,
     Trace,
     _Templates,
     isolated_lower_bound,
@@ -26,6 +30,7 @@ from bench.routing_virtual import (
 )
 from bench.suites import standard
 from engine_sim.offline import EngineCore
+from kvcache import block_hashes
 
 ENGINE = STANDARD_ENGINE.model_copy(update={"num_gpu_blocks": 256})
 
@@ -150,3 +155,25 @@ def test_the_report_names_the_best_peer_and_a_verdict() -> None:
     assert "best peer" in text
     assert "`flotilla:default`" in text
     assert "missed" in text or "met" in text
+
+
+def test_the_cli_refuses_an_unknown_workload_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        bench, ["--suite", "routing-bound", "--workloads", "nope", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "unknown workload(s) ['nope'] for routing-bound" in result.output
+
+
+def test_an_index_bounded_at_the_engine_cache_forgets_what_the_engine_evicted() -> None:
+    # a 640-token prompt is 40 blocks: an index bounded at 40 blocks per engine keeps one prompt per engine
+    view = RouterView(0.0, [], [0], [Scraped()], 16, lambda a: _Templates(_open_trace(), ENGINE).request(a))
+    held = {}
+    for capacity in (40, None):
+        policy = FlotillaPolicy(1, seed=0, endpoint_capacity=capacity)
+        policy.pick(Arrival(0, 0.0, _prompt(0, 0), 8, "s"), view)
+        policy.pick(Arrival(1, 0.0, _prompt(1, 1), 8, "s"), view)
+        hashes = block_hashes(_prompt(0, 3), block_size=16, scope=MODEL)
+        held[capacity] = policy.index.match_now(hashes, [policy.endpoints[0].key])[policy.endpoints[0].key]
+    assert held[None] == 32  # the unbounded index still claims family 0's whole shared prefix
+    assert held[40] == 0  # the bounded one evicted it, as the engine's LRU would
