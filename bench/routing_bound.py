@@ -99,7 +99,7 @@ def report(results: Sequence[RunResult], seeds: Sequence[int]) -> str:
             hist = "–" if p == LOWER_BOUND else f"{median([r.histogram_p90 for r in by[p]]) * 1e3:.0f}"
             lines.append(
                 f"| `{p}` | {_fmt(latency_estimate(s, 90), 1e3, 1)} | {_fmt(ratio, 1, 2)} | "
-                f"{'–' if p == peer else goal} | {hit} | {imbalance} | {hist} |"
+                f"{'–' if p in (peer, LOWER_BOUND) else goal} | {hit} | {imbalance} | {hist} |"
             )
         lines.append("")
     return "\n".join(lines)

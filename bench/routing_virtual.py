@@ -308,9 +308,9 @@ def _alone(templates: _Templates, trace: Trace, i: int, cached_blocks: int, conf
         warm = Arrival(i, 0.0, prompt[: cached_blocks * config.block_size + 1], 1, "")
         core.enqueue(templates.request(warm))
         core.advance(math.inf)
-    req = templates.request(Arrival(i, core.now + 1.0, prompt, trace.outputs[i], ""))
-    core.enqueue(req)
-    ttft, _ = predicted_ttft(core, req)
+    ttft, _ = predicted_ttft(
+        core, templates.request(Arrival(i, core.now + 1.0, prompt, trace.outputs[i], ""))
+    )
     return ttft
 
 
