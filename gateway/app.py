@@ -11,13 +11,13 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flotilla.asgi import unless_disconnected
 from gateway import api_models as m
-from gateway.errors import GatewayError, PayloadTooLarge, error_response, install_handlers, valid_request_id
+from gateway.errors import GatewayError, PayloadTooLarge, error_reply, install_handlers, valid_request_id
+from gateway.replies import AsResponse, Reply, Sendable
 from gateway.service import Gateway, GatewayStats
 from gateway.settings import GatewaySettings
 from gateway.telemetry import configure_logging
@@ -70,8 +70,11 @@ class FastPath:
 
     The proxied routes are also declared as FastAPI routes (so ``/openapi.json`` documents them, and they work
     if this middleware is absent), but FastAPI's per-request routing, dependency solving and exception
-    middleware stack cost about a quarter of the gateway's CPU per request in profiles. Errors are rendered by
-    the same OpenAI-shaped :func:`error_response`.
+    middleware stack cost about a quarter of the gateway's CPU per request in profiles. Here the body is read
+    from ``receive`` and the reply sent with raw ``send`` calls (gateway/replies.py), without Starlette's
+    ``Request`` and ``Response`` objects; the request's headers are one dict (the first of repeated names wins,
+    as with Starlette's ``Headers``). Errors are rendered by the same OpenAI-shaped :func:`error_reply`. One
+    watcher task per request cancels the work when the client goes away (flotilla/asgi.py).
     """
 
     def __init__(self, app: ASGIApp, gateway: Gateway, limit: int) -> None:
@@ -84,42 +87,68 @@ class FastPath:
         if kind is None:
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         try:
-            raw = await read_body(request, self.limit)
-            response = await unless_disconnected(
-                self.gateway.handle(scope["path"], kind, raw, request.headers), receive
-            )
-            if response is None:
-                return  # the client left before the first byte; the upstream request was cancelled
+            raw = await self._read(headers, receive)
         except GatewayError as exc:
-            request_id = request.headers.get("x-request-id")
-            if request_id is not None and not valid_request_id(request_id):
-                request_id = None  # neither echoed nor logged: it may be megabytes
-            log.info(
-                "%s refused: %s %s",
-                scope["path"],
-                exc.status,
-                exc.type,
-                extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "status": exc.status,
-                        "error": exc.type,
-                        "param": exc.param,
-                    }
-                },
-            )
-            response = error_response(exc, request_id)
-        except ClientDisconnect:  # the client left while sending its body: nobody to answer, nothing held yet
+            await self._refused(exc, scope["path"], headers).send(send)
+            return
+        if raw is None:  # the client left while sending its body: nobody to answer, nothing held yet
             log.debug("%s: client left before its request body was complete", scope["path"])
             return
+        # None: the client left; the upstream request or stream was cancelled and closed
+        await unless_disconnected(self._serve(scope["path"], kind, raw, headers, send), receive)
+
+    async def _read(self, headers: dict[str, str], receive: Receive) -> bytes | None:
+        """The request body, or None if the client disconnected first."""
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {self.limit} bytes")
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _serve(self, path: str, kind: str, raw: bytes, headers: dict[str, str], send: Send) -> None:
+        reply: Sendable
+        try:
+            reply = await self.gateway.handle(path, kind, raw, headers)
+        except GatewayError as exc:
+            reply = self._refused(exc, path, headers)
         except Exception:  # a bug must still answer in OpenAI shape, and be logged with its traceback
-            log.exception("internal error on %s", scope["path"])
-            response = error_response(
-                GatewayError("internal gateway error"), request.headers.get("x-request-id")
-            )
-        await response(scope, receive, send)
+            log.exception("internal error on %s", path)
+            reply = error_reply(GatewayError("internal gateway error"), headers.get("x-request-id"))
+        await reply.send(send)
+
+    @staticmethod
+    def _refused(exc: GatewayError, path: str, headers: dict[str, str]) -> Reply:
+        request_id = headers.get("x-request-id")
+        if request_id is not None and not valid_request_id(request_id):
+            request_id = None  # neither echoed nor logged: it may be megabytes
+        log.info(
+            "%s refused: %s %s",
+            path,
+            exc.status,
+            exc.type,
+            extra={
+                "fields": {
+                    "request_id": request_id,
+                    "status": exc.status,
+                    "error": exc.type,
+                    "param": exc.param,
+                }
+            },
+        )
+        return error_reply(exc, request_id)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -145,7 +174,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     async def proxied(request: Request, path: str, kind: str) -> Response:
         raw = await read_body(request, limit)
-        return await gw.handle(path, kind, raw, request.headers)
+        return AsResponse(await gw.handle(path, kind, raw, request.headers))
 
     @app.post(
         "/v1/chat/completions",
