@@ -61,7 +61,8 @@ async def test_a_disconnect_cancels_the_work_and_the_caller_carries_on() -> None
     assert await unless_disconnected(work(), channel.receive) is None
     assert cleaned.is_set()
     task = asyncio.current_task()
-    assert task is not None and task.cancelling() == 0  # the watcher's cancellation was taken back
+    assert task is not None
+    assert task.cancelling() == 0  # the watcher's cancellation was taken back
     async with asyncio.timeout(1):  # so a timeout in the same task still works
         await asyncio.sleep(0.01)
 
