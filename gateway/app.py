@@ -169,8 +169,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="Flotilla gateway", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gw
     install_handlers(app)
-    app.add_middleware(FastPath, gateway=gw, limit=settings.max_body_bytes)
     limit = settings.max_body_bytes
+    build_stack = app.build_middleware_stack
+
+    def fast_path_first() -> ASGIApp:
+        # outside Starlette's ServerErrorMiddleware and FastAPI's body-limit middleware, which would wrap every
+        # send and receive of a proxied request in closures of their own; FastPath answers its own errors
+        return FastPath(build_stack(), gw, limit)
+
+    app.build_middleware_stack = fast_path_first  # type: ignore[method-assign]
 
     async def proxied(request: Request, path: str, kind: str) -> Response:
         raw = await read_body(request, limit)
