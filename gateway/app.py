@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from flotilla.asgi import unless_disconnected
 from gateway import api_models as m
@@ -66,27 +66,24 @@ PROXIED = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v
 
 
 class FastPath:
-    """ASGI middleware serving ``POST`` on the proxied paths directly, ahead of FastAPI's router.
+    """Serves ``POST`` on the proxied paths directly, before FastAPI (:class:`GatewayApp` calls it first).
 
     The proxied routes are also declared as FastAPI routes (so ``/openapi.json`` documents them, and they work
-    if this middleware is absent), but FastAPI's per-request routing, dependency solving and exception
-    middleware stack cost about a quarter of the gateway's CPU per request in profiles. Here the body is read
-    from ``receive`` and the reply sent with raw ``send`` calls (gateway/replies.py), without Starlette's
-    ``Request`` and ``Response`` objects; the request's headers are one dict (the first of repeated names wins,
-    as with Starlette's ``Headers``). Errors are rendered by the same OpenAI-shaped :func:`error_reply`. One
-    watcher task per request cancels the work when the client goes away (flotilla/asgi.py).
+    if this fast path is absent), but FastAPI's per-request routing, dependency solving and middleware stack
+    (exception middleware, body limit, its native OpenTelemetry check, which reads the environment on every
+    request) cost about a quarter of the gateway's CPU per request in profiles; the gateway has its own
+    metrics and request log. Here the body is read from ``receive`` and the reply sent with raw ``send`` calls
+    (gateway/replies.py), without Starlette's ``Request`` and ``Response`` objects; the request's headers are
+    one dict (the first of repeated names wins, as with Starlette's ``Headers``). Errors, bugs included, are
+    answered by the same OpenAI-shaped :func:`error_reply`. One watcher task per request cancels the work when
+    the client goes away (flotilla/asgi.py).
     """
 
-    def __init__(self, app: ASGIApp, gateway: Gateway, limit: int) -> None:
-        self.app = app
+    def __init__(self, gateway: Gateway, limit: int) -> None:
         self.gateway = gateway
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = PROXIED.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if kind is None:
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         try:
             raw = await self._read(headers, receive)
@@ -151,6 +148,20 @@ class FastPath:
         return error_reply(exc, request_id)
 
 
+class GatewayApp(FastAPI):
+    """The FastAPI app, with the proxied ``POST`` requests handed to :class:`FastPath` before anything else."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and scope["type"] == "http" and scope["method"] == "POST":
+            kind = PROXIED.get(scope["path"])
+            if kind is not None:
+                await self.fast_path(scope, receive, send, kind)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build a gateway app. ``app.state.gateway`` is the :class:`Gateway`; see :func:`live_stats`."""
     settings = settings or GatewaySettings()
@@ -166,18 +177,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await gw.stop()
             detach()
 
-    app = FastAPI(title="Flotilla gateway", version="0.1.0", lifespan=lifespan)
+    app = GatewayApp(title="Flotilla gateway", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gw
     install_handlers(app)
     limit = settings.max_body_bytes
-    build_stack = app.build_middleware_stack
-
-    def fast_path_first() -> ASGIApp:
-        # outside Starlette's ServerErrorMiddleware and FastAPI's body-limit middleware, which would wrap every
-        # send and receive of a proxied request in closures of their own; FastPath answers its own errors
-        return FastPath(build_stack(), gw, limit)
-
-    app.build_middleware_stack = fast_path_first  # type: ignore[method-assign]
+    app.fast_path = FastPath(gw, limit)
 
     async def proxied(request: Request, path: str, kind: str) -> Response:
         raw = await read_body(request, limit)

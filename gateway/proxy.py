@@ -239,14 +239,16 @@ class Proxy:
     ) -> Sendable | None:
         """One try under ``lease``. None = failed before the first byte (released, verdict given)."""
         endpoint = lease.endpoint
-        # non-streaming: first_byte_timeout bounds the whole response, not each read (an engine dripping a byte
-        # at a time would otherwise hold the request for ever); streams: the per-read idle timeout applies
-        deadline = None if stream else asyncio.get_running_loop().time() + self.first_byte_timeout
         try:
-            async with asyncio.timeout_at(deadline):
-                upstream = await self.upstream.post(
-                    endpoint.url + path, body, headers, read_timeout=self._read_timeout[stream]
-                )
+            # non-streaming: first_byte_timeout bounds the whole response, not each read (an engine dripping a
+            # byte at a time would otherwise hold the request for ever); streams: the per-read idle timeout
+            upstream = await self.upstream.post(
+                endpoint.url + path,
+                body,
+                headers,
+                read_timeout=self._read_timeout[stream],
+                total=None if stream else self.first_byte_timeout,
+            )
         except Exception as exc:  # the boundary: any transport failure is this try's failure
             self._failed(lease, attempt, self.upstream.reason(exc), f"{type(exc).__name__}")
             return None
@@ -269,8 +271,7 @@ class Proxy:
             )
         complete = False
         try:
-            async with asyncio.timeout_at(deadline):
-                content = await upstream.read()
+            content = await upstream.read()  # within the same total deadline
             complete = True
         except Exception as exc:
             self._failed(lease, attempt, self.upstream.reason(exc), f"{type(exc).__name__}")

@@ -25,6 +25,7 @@ off the request path, and its parsing code is written against httpx.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
@@ -59,9 +60,10 @@ class UpstreamResponse(Protocol):
 
 class Upstream(Protocol):
     async def post(
-        self, url: str, body: bytes, headers: dict[str, str], *, read_timeout: float
+        self, url: str, body: bytes, headers: dict[str, str], *, read_timeout: float, total: float | None
     ) -> UpstreamResponse:
-        """Send a POST and wait for the response headers (``read_timeout`` bounds each socket read)."""
+        """Send a POST and wait for the response headers. ``read_timeout`` bounds each socket read, ``total``
+        (if given) the whole exchange, the body's :meth:`UpstreamResponse.read` included."""
         ...
 
     def reason(self, exc: Exception) -> str:
@@ -104,19 +106,22 @@ class AiohttpUpstream:
             auto_decompress=False,
         )
         self.connect_timeout = connect_timeout
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[float, float | None], aiohttp.ClientTimeout] = {}
         #: parsed URLs by text: parsed once per (endpoint, path), not per request
         self._urls: dict[str, URL] = {}
 
-    def _timeout(self, read: float) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(read)
+    def _timeout(self, read: float, total: float | None) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get((read, total))
         if timeout is None:
             c = self.connect_timeout
-            timeout = self._timeouts[read] = aiohttp.ClientTimeout(sock_connect=c, connect=c, sock_read=read)
+            # aiohttp's total runs until the body is read (one timer per request; an asyncio.timeout around
+            # the request and another around the body read cost twice that in profiles)
+            timeout = aiohttp.ClientTimeout(total=total, sock_connect=c, connect=c, sock_read=read)
+            self._timeouts[(read, total)] = timeout
         return timeout
 
     async def post(
-        self, url: str, body: bytes, headers: dict[str, str], *, read_timeout: float
+        self, url: str, body: bytes, headers: dict[str, str], *, read_timeout: float, total: float | None
     ) -> UpstreamResponse:
         parsed = self._urls.get(url)
         if parsed is None:
@@ -124,14 +129,18 @@ class AiohttpUpstream:
                 self._urls.clear()
             parsed = self._urls[url] = URL(url)
         response = await self.session.post(
-            parsed, data=body, headers=headers, timeout=self._timeout(read_timeout), allow_redirects=False
+            parsed,
+            data=body,
+            headers=headers,
+            timeout=self._timeout(read_timeout, total),
+            allow_redirects=False,
         )
         return _AiohttpResponse(response)
 
     def reason(self, exc: Exception) -> str:
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return "connect"
-        if isinstance(exc, TimeoutError):  # a socket read timeout, or the proxy's whole-response deadline
+        if isinstance(exc, TimeoutError):  # a socket read timeout, or the whole-response deadline (total)
             return "timeout"
         if isinstance(exc, aiohttp.ClientConnectionError):
             return "connect"
@@ -142,15 +151,16 @@ class AiohttpUpstream:
 
 
 class _HttpxResponse:
-    __slots__ = ("raw_headers", "response", "status")
+    __slots__ = ("deadline", "raw_headers", "response", "status")
 
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
+    def __init__(self, response: httpx.Response, deadline: float | None) -> None:
+        self.response, self.deadline = response, deadline
         self.status = response.status_code
         self.raw_headers = response.headers.raw
 
     async def read(self) -> bytes:
-        return await self.response.aread()
+        async with asyncio.timeout_at(self.deadline):
+            return await self.response.aread()
 
     def chunks(self) -> AsyncIterator[bytes]:
         return self.response.aiter_raw()
@@ -167,12 +177,15 @@ class HttpxUpstream:
         self.connect_timeout = connect_timeout
 
     async def post(
-        self, url: str, body: bytes, headers: dict[str, str], *, read_timeout: float
+        self, url: str, body: bytes, headers: dict[str, str], *, read_timeout: float, total: float | None
     ) -> UpstreamResponse:
         c = self.connect_timeout
         timeout = {"connect": c, "read": read_timeout, "write": read_timeout, "pool": c}
         request = httpx.Request("POST", url, content=body, headers=headers, extensions={"timeout": timeout})
-        return _HttpxResponse(await self.transport.handle_async_request(request))
+        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        async with asyncio.timeout_at(deadline):
+            response = await self.transport.handle_async_request(request)
+        return _HttpxResponse(response, deadline)
 
     def reason(self, exc: Exception) -> str:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
