@@ -80,3 +80,20 @@ def test_the_first_of_repeated_headers_wins(gw: RunningGateway) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.headers["x-request-id"] == "first"
+
+
+def test_the_httpx_transport_serves_the_same_way(fleet: SimFleet) -> None:
+    """``transport="httpx"`` (HttpxUpstream over httpx's own pool) behind the same proxy, on a real socket."""
+    with running_gateway(engines=fleet.urls, transport="httpx") as g:
+        g.wait_healthy(1)
+        ok = _post(g, CHAT, **{"x-request-id": "req-h"})
+        assert ok.status_code == 200, ok.text
+        assert ok.headers.get_list("x-request-id") == ["req-h"]
+        assert ok.json()["usage"]["completion_tokens"] == 4
+        with httpx.stream(
+            "POST", g.base_url + "/chat/completions", json={**CHAT, "stream": True}, timeout=30
+        ) as stream:
+            assert stream.status_code == 200
+            body = b"".join(stream.iter_raw())
+        assert body.rstrip().endswith(b"data: [DONE]")
+        g.wait_until(lambda gw: gw.requests == 2, timeout=5, what="both requests counted")
