@@ -10,7 +10,7 @@
   is out, a failure (connection reset, idle timeout) ends the stream with vLLM's in-stream error event and
   ``data: [DONE]``: never a hang, never a silent truncation. A client that goes away closes the upstream
   response, and the engine aborts the request.
-* Timeouts: connect; for streams, a socket-read timeout of ``stream_idle_timeout`` (headers and each chunk);
+* Timeouts: connect (the upstream client's); for streams, a socket-read timeout of ``stream_idle_timeout`` (headers and each chunk);
   for non-streaming requests ``first_byte_timeout`` for the whole response.
 * Every try holds a :class:`Lease` on its endpoint, released on every exit path, and ``on_done`` runs exactly
   once per request. Responses go out as raw ASGI messages (gateway/replies.py).
@@ -98,7 +98,6 @@ class Proxy:
         budget: RetryBudget,
         first_byte_timeout: float,
         stream_idle_timeout: float,
-        connect_timeout: float,
         retry_after: int,
         debug_headers: bool = False,
     ) -> None:

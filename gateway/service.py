@@ -181,7 +181,6 @@ class Gateway:
             budget=RetryBudget(s.retry_budget_ratio, s.retry_budget_min),
             first_byte_timeout=s.first_byte_timeout,
             stream_idle_timeout=s.stream_idle_timeout,
-            connect_timeout=s.connect_timeout,
             retry_after=s.retry_after,
             debug_headers=s.debug_headers,
         )

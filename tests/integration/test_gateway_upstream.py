@@ -144,7 +144,6 @@ async def proxy() -> AsyncIterator[Proxy]:
         budget=RetryBudget(1.0, 100.0),
         first_byte_timeout=0.5,
         stream_idle_timeout=0.3,
-        connect_timeout=1,
         retry_after=1,
         debug_headers=True,
     )

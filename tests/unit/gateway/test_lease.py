@@ -59,7 +59,6 @@ def _proxy(transport: httpx.AsyncBaseTransport, max_retries: int = 0) -> Proxy:
         budget=RetryBudget(1.0, 100.0),
         first_byte_timeout=5,
         stream_idle_timeout=5,
-        connect_timeout=1,
         retry_after=1,
     )
 
@@ -189,7 +188,6 @@ async def test_a_non_streaming_response_must_complete_within_the_first_byte_time
         budget=RetryBudget(1.0, 100.0),
         first_byte_timeout=0.3,  # each read is quick; the whole body would take 5 s
         stream_idle_timeout=5,
-        connect_timeout=1,
         retry_after=1,
     )
     done: list[Attempt] = []
