@@ -5,17 +5,20 @@ The proxy's hot path speaks to engines through :class:`AiohttpUpstream`: one ``a
 are not held back by Nagle's algorithm), no cookie jar, no proxies from the environment, no redirects, no
 decompression (bodies are relayed as raw bytes). Before, the proxy built an httpx ``Request`` per try and
 ran it through ``httpx-aiohttp``'s transport, which wraps aiohttp's response in an httpx ``Response`` and
-maps its exceptions: about a fifth of the gateway's CPU per request went to the upstream round trip, and
-calling aiohttp directly leaves only aiohttp's own work (docs/benchmarks.md, section "gateway").
+maps its exceptions: the upstream round trip was ~22 % of the gateway's CPU per request in profiles, 5–8
+points of it httpx's objects and the wrapper; calling aiohttp directly leaves aiohttp's own work, the same a
+bare pass-through proxy pays (docs/benchmarks.md, section "gateway", "The wire path").
 
 :class:`HttpxUpstream` runs the same calls over any ``httpx.AsyncBaseTransport``: ``transport="httpx"``
 (httpx's own pool, measured 4× the CPU per request of aiohttp's, kept for an environment where aiohttp
 misbehaves) and the unit tests' scripted transports, which reproduce failures exactly without sockets.
 
-Both classify a failed try the same way, for the retry metrics' ``reason`` label and the refill decision:
+Each classifies a failed try for the retry metric's ``reason`` label and the refill decision; aiohttp's
+classification is exactly what ``httpx-aiohttp``'s exception mapping made of aiohttp's errors before:
 
 * ``connect`` — no response came: refused, reset or closed before the headers, connect timeout (a pooled
-  connection to a pod that just died fails like this, so it is treated like a refused one);
+  connection to a pod that just died fails like this, so it is treated like a refused one; httpx's own pool
+  reports a reset before the headers as a read error);
 * ``timeout`` — a read timed out (headers or body), or the whole-response deadline passed;
 * ``read`` — anything else: a malformed or truncated response.
 
