@@ -133,6 +133,10 @@ class Relay:
                 if attempt.want_usage:
                     attempt.usage_tokens = usage_from_sse(chunk) or attempt.usage_tokens
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # ended before the last message: once the response is complete, uvicorn answers receive() with
+            # http.disconnect, which the fast path's watcher would take for the client leaving if anything
+            # here still awaited (closing an httpx response may)
+            await self.end(complete=complete)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             attempt.status = 499  # the client went away mid-stream; closing upstream aborts the engine's work
