@@ -95,7 +95,8 @@ class GatewaySettings(BaseSettings):
     unhealthy_after: int = Field(default=2, ge=1)
 
     # ------------------------------------------------------------------ upstream and reliability
-    #: "aiohttp" (httpx over an aiohttp transport) or "httpx" (httpx's own pool); see docs/benchmarks.md
+    #: "aiohttp" (the proxy calls aiohttp directly; scrapes use httpx over aiohttp's pool) or "httpx" (httpx's
+    #: own pool for both, 4x the CPU per request); see gateway/upstream.py and docs/benchmarks.md
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     max_connections: int = Field(default=1000, ge=1)
     connect_timeout: float = Field(default=2.0, gt=0)
