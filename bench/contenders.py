@@ -269,6 +269,7 @@ def parse(spec: str) -> Contender:
             "vllm-router:<policy>"
         )
     contender = FACTORIES[kind](arg)
+    assert isinstance(contender, _ProcessContender)
     for assignment in assignments:
         name, eq, value = assignment.partition("=")
         if not eq or not name:
