@@ -54,6 +54,7 @@ def configure(
                 "health-under-load",
                 "overhead",
                 "crosscheck",
+                "routing-bound",
                 *AUTOSCALE_SUITES,
                 *MIX_SUITES,
             ]
@@ -66,7 +67,8 @@ def configure(
     "(bench/health_load.py); overhead: gateway overhead next to the peer routers on a stub engine "
     "(bench/gateway_overhead.py); optimizer: the GPU mix (Mélange) vs the best single GPU type on simulated GPUs "
     "(bench/gpu_mix); crosscheck: gsp measured by flotilla bench and by guidellm against Flotilla and the best peer "
-    "(bench/crosscheck.py); with --quick, their short versions.",
+    "(bench/crosscheck.py); routing-bound: the standard workloads routed in virtual time, against a clairvoyant "
+    "router and a lower bound (bench/routing_bound.py); with --quick, their short versions.",
 )
 @click.option(
     "--out",
@@ -173,6 +175,13 @@ def bench(
         command = "flotilla bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "flotilla bench"
         cli_run(quick=quick, out=out, seed=seed, seeds=seeds, contenders=_csv(contenders), rerender=rerender,
                 command=command.strip(), router_nice=router_nice)  # fmt: skip
+        return
+    if suite_name == "routing-bound":
+        from bench.routing_bound import cli_run as run_bound
+
+        click.echo(
+            f"report: {run_bound(quick=quick, out=out, seed=seed, seeds=seeds, workloads=_csv(workloads))}"
+        )
         return
     if suite_name == "health-under-load":
         from bench import health_load

@@ -256,12 +256,24 @@ FACTORIES: dict[str, Callable[[str], Contender]] = {
 
 
 def parse(spec: str) -> Contender:
-    """``direct``, ``flotilla:<strategy>``, ``sglang:<policy>`` or ``vllm-router:<policy>``."""
+    """``direct``, ``flotilla:<strategy>``, ``sglang:<policy>`` or ``vllm-router:<policy>``; a Flotilla spec may
+    end in ``+NAME=VALUE`` parts, extra environment for its gateway (one setting A/B'd side by side:
+    ``flotilla:default+FLOTILLA_GATEWAY_PREFIX_HASH=tokens``)."""
     if spec == "direct":
         return Direct()
-    kind, sep, arg = spec.partition(":")
-    if kind not in FACTORIES or not sep or not arg:
+    base, *assignments = spec.split("+")
+    kind, sep, arg = base.partition(":")
+    if kind not in FACTORIES or not sep or not arg or (assignments and kind != "flotilla"):
         raise StartError(
-            f"bad contender {spec!r}: use direct, flotilla:<strategy>, sglang:<policy> or vllm-router:<policy>"
+            f"bad contender {spec!r}: use direct, flotilla:<strategy>[+ENV=VALUE…], sglang:<policy> or "
+            "vllm-router:<policy>"
         )
-    return FACTORIES[kind](arg)
+    contender = FACTORIES[kind](arg)
+    assert isinstance(contender, _ProcessContender)
+    for assignment in assignments:
+        name, eq, value = assignment.partition("=")
+        if not eq or not name:
+            raise StartError(f"bad contender {spec!r}: {assignment!r} is not NAME=VALUE")
+        contender.env[name] = value
+    contender.name = spec
+    return contender

@@ -88,7 +88,7 @@ def main() -> None:
         stub.cleanup()
     unit = "chunk" if args.stream else "request"
     print(f"CPU µs per {unit}: {window['used'] / units * 1e6:.0f} (profiler included; {units:.0f} {unit}s)")
-    print(profiler.output_text(unicode=True, color=False))
+    print(profiler.output_text(unicode=True, color=False, show_all=bool(os.environ.get("PROFILE_SHOW_ALL"))))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ Contenders, interleaved over ``--rounds``: ``bare`` (the raw ASGI + aiohttp pass
 its ``/health`` answered by the stub behind it), the gateway with different settings, and optionally another
 source tree:
 
-* ``flotilla`` — the defaults: only the blocks routing can use are tokenised (``max_prefix_blocks`` ×
-  ``block_size`` ids), bodies ≥ 64 KiB on a worker thread;
-* ``flotilla:inline`` — the same bounded encode, on the event loop (what the thread adds);
+* ``flotilla`` — the defaults: approximate prefix blocks from the prompt's characters (``prefix_hash=chars``:
+  nothing tokenised, at most ``max_prefix_blocks`` blocks hashed), bodies ≥ 64 KiB on a worker thread;
+* ``flotilla:tokens`` — ``prefix_hash=tokens``: only the blocks routing can use are tokenised
+  (``max_prefix_blocks`` × ``block_size`` ids), on the worker thread for large bodies;
+* ``flotilla:inline`` — the defaults with every body parsed on the event loop (what the thread adds);
 * ``flotilla:switch-5ms`` — the tokenizer thread, at Python's default GIL switch interval (5 ms; the gateway
   sets 1 ms);
 * ``baseline`` — with ``--baseline-src DIR``: the gateway of another checkout (``git worktree add DIR REV``),
@@ -84,6 +86,7 @@ def process(
 
 CONTENDERS: dict[str, dict[str, str]] = {
     "flotilla": {},
+    "flotilla:tokens": {"FLOTILLA_GATEWAY_PREFIX_HASH": "tokens"},
     "flotilla:inline": {"FLOTILLA_GATEWAY_TOKENIZE_THREAD_BYTES": str(1 << 40)},
     "flotilla:switch-5ms": {"FLOTILLA_GATEWAY_SWITCH_INTERVAL": "0.005"},
 }

@@ -11,13 +11,13 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from flotilla.asgi import unless_disconnected
 from gateway import api_models as m
-from gateway.errors import GatewayError, PayloadTooLarge, error_response, install_handlers, valid_request_id
+from gateway.errors import GatewayError, PayloadTooLarge, error_reply, install_handlers, valid_request_id
+from gateway.replies import AsResponse, Reply, Sendable
 from gateway.service import Gateway, GatewayStats
 from gateway.settings import GatewaySettings
 from gateway.telemetry import configure_logging
@@ -66,60 +66,100 @@ PROXIED = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v
 
 
 class FastPath:
-    """ASGI middleware serving ``POST`` on the proxied paths directly, ahead of FastAPI's router.
+    """Serves ``POST`` on the proxied paths directly, before FastAPI (:class:`GatewayApp` calls it first).
 
     The proxied routes are also declared as FastAPI routes (so ``/openapi.json`` documents them, and they work
-    if this middleware is absent), but FastAPI's per-request routing, dependency solving and exception
-    middleware stack cost about a quarter of the gateway's CPU per request in profiles. Errors are rendered by
-    the same OpenAI-shaped :func:`error_response`.
+    if this fast path is absent), but FastAPI's per-request routing, dependency solving and middleware stack
+    (exception middleware, body limit, its native OpenTelemetry check, which reads the environment on every
+    request) cost about a quarter of the gateway's CPU per request in profiles; the gateway has its own
+    metrics and request log. Here the body is read from ``receive`` and the reply sent with raw ``send`` calls
+    (gateway/replies.py), without Starlette's ``Request`` and ``Response`` objects; the request's headers are
+    one dict (the first of repeated names wins, as with Starlette's ``Headers``). Errors, bugs included, are
+    answered by the same OpenAI-shaped :func:`error_reply`. One watcher task per request cancels the work when
+    the client goes away (flotilla/asgi.py).
     """
 
-    def __init__(self, app: ASGIApp, gateway: Gateway, limit: int) -> None:
-        self.app = app
+    def __init__(self, gateway: Gateway, limit: int) -> None:
         self.gateway = gateway
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = PROXIED.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if kind is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         try:
-            raw = await read_body(request, self.limit)
-            response = await unless_disconnected(
-                self.gateway.handle(scope["path"], kind, raw, request.headers), receive
-            )
-            if response is None:
-                return  # the client left before the first byte; the upstream request was cancelled
+            raw = await self._read(headers, receive)
         except GatewayError as exc:
-            request_id = request.headers.get("x-request-id")
-            if request_id is not None and not valid_request_id(request_id):
-                request_id = None  # neither echoed nor logged: it may be megabytes
-            log.info(
-                "%s refused: %s %s",
-                scope["path"],
-                exc.status,
-                exc.type,
-                extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "status": exc.status,
-                        "error": exc.type,
-                        "param": exc.param,
-                    }
-                },
-            )
-            response = error_response(exc, request_id)
-        except ClientDisconnect:  # the client left while sending its body: nobody to answer, nothing held yet
+            await self._refused(exc, scope["path"], headers).send(send)
+            return
+        if raw is None:  # the client left while sending its body: nobody to answer, nothing held yet
             log.debug("%s: client left before its request body was complete", scope["path"])
             return
+        # None: the client left; the upstream request or stream was cancelled and closed
+        await unless_disconnected(self._serve(scope["path"], kind, raw, headers, send), receive)
+
+    async def _read(self, headers: dict[str, str], receive: Receive) -> bytes | None:
+        """The request body, or None if the client disconnected first."""
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {self.limit} bytes")
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _serve(self, path: str, kind: str, raw: bytes, headers: dict[str, str], send: Send) -> None:
+        reply: Sendable
+        try:
+            reply = await self.gateway.handle(path, kind, raw, headers)
+        except GatewayError as exc:
+            reply = self._refused(exc, path, headers)
         except Exception:  # a bug must still answer in OpenAI shape, and be logged with its traceback
-            log.exception("internal error on %s", scope["path"])
-            response = error_response(
-                GatewayError("internal gateway error"), request.headers.get("x-request-id")
-            )
-        await response(scope, receive, send)
+            log.exception("internal error on %s", path)
+            reply = error_reply(GatewayError("internal gateway error"), headers.get("x-request-id"))
+        await reply.send(send)
+
+    @staticmethod
+    def _refused(exc: GatewayError, path: str, headers: dict[str, str]) -> Reply:
+        request_id = headers.get("x-request-id")
+        if request_id is not None and not valid_request_id(request_id):
+            request_id = None  # neither echoed nor logged: it may be megabytes
+        log.info(
+            "%s refused: %s %s",
+            path,
+            exc.status,
+            exc.type,
+            extra={
+                "fields": {
+                    "request_id": request_id,
+                    "status": exc.status,
+                    "error": exc.type,
+                    "param": exc.param,
+                }
+            },
+        )
+        return error_reply(exc, request_id)
+
+
+class GatewayApp(FastAPI):
+    """The FastAPI app, with the proxied ``POST`` requests handed to :class:`FastPath` before anything else."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and scope["type"] == "http" and scope["method"] == "POST":
+            kind = PROXIED.get(scope["path"])
+            if kind is not None:
+                await self.fast_path(scope, receive, send, kind)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -137,15 +177,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await gw.stop()
             detach()
 
-    app = FastAPI(title="Flotilla gateway", version="0.1.0", lifespan=lifespan)
+    app = GatewayApp(title="Flotilla gateway", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gw
     install_handlers(app)
-    app.add_middleware(FastPath, gateway=gw, limit=settings.max_body_bytes)
     limit = settings.max_body_bytes
+    app.fast_path = FastPath(gw, limit)
 
     async def proxied(request: Request, path: str, kind: str) -> Response:
         raw = await read_body(request, limit)
-        return await gw.handle(path, kind, raw, request.headers)
+        return AsResponse(await gw.handle(path, kind, raw, request.headers))
 
     @app.post(
         "/v1/chat/completions",

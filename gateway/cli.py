@@ -16,6 +16,14 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _settings_errors(exc: Any) -> str:
+    """A pydantic ``ValidationError`` of the settings as one line: ``field: message; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+
+
 @click.command("gateway")
 @click.option("--engine", "engines", multiple=True, help="Engine base URL (repeatable): standalone mode.")
 @click.option("--kv-events", multiple=True, help="KV-event ZMQ URL of the --engine at the same position.")
@@ -33,6 +41,12 @@ def _loopback(host: str) -> bool:
     "--strategy", "default_profile", help="Default routing profile (e.g. default, round-robin, prefix-cache)."
 )
 @click.option("--prefix-mode", type=click.Choice(["approximate", "precise"]))
+@click.option(
+    "--prefix-hash",
+    type=click.Choice(["chars", "tokens"]),
+    help="Cut prefix blocks from the prompt's text (chars: no tokenizer, token counts estimated) or from token "
+    "ids (tokens). Default: chars in approximate mode, tokens in precise mode (which needs them).",
+)
 @click.option(
     "--routing-plan",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -61,6 +75,7 @@ def _loopback(host: str) -> bool:
 def gateway(**options: Any) -> None:
     """Run the OpenAI-compatible, prefix- and load-aware gateway. Other settings: FLOTILLA_GATEWAY_* env vars."""
     import uvicorn
+    from pydantic import ValidationError
 
     from gateway.app import create_app
     from gateway.server import server_config
@@ -76,6 +91,8 @@ def gateway(**options: Any) -> None:
     try:
         settings = GatewaySettings(**values)
         app = create_app(settings)
+    except ValidationError as exc:  # one line per bad setting, not pydantic's three
+        raise click.UsageError(_settings_errors(exc)) from exc
     except (ValueError, OSError, RuntimeError) as exc:  # bad settings, a missing tokenizer file or package
         raise click.UsageError(str(exc)) from exc
     if not _loopback(settings.host) and not (settings.api_keys or settings.api_keys_file):

@@ -2,7 +2,8 @@
 
 The engine validates sampling parameters itself (and answers 400 in OpenAI shape, which we pass through), so
 the gateway does not re-validate a large body with pydantic on the hot path. It does check what it reads:
-``model``, ``stream``, ``max_tokens``, and the prompt fields it tokenises for prefix routing.
+``model``, ``stream``, ``max_tokens``, and the prompt fields it tokenises for prefix routing (or, with
+``prefix_hash="chars"``, renders as text: :func:`parse_chars`, the same checks and errors).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import orjson
 
 from flotilla.chat_template import ChatTemplateError
 from flotilla.tokenizer import Tokenizer
+from gateway.chars import chat_text, estimate_chat_tokens, estimate_tokens
 from gateway.errors import MAX_REQUEST_ID, BadRequest, valid_request_id
 
 #: expected output tokens when a request sets no max_tokens (load accounting only)
@@ -42,6 +44,11 @@ class ParsedRequest:
     first_tokens: int = 0
     #: block hashes of ``prompt_ids``, when computed with them (off the event loop, for large bodies)
     hashes: list[int] | None = None
+    #: ``prefix_hash="chars"``: the (first) prompt's canonical text, as far as routing hashes it (None: a
+    #: prompt of token ids, hashed by ids; and once ``hashes`` are computed from it)
+    text: str | None = None
+    #: the token counts are estimates from characters (chars ÷ chars_per_token), not a tokenizer's
+    estimated: bool = False
 
     def __post_init__(self) -> None:
         self.first_tokens = self.first_tokens or len(self.prompt_ids)
@@ -145,11 +152,8 @@ def chat_options(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse(raw: bytes, kind: str, tokenizer: Tokenizer, limit: int = 1 << 30) -> ParsedRequest:
-    """Parse a ``chat`` / ``completions`` / ``embeddings`` body; raise :class:`BadRequest` on what we cannot route.
-
-    Only the first ``limit`` token ids (the blocks the prefix index can use) are computed exactly; the rest of
-    a long prompt is counted by estimate."""
+def _common(raw: bytes) -> tuple[dict[str, Any], str, bool, int | None]:
+    """The body, ``model``, ``stream`` and the requested ``max_tokens``, checked."""
     body = _object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -159,22 +163,33 @@ def parse(raw: bytes, kind: str, tokenizer: Tokenizer, limit: int = 1 << 30) -> 
         stream = False
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be a boolean", param="stream")
-    max_tokens = _int_field(body, "max_completion_tokens", "max_tokens")
+    return body, model, stream, _int_field(body, "max_completion_tokens", "max_tokens")
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise BadRequest(f"messages[{i}] must be an object with a string 'role'", param=f"messages.{i}")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise BadRequest(
+                f"messages[{i}].content must be a string, a list of parts or null",
+                param=f"messages.{i}.content",
+            )
+    return messages
+
+
+def parse(raw: bytes, kind: str, tokenizer: Tokenizer, limit: int = 1 << 30) -> ParsedRequest:
+    """Parse a ``chat`` / ``completions`` / ``embeddings`` body; raise :class:`BadRequest` on what we cannot route.
+
+    Only the first ``limit`` token ids (the blocks the prefix index can use) are computed exactly; the rest of
+    a long prompt is counted by estimate."""
+    body, model, stream, max_tokens = _common(raw)
     if kind == "chat":
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("'messages' must be a non-empty list", param="messages")
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise BadRequest(
-                    f"messages[{i}] must be an object with a string 'role'", param=f"messages.{i}"
-                )
-            content = message.get("content")
-            if content is not None and not isinstance(content, str | list):
-                raise BadRequest(
-                    f"messages[{i}].content must be a string, a list of parts or null",
-                    param=f"messages.{i}.content",
-                )
+        messages = _messages(body)
         try:
             ids, total, _ = tokenizer.chat_prefix(messages, limit, **chat_options(body))
             first = total
@@ -196,3 +211,44 @@ def parse(raw: bytes, kind: str, tokenizer: Tokenizer, limit: int = 1 << 30) -> 
             stream, max_tokens = False, 0
     expected = DEFAULT_EXPECTED_OUTPUT if max_tokens is None else max_tokens
     return ParsedRequest({}, model, stream, expected, ids, total, max_tokens, first_tokens=first)
+
+
+def parse_chars(raw: bytes, kind: str, max_chars: int, chars_per_token: int) -> ParsedRequest:
+    """As :func:`parse` (the same checks, the same errors) without a tokenizer (``prefix_hash="chars"``).
+
+    The (first) prompt's canonical text, up to ``max_chars`` characters, goes to ``ParsedRequest.text`` for
+    :func:`gateway.chars.char_block_hashes`; token counts are estimated from characters. A prompt of token ids
+    keeps its ids (``prompt_ids``) and exact counts."""
+    body, model, stream, max_tokens = _common(raw)
+    text: str | None
+    if kind == "chat":
+        messages = _messages(body)
+        text, chars = chat_text(messages, max_chars)
+        ids: list[int] = []
+        first = total = estimate_chat_tokens(chars, len(messages), chars_per_token)
+        estimated = True
+    else:
+        field = "prompt" if kind == "completions" else "input"
+        prompts = _prompts(body.get(field), field)
+        counts = [
+            len(p) if isinstance(p, list) else estimate_tokens(len(p), chars_per_token) for p in prompts
+        ]
+        head = prompts[0]
+        text, ids = (None, head) if isinstance(head, list) else (head[:max_chars], [])
+        first, total = counts[0], sum(counts)
+        estimated = any(isinstance(p, str) for p in prompts)
+        if kind == "embeddings":
+            stream, max_tokens = False, 0
+    expected = DEFAULT_EXPECTED_OUTPUT if max_tokens is None else max_tokens
+    return ParsedRequest(
+        {},
+        model,
+        stream,
+        expected,
+        ids,
+        total,
+        max_tokens,
+        first_tokens=first,
+        text=text,
+        estimated=estimated,
+    )

@@ -6,6 +6,11 @@ bounded head of the prompt). A body of ``tokenize_thread_bytes`` or more is pars
 worker thread; HF tokenizers release the GIL while they encode, so ``/health`` and streams in flight keep
 being served while a megabyte prompt is tokenised. A chat the gateway cannot render (no template in its
 tokenizer directory, or the template fails on it) gets its ids from the chosen engine's own ``/tokenize``.
+
+With ``prefix_hash="chars"`` (the default in approximate mode) nothing is tokenised: the prompt's canonical
+text is cut into character blocks and hashed (:mod:`gateway.chars`), and token counts are estimated. Only
+``max_prefix_blocks`` blocks of text are rendered and hashed, so a large body's cost is its JSON parse; it
+still goes to the worker thread by the same size rule.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import logging
 import httpx
 
 from flotilla.tokenizer import Tokenizer, load_tokenizer
-from gateway.parsing import ParsedRequest, parse
+from gateway.chars import char_block_hashes
+from gateway.parsing import ParsedRequest, parse, parse_chars
 from gateway.settings import GatewaySettings
 from kvcache import block_hashes
 
@@ -34,6 +40,10 @@ class Prompts:
         self.settings = settings
         self.tokenizer: Tokenizer = load_tokenizer(settings.tokenizer, chat_template=settings.chat_template)
         self.limit = settings.max_prefix_blocks * settings.block_size
+        self.chars = settings.prefix_hash == "chars"
+        #: characters per block, and the most characters routing renders and hashes
+        self.block_chars = settings.block_size * settings.chars_per_token
+        self.max_chars = settings.max_prefix_blocks * self.block_chars
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.tokenize_threads, thread_name_prefix="flotilla-tokenize"
         )
@@ -44,17 +54,29 @@ class Prompts:
     async def parse(self, raw: bytes, kind: str) -> ParsedRequest:
         """Parse and tokenise only the blocks routing can use; a large body on a worker thread."""
         if len(raw) < self.settings.tokenize_thread_bytes:
-            return parse(raw, kind, self.tokenizer, self.limit)
+            return (
+                self._parse_and_hash(raw, kind)
+                if self.chars
+                else parse(raw, kind, self.tokenizer, self.limit)
+            )
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._parse_and_hash, raw, kind)
 
     def _parse_and_hash(self, raw: bytes, kind: str) -> ParsedRequest:
-        """On the worker thread: a large request's block hashes too (pure: the ids, the model, settings)."""
-        parsed = parse(raw, kind, self.tokenizer, self.limit)
+        """Parse and hash (pure: the body, settings); on the worker thread for a large request."""
+        if self.chars:
+            parsed = parse_chars(raw, kind, self.max_chars, self.settings.chars_per_token)
+        else:
+            parsed = parse(raw, kind, self.tokenizer, self.limit)
         parsed.hashes = self.block_hashes(parsed)
+        parsed.text = None  # up to max_chars per request in flight: not held once hashed
         return parsed
 
     def block_hashes(self, parsed: ParsedRequest) -> list[int]:
         s = self.settings
+        if parsed.text is not None:
+            return char_block_hashes(
+                parsed.text, block_chars=self.block_chars, seed=s.hash_seed, scope=parsed.model
+            )
         return block_hashes(
             parsed.prompt_ids[: self.limit], block_size=s.block_size, seed=s.hash_seed, scope=parsed.model
         )

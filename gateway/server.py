@@ -111,6 +111,9 @@ def server_config(app: Any, settings: GatewaySettings, **overrides: Any) -> uvic
         "access_log": False,  # one JSON line per request comes from the gateway itself
         "log_level": "warning",
         "timeout_keep_alive": 30,
+        # nothing in the gateway reads the client's address or scheme; uvicorn's X-Forwarded-* rewriting would
+        # copy every request's headers into a dict for it
+        "proxy_headers": False,
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)

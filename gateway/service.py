@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from starlette.responses import Response
 
 from flotilla import labels
 from gateway.auth import KeyStore
@@ -33,13 +32,14 @@ from gateway.parsing import check_request_id, max_model_len
 from gateway.prompts import Prompts
 from gateway.proxy import Attempt, Proxy, Refill, RetryBudget
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from gateway.replies import Sendable
 from gateway.routing import Router, RoutingRequest
 from gateway.routing.router import Profile
 from gateway.scraper import Scraper
 from gateway.settings import GatewaySettings
 from gateway.sizes import SizeHook
 from gateway.telemetry import GatewayMetrics
-from gateway.upstream import make_transport
+from gateway.upstream import Upstream, make_transport, make_upstream
 from kvcache import KVEventSubscriber, MemoryIndex, PrefixIndex
 
 log = logging.getLogger("flotilla.gateway")
@@ -87,15 +87,16 @@ class GatewayStats:
 class Gateway:
     """The gateway's state and its request pipeline.
 
-    ``transport`` (the upstream HTTP transport; default: built from settings at start) and ``clock`` (breakers,
-    holding) are injectable, so tests drive failures and time without sockets or sleeps.
+    ``upstream`` (the proxy's HTTP client, gateway/upstream.py; default: built from settings at start, e.g.
+    ``HttpxUpstream`` over a scripted httpx transport) and ``clock`` (breakers, holding) are injectable, so
+    tests can drive failures and time without sockets or sleeps.
     """
 
     def __init__(
         self,
         settings: GatewaySettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        upstream: Upstream | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -141,7 +142,7 @@ class Gateway:
             if settings.ratelimit_backend == "redis" and settings.redis_url
             else MemoryLimiter()
         )
-        self.transport: httpx.AsyncBaseTransport | None = transport
+        self.upstream: Upstream | None = upstream
         self.scrape_client: httpx.AsyncClient | None = None
         self.proxy: Proxy | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -176,8 +177,10 @@ class Gateway:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
-        if self.transport is None:
-            self.transport = make_transport(s.transport, max_connections=s.max_connections)
+        if self.upstream is None:
+            self.upstream = make_upstream(
+                s.transport, max_connections=s.max_connections, connect_timeout=s.connect_timeout
+            )
         # trust_env=False: engines are dialled directly, never through an HTTP(S)_PROXY from the environment;
         # the scrapes (/health + /metrics per engine per interval) ride the same kind of pool as the proxy
         self.scrape_client = httpx.AsyncClient(
@@ -186,13 +189,12 @@ class Gateway:
             transport=make_transport(s.transport, max_connections=s.max_connections),
         )
         self.proxy = Proxy(
-            self.transport,
+            self.upstream,
             self.metrics,
             max_retries=s.max_retries,
             budget=RetryBudget(s.retry_budget_ratio, s.retry_budget_min),
             first_byte_timeout=s.first_byte_timeout,
             stream_idle_timeout=s.stream_idle_timeout,
-            connect_timeout=s.connect_timeout,
             retry_after=s.retry_after,
             debug_headers=s.debug_headers,
         )
@@ -243,8 +245,8 @@ class Gateway:
                 await task
         if self.subscriber is not None:
             await self.subscriber.close()
-        if self.transport is not None:
-            await self.transport.aclose()
+        if self.upstream is not None:
+            await self.upstream.aclose()
         for closeable in (self.scrape_client,):
             if closeable is not None:
                 await closeable.aclose()
@@ -349,7 +351,7 @@ class Gateway:
             raise
 
     # ------------------------------------------------------------------ the request pipeline
-    async def handle(self, path: str, kind: str, raw: bytes, headers: Any) -> Response:
+    async def handle(self, path: str, kind: str, raw: bytes, headers: Any) -> Sendable:
         """admit → candidates (held while none is ready) → route → dispatch, with hooks at routing and end."""
         headers = header_map(headers)
         ctx = await self._admit(path, kind, raw, headers)
@@ -368,7 +370,8 @@ class Gateway:
             await self.prompts.from_engine(self.scrape_client, ctx.parsed, candidates[0].url, ctx.request_id)
         await self._route(ctx, profile, candidates, headers)
         response = await self._dispatch(ctx, path, raw, headers)
-        response.headers.update(ctx.limit_headers)
+        if ctx.limit_headers:
+            response.add_headers(ctx.limit_headers)
         return response
 
     async def _admit(self, path: str, kind: str, raw: bytes, headers: Any) -> RequestContext:
@@ -437,7 +440,7 @@ class Gateway:
             self._match_sum += decision.match_ratio
             self._match_n += 1
 
-    async def _dispatch(self, ctx: RequestContext, path: str, raw: bytes, headers: Any) -> Response:
+    async def _dispatch(self, ctx: RequestContext, path: str, raw: bytes, headers: Any) -> Sendable:
         """Forward with retries; every hook that saw the request routed sees it finish, on every exit path."""
         assert self.proxy is not None, "Gateway.start() was not awaited"
         assert ctx.routing is not None

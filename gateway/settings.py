@@ -61,6 +61,13 @@ class GatewaySettings(BaseSettings):
     max_prefix_blocks: int = Field(default=512, ge=1)
     #: where prefix matches come from: learned from routing decisions, or from the engines' KV events
     prefix_mode: Literal["approximate", "precise"] = "approximate"
+    #: what prefix blocks are cut from: "chars" = the prompt's text, blocks of block_size × chars_per_token
+    #: characters, no tokenizer (gateway/chars.py; token counts are estimated); "tokens" = the tokenizer's ids,
+    #: as the engine hashes them. Unset: chars in approximate mode (the index learns from routing, so its hashes
+    #: need not equal the engine's), tokens in precise mode (they must; chars is refused there)
+    prefix_hash: Literal["chars", "tokens"] | None = None
+    #: characters per token for character blocks and token estimates (English BPE averages about 4)
+    chars_per_token: int = Field(default=4, ge=1)
     #: "memory" (per replica) or "redis" (shared by replicas; needs redis_url)
     index_backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
@@ -88,7 +95,8 @@ class GatewaySettings(BaseSettings):
     unhealthy_after: int = Field(default=2, ge=1)
 
     # ------------------------------------------------------------------ upstream and reliability
-    #: "aiohttp" (httpx over an aiohttp transport) or "httpx" (httpx's own pool); see docs/benchmarks.md
+    #: "aiohttp" (the proxy calls aiohttp directly; scrapes use httpx over aiohttp's pool) or "httpx" (httpx's
+    #: own pool for both, 4x the CPU per request); see gateway/upstream.py and docs/benchmarks.md
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     max_connections: int = Field(default=1000, ge=1)
     connect_timeout: float = Field(default=2.0, gt=0)
@@ -148,6 +156,18 @@ class GatewaySettings(BaseSettings):
                 self.ratelimit_backend = "redis"
         elif self.index_backend == "redis" or self.ratelimit_backend == "redis":
             raise ValueError("a 'redis' index or rate-limit backend needs redis_url")
+        return self
+
+    @model_validator(mode="after")
+    def _prefix_hash(self) -> GatewaySettings:
+        """Chars by default in approximate mode; precise mode matches the engines' KV events, so it needs tokens."""
+        if self.prefix_hash is None:
+            self.prefix_hash = "tokens" if self.prefix_mode == "precise" else "chars"
+        elif self.prefix_hash == "chars" and self.prefix_mode == "precise":
+            raise ValueError(
+                "prefix_hash 'chars' cannot be used with prefix_mode 'precise': the engines' KV events are "
+                "hashed over token ids, so precise mode needs prefix_hash 'tokens' (or leave it unset)"
+            )
         return self
 
     @field_validator("engines")

@@ -25,9 +25,10 @@ def fleet() -> Iterator[SimFleet]:
         yield f
 
 
-@pytest.fixture(scope="module")
-def gw(fleet: SimFleet) -> Iterator[RunningGateway]:
-    with running_gateway(engines=fleet.urls, max_body_bytes=64 * 1024) as g:
+@pytest.fixture(scope="module", params=["chars", "tokens"])
+def gw(fleet: SimFleet, request: pytest.FixtureRequest) -> Iterator[RunningGateway]:
+    """Both prefix hashes: the chars path parses bodies with the same checks and must give the same errors."""
+    with running_gateway(engines=fleet.urls, max_body_bytes=64 * 1024, prefix_hash=request.param) as g:
         g.wait_healthy(2)
         yield g
 

@@ -31,7 +31,29 @@ def test_parse(spec: str, name: str, header: str | None) -> None:
     assert c.headers.get("x-routing-strategy") == header
 
 
-@pytest.mark.parametrize("spec", ["", "flotilla", "flotilla:", "nginx:rr", "sglang"], ids=str)
+def test_flotilla_spec_carries_extra_environment() -> None:
+    c = contenders.parse("flotilla:default+FLOTILLA_GATEWAY_PREFIX_HASH=tokens+X=a=b")
+    assert c.name == "flotilla:default+FLOTILLA_GATEWAY_PREFIX_HASH=tokens+X=a=b"
+    assert c.headers.get("x-routing-strategy") == "default"
+    assert c.env["FLOTILLA_GATEWAY_PREFIX_HASH"] == "tokens"
+    assert c.env["X"] == "a=b"
+    assert c.env["FLOTILLA_GATEWAY_LOG_LEVEL"] == "WARNING"  # the contender's own environment is kept
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "flotilla",
+        "flotilla:",
+        "nginx:rr",
+        "sglang",
+        "sglang:cache_aware+X=1",
+        "flotilla:default+X",
+        "flotilla:default+=1",
+    ],
+    ids=str,
+)
 def test_bad_spec_is_a_clear_error(spec: str) -> None:
     with pytest.raises(StartError, match="bad contender"):
         contenders.parse(spec)

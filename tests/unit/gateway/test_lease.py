@@ -1,7 +1,8 @@
 """One owner for an endpoint's load and breaker trial: every exit path gives both back.
 
-The proxy runs over an injected transport here (httpx's transport interface), so a failure of a kind httpx
-does not know — what aiohttp raised for an oversized response header — is reproduced exactly, with no sockets.
+The proxy runs over an injected httpx transport here (behind gateway/upstream.py's ``HttpxUpstream``), so a
+failure of a kind httpx does not know — what aiohttp raised for an oversized response header — is reproduced
+exactly, with no sockets. (tests/integration/test_gateway_upstream.py covers the default aiohttp client.)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from gateway.endpoints import CircuitBreaker, Endpoint, EndpointPool, EndpointSp
 from gateway.errors import NoEndpoint, UpstreamError
 from gateway.proxy import Attempt, Proxy, RetryBudget
 from gateway.telemetry import GatewayMetrics
+from gateway.upstream import HttpxUpstream
 
 
 class Clock:
@@ -51,13 +53,12 @@ def _endpoint(clock: Callable[[], float], port: int = 1) -> Endpoint:
 
 def _proxy(transport: httpx.AsyncBaseTransport, max_retries: int = 0) -> Proxy:
     return Proxy(
-        transport,
+        HttpxUpstream(transport, connect_timeout=1),
         GatewayMetrics(EndpointPool()),
         max_retries=max_retries,
         budget=RetryBudget(1.0, 100.0),
         first_byte_timeout=5,
         stream_idle_timeout=5,
-        connect_timeout=1,
         retry_after=1,
     )
 
@@ -181,13 +182,12 @@ class DripTransport(httpx.AsyncBaseTransport):
 async def test_a_non_streaming_response_must_complete_within_the_first_byte_timeout() -> None:
     e = _endpoint(Clock())
     proxy = Proxy(
-        DripTransport(),
+        HttpxUpstream(DripTransport(), connect_timeout=1),
         GatewayMetrics(EndpointPool()),
         max_retries=0,
         budget=RetryBudget(1.0, 100.0),
         first_byte_timeout=0.3,  # each read is quick; the whole body would take 5 s
         stream_idle_timeout=5,
-        connect_timeout=1,
         retry_after=1,
     )
     done: list[Attempt] = []
