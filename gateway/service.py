@@ -283,7 +283,19 @@ class Gateway:
 
     async def _after_scrape(self) -> None:
         self.holding.wake()
+        self._cap_index()
         await self._sync_subscriber()
+
+    def _cap_index(self) -> None:
+        """Size each engine's share of the approximate index as its KV cache (``index_engine_capacity``)."""
+        if not self.settings.index_engine_capacity or not isinstance(self.index, MemoryIndex):
+            return
+        size = self.settings.block_size
+        for endpoint in self.pool:
+            m = endpoint.metrics
+            if m is not None and m.num_gpu_blocks is not None and m.num_gpu_blocks > 1:
+                blocks = (m.num_gpu_blocks - 1) * (m.block_size or size) // size
+                self.index.cap_endpoint(endpoint.key, max(1, blocks))
 
     async def _refresh(self, model: str) -> None:
         """Re-read, now, the endpoints that could start serving ``model`` (held requests wait on them):

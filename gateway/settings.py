@@ -70,6 +70,11 @@ class GatewaySettings(BaseSettings):
     chars_per_token: int = Field(default=4, ge=1)
     #: "memory" (per replica) or "redis" (shared by replicas; needs redis_url)
     index_backend: Literal["memory", "redis"] = "memory"
+    #: cap each engine's entries in the in-memory approximate index at the KV cache the engine reports (vLLM's
+    #: ``cache_config_info`` ``num_gpu_blocks``, less its null block, in this gateway's block size), so the
+    #: index forgets what the engine's own LRU must have evicted instead of steering prompts to caches that no
+    #: longer hold them (the Redis backend keeps its URL's ``endpoint_capacity``)
+    index_engine_capacity: bool = True
     redis_url: str | None = None
     #: the engines' tokenizer, as vLLM's --tokenizer: a model directory (tokenizer.json, tokenizer_config.json,
     #: chat_template.jinja; a mounted volume in Kubernetes) or its tokenizer.json. None = Flotilla's synthetic

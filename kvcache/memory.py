@@ -23,7 +23,9 @@ Bounds (an unbounded trie is a known production OOM, production-stack#687):
 
 * ``capacity`` caps the total number of (endpoint, block) entries; the globally least recently recorded entry
   goes first. ``endpoint_capacity`` optionally caps one endpoint (set it to the engine's KV blocks to model
-  the engine's own LRU). ``ttl`` drops entries not recorded for that many seconds.
+  the engine's own LRU); :meth:`MemoryIndex.cap_endpoint` sets it per endpoint (the gateway uses each engine's
+  reported KV size, so a fleet of mixed GPUs is modelled per engine). ``ttl`` drops entries not recorded for
+  that many seconds.
 * A prompt's blocks are touched tail first, so the *first* block of a prompt is the most recent: eviction
   eats chains from the tail like vLLM's free list does (tail blocks are freed first), and never cuts a chain
   at its root, which would make every later block unreachable.
@@ -100,6 +102,19 @@ class MemoryIndex:
         self._segments: OrderedDict[int, _Segment] = OrderedDict()
         self._seq = 0
         self._size = 0
+        #: per-endpoint caps that replace ``endpoint_capacity`` for that endpoint (:meth:`cap_endpoint`)
+        self._caps: dict[str, int] = {}
+
+    def cap_endpoint(self, endpoint: str, blocks: int | None) -> None:
+        """Hold at most ``blocks`` entries for ``endpoint`` from its next record on (None: back to
+        ``endpoint_capacity``). :meth:`remove_endpoint` forgets it with the entries (endpoints come and go
+        with pods; the caller sets it again when it learns the size)."""
+        if blocks is None:
+            self._caps.pop(endpoint, None)
+            return
+        if blocks <= 0:
+            raise ValueError("an endpoint's cap must be a positive number of blocks")
+        self._caps[endpoint] = blocks
 
     # ------------------------------------------------------------------ queries
 
@@ -219,8 +234,9 @@ class MemoryIndex:
                 for h in new:
                     holders[h] = holders.get(h, 0) | bit
             self._size += len(new)
-        if self.endpoint_capacity is not None and len(where) > self.endpoint_capacity:
-            over = len(where) - self.endpoint_capacity
+        cap = self._caps.get(endpoint, self.endpoint_capacity)
+        if cap is not None and len(where) > cap:
+            over = len(where) - cap
             while over > 0:
                 over -= self._consume(next(iter(ep.segments.values())), over)
         if self._size > self.capacity:
@@ -241,6 +257,7 @@ class MemoryIndex:
                 self._release(ep.segments[seq], 1)
 
     def remove_endpoint_now(self, endpoint: str) -> None:
+        self._caps.pop(endpoint, None)
         ep = self._endpoints.pop(endpoint, None)
         if ep is None:
             return

@@ -206,3 +206,27 @@ def test_blocks_recorded_again_leave_no_unbounded_stale_entries(window: Callable
     for i in range(2000):
         index.record_now(A, window(i))
     assert index.stored() <= 4 * len(index) + 64
+
+
+def test_a_per_endpoint_cap_bounds_that_endpoint_only() -> None:
+    index = MemoryIndex(1_000, endpoint_capacity=50)
+    index.cap_endpoint("small", 10)
+    index.record_now("small", list(range(30)))
+    index.record_now("default", list(range(30)))
+    assert index.blocks("small") == 10
+    assert index.blocks("default") == 30
+    # the tail goes first, as the engine frees it: the prompt's first blocks still match
+    assert index.match_now(list(range(30)), ["small"]) == {"small": 10}
+    index.cap_endpoint("small", None)  # back to endpoint_capacity
+    index.record_now("small", list(range(100, 140)))
+    assert index.blocks("small") == 50
+    with pytest.raises(ValueError, match="positive"):
+        index.cap_endpoint("small", 0)
+
+
+def test_removing_an_endpoint_forgets_its_cap() -> None:
+    index = MemoryIndex(1_000)
+    index.cap_endpoint("e", 5)
+    index.remove_endpoint_now("e")
+    index.record_now("e", list(range(20)))
+    assert index.blocks("e") == 20
