@@ -96,9 +96,22 @@ class Suite:
     def with_filters(
         self, *, workloads: set[str] | None, contenders: set[str] | None, overhead: bool
     ) -> Suite:
-        """A copy restricted to ``workloads`` / ``contenders`` (None = all)."""
+        """A copy restricted to ``workloads`` / ``contenders`` (None = all). A variant ``X+NAME=VALUE`` (a
+        Flotilla gateway with one setting changed) runs wherever its ``X`` would, right after it."""
+
+        def kept(run_contenders: tuple[str, ...]) -> tuple[str, ...]:
+            if contenders is None:
+                return run_contenders
+            variants = [c for c in sorted(contenders) if "+" in c]
+            out: list[str] = []
+            for c in run_contenders:
+                if c in contenders:
+                    out.append(c)
+                out += [v for v in variants if v.split("+", 1)[0] == c]
+            return tuple(out)
+
         runs = tuple(
-            replace(run, contenders=tuple(c for c in run.contenders if contenders is None or c in contenders))
+            replace(run, contenders=kept(run.contenders))
             for run in self.runs
             if workloads is None or run.workload in workloads
         )

@@ -49,3 +49,15 @@ def test_peer_knobs_become_flags() -> None:
         contenders.parse("sglang:cache_aware/max-tree-size=3")
     with pytest.raises(StartError, match="needs a number"):
         contenders.parse("vllm-router:cache_aware/cache-threshold=high")
+
+
+def test_contender_filter_keeps_named_ones_and_runs_a_variant_beside_its_base() -> None:
+    variant = "flotilla:default+FLOTILLA_GATEWAY_INDEX_ENGINE_CAPACITY=false"
+    suite = standard(0).with_filters(
+        workloads={"multiturn", "gsp"},
+        contenders={"flotilla:default", variant, "vllm-router:consistent_hash"},
+        overhead=False,
+    )
+    by_workload = {run.workload: run.contenders for run in suite.runs}
+    assert by_workload["multiturn"] == ("flotilla:default", variant, "vllm-router:consistent_hash")
+    assert by_workload["gsp"] == ("flotilla:default", variant)  # consistent_hash is not a gsp contender
