@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -23,18 +24,25 @@ from gateway.settings import GatewaySettings
 from gateway.telemetry import configure_logging
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(headers: Mapping[str, str], receive: Receive, limit: int) -> bytes | None:
+    """The request body from ASGI ``receive``, at most ``limit`` bytes (413 beyond, before reading it if the
+    declared length says so); None if the client disconnected first."""
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -86,7 +94,7 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         try:
-            raw = await self._read(headers, receive)
+            raw = await read_body(headers, receive, self.limit)
         except GatewayError as exc:
             await self._refused(exc, scope["path"], headers).send(send)
             return
@@ -95,25 +103,6 @@ class FastPath:
             return
         # None: the client left; the upstream request or stream was cancelled and closed
         await unless_disconnected(self._serve(scope["path"], kind, raw, headers, send), receive)
-
-    async def _read(self, headers: dict[str, str], receive: Receive) -> bytes | None:
-        """The request body, or None if the client disconnected first."""
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {self.limit} bytes")
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _serve(self, path: str, kind: str, raw: bytes, headers: dict[str, str], send: Send) -> None:
         reply: Sendable
@@ -184,7 +173,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.fast_path = FastPath(gw, limit)
 
     async def proxied(request: Request, path: str, kind: str) -> Response:
-        raw = await read_body(request, limit)
+        raw = await read_body(request.headers, request.receive, limit)
+        if raw is None:
+            raise ClientDisconnect()  # as Request.stream() does: nobody to answer
         return AsResponse(await gw.handle(path, kind, raw, request.headers))
 
     @app.post(
