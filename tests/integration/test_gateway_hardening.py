@@ -16,7 +16,7 @@ import pytest
 
 from gateway.ratelimit import RedisLimiter
 from tests.fleet import SimFleet, sim_fleet
-from tests.integration.gateway_harness import RunningGateway, running_gateway
+from tests.integration.gateway_harness import RunningGateway, fresh_rate_window, running_gateway
 from tests.support import RedisServer
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -91,9 +91,7 @@ def _remaining(response: httpx.Response) -> int:
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream-with-usage"])
 def test_tpm_is_charged_what_the_request_used(limited: RunningGateway, stream: bool) -> None:
     gw = limited
-    left = 60 - time.time() % 60
-    if left < 10:  # one wall-clock window for the whole test
-        time.sleep(left + 0.1)
+    fresh_rate_window()  # one wall-clock window for the whole test
     body = CHAT | {"max_tokens": 1000, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}

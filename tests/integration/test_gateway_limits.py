@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from gateway.auth import digest
 from tests.fleet import SimFleet, sim_fleet
-from tests.integration.gateway_harness import running_gateway
+from tests.integration.gateway_harness import fresh_rate_window, running_gateway
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -34,13 +33,6 @@ def keys_file(tmp_path: Path) -> Path:
         "  - name: team-b\n    key: sk-team-b-secret\n    tpm: 100\n"
     )
     return path
-
-
-def _fresh_window() -> None:
-    """Limits use wall-clock minutes: start a test's requests well inside one, so no reset lands mid-test."""
-    left = 60 - time.time() % 60
-    if left < 10:
-        time.sleep(left + 0.1)
 
 
 def _ask(client: openai.OpenAI, max_tokens: int = 2):
@@ -63,7 +55,7 @@ def test_keys_and_limits(fleet: SimFleet, keys_file: Path) -> None:
     logging.getLogger("flotilla.gateway").addHandler(records)
     with running_gateway(engines=fleet.urls, api_keys_file=keys_file) as gw:
         gw.wait_healthy(1)
-        _fresh_window()
+        fresh_rate_window()
         with (
             openai.OpenAI(base_url=gw.base_url, api_key="sk-wrong", max_retries=0) as c,
             pytest.raises(openai.AuthenticationError),
@@ -112,7 +104,7 @@ def test_limits_are_shared_by_replicas_through_redis(
         replicas = [stack.enter_context(running_gateway(**settings)) for _ in range(2)]
         for r in replicas:
             r.wait_healthy(1)
-        _fresh_window()
+        fresh_rate_window()
         clients = [
             stack.enter_context(openai.OpenAI(base_url=r.base_url, api_key="sk-team-a-secret", max_retries=0))
             for r in replicas
