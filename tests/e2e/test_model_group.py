@@ -190,17 +190,23 @@ def served_by(cluster: ControlPlane, ns: str, gateway: Gateway, prompt: str, n: 
     return Counter(types.get(e, f"unknown {e}") for e in endpoints)
 
 
-def test_a_workload_change_moves_replicas_between_gpu_types_and_sizes_route_by_the_plan(
-    operator: OperatorProcess, pod_sims: PodSimulator, cluster: ControlPlane, ns: str, debug_gateway: Gateway
-) -> None:
+def llama_on_l4_and_a100(cluster: ControlPlane, ns: str, *, a100_replicas: int) -> None:
+    """Profiles for L4 and A100, one member ModelDeployment per type (L4 at 1 replica), and the group over
+    them with a short window and stabilisation, as both traffic tests use it."""
     apply(cluster, profiles_configmap(ns, l4=profile("l4", 4.0, 256), a100=profile("a100-80gb", 10.0, 8192)))
     member_md(cluster, "llama-l4", ns, "l4", 1)
-    member_md(cluster, "llama-a100", ns, "a100-80gb", 1)
+    member_md(cluster, "llama-a100", ns, "a100-80gb", a100_replicas)
     apply(cluster, group(
         ns, "llama",
         [{"name": "llama-l4", "maxReplicas": 4}, {"name": "llama-a100", "maxReplicas": 2}],
         windowSeconds=4, syncPeriodSeconds=1, stabilizationSeconds=8,
     ))  # fmt: skip
+
+
+def test_a_workload_change_moves_replicas_between_gpu_types_and_sizes_route_by_the_plan(
+    operator: OperatorProcess, pod_sims: PodSimulator, cluster: ControlPlane, ns: str, debug_gateway: Gateway
+) -> None:
+    llama_on_l4_and_a100(cluster, ns, a100_replicas=1)
     short_bucket = (0, 0)  # prompt ≤64, output ≤64
     long_bucket = (DEFAULT_INPUT_BOUNDS.index(1024), 0)
 
@@ -247,14 +253,7 @@ def test_operator_restart_keeps_the_plan_and_moves_no_replica(
     """The operator restarted while a settled group serves traffic: the new daemon starts with an empty
     window (``NoTraffic``: it holds) and then re-plans the same split, so no member's replicas move and the
     status keeps the plan and its cost."""
-    apply(cluster, profiles_configmap(ns, l4=profile("l4", 4.0, 256), a100=profile("a100-80gb", 10.0, 8192)))
-    member_md(cluster, "llama-l4", ns, "l4", 1)
-    member_md(cluster, "llama-a100", ns, "a100-80gb", 0)
-    apply(cluster, group(
-        ns, "llama",
-        [{"name": "llama-l4", "maxReplicas": 4}, {"name": "llama-a100", "maxReplicas": 2}],
-        windowSeconds=4, syncPeriodSeconds=1, stabilizationSeconds=8,
-    ))  # fmt: skip
+    llama_on_l4_and_a100(cluster, ns, a100_replicas=0)
     # one client: about half of one L4's profiled rate, so the plan is one L4 whatever the window's noise
     with Load(debug_gateway, MODEL, workers=1, max_tokens=32, prompt=SHORT) as load:
         before = eventually(
