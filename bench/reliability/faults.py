@@ -3,7 +3,7 @@
 * an engine **killed** is SIGKILLed (no goodbye, as a crashed pod) and started again on the same port after
   ``kill_down`` seconds, cold; then, once it is healthy and ``kill_gap`` seconds later, the next engine dies —
   one engine down at a time, round the fleet, until the phase ends;
-* an engine **failing** answers a share of requests 500 and cuts a share of its streams after the first chunk
+* an engine **failing** (the one the gateway sent the most requests in the second before) answers a share of requests 500 and cuts a share of its streams after the first chunk
   (engine_sim's ``/sim/faults``) while its ``/health`` stays 200 — a sick GPU, not a dead pod: the health check
   cannot see it, only the circuit breaker can, so this phase exercises open → half-open → trial → closed;
   when it answers normally again, a few clients leave before their first byte just as its breaker goes
@@ -117,6 +117,7 @@ class Faults:
         """Inject ``phase``'s fault for (at most) its duration; every change is undone before returning."""
         if phase.fault == "none":
             return
+        routed_before = await self._routed() if phase.fault == "engine-errors" else {}
         await asyncio.sleep(self.spec.fault_delay)
         deadline = time.perf_counter() + phase.seconds - self.spec.fault_delay
         if phase.fault == "engine-kill":
@@ -124,7 +125,7 @@ class Faults:
         elif phase.fault == "engine-hang":
             await self._hang_engine()
         elif phase.fault == "engine-errors":
-            await self._failing_engine()
+            await self._failing_engine(await self._busiest_since(routed_before))
         elif phase.fault in ("redis-kill", "redis-freeze"):
             await self._redis(phase.fault == "redis-kill")
         else:
@@ -156,8 +157,27 @@ class Faults:
             self.engines.signal(i, signal.SIGCONT)
             self.log.note(f"engine {i} resumed (SIGCONT)")
 
-    async def _failing_engine(self) -> None:
-        i = self._next_victim % len(self.engines.ports)
+    async def _routed(self) -> dict[str, float]:
+        if self.gateway_url is None:
+            return {}
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+            return (await read_state(client, self.gateway_url)).routed
+
+    async def _busiest_since(self, before: dict[str, float]) -> int:
+        """The engine the gateway sent the most requests since ``before`` (the next in turn when it routed none).
+
+        A failing engine is only seen through the requests routed to it, and the router may rightly send none
+        for a while: after a hang the gateway forgets what the engine had cached (as for a restarted pod), so
+        under a light load of shared prompts the warm engines keep winning and the cold one stays idle.
+        """
+        after = await self._routed()
+        ports = [url.removeprefix("http://") for url in self.engines.urls]
+        sent = [after.get(key, 0.0) - before.get(key, 0.0) for key in ports]
+        if max(sent, default=0.0) <= 0:
+            return self._next_victim % len(ports)
+        return max(range(len(ports)), key=sent.__getitem__)
+
+    async def _failing_engine(self, i: int) -> None:
         url = self.engines.urls[i] + "/sim/faults"
         async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
             bad = {"failure_rate": self.spec.error_rate, "die_mid_stream_rate": self.spec.cut_stream_rate}

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flotilla.demand import parse_demand
 
 _PREFIX = "flotilla_gateway_endpoint_"
+_REQUESTS = "flotilla_gateway_requests_total"
 BREAKER_NAMES = {0: "closed", 1: "half-open", 2: "open"}
 
 
@@ -53,6 +54,9 @@ class GatewayState:
     endpoints: list[EndpointState] = field(default_factory=list)
     model_in_flight: float = 0.0
     model_queued: float = 0.0
+    #: requests the gateway sent to each endpoint so far (``flotilla_gateway_requests_total``, every model and
+    #: status): where its router is sending traffic
+    routed: dict[str, float] = field(default_factory=dict)
 
     @property
     def settled(self) -> bool:
@@ -65,11 +69,16 @@ class GatewayState:
 
 
 def parse_state(text: str) -> GatewayState:
-    wanted = [line for line in text.splitlines() if line.startswith(_PREFIX)]
+    wanted = [line for line in text.splitlines() if line.startswith((_PREFIX, _REQUESTS))]
     by_key: dict[str, EndpointState] = {}
+    routed: dict[str, float] = {}
     for family in text_string_to_metric_families("\n".join(wanted) + "\n"):
         for sample in family.samples:
             key = sample.labels.get("endpoint")
+            if sample.name == _REQUESTS:
+                if key:
+                    routed[key] = routed.get(key, 0.0) + sample.value
+                continue
             attr = sample.name.removeprefix(_PREFIX)
             if key is None or attr not in EndpointState.__dataclass_fields__ or attr == "endpoint":
                 continue
@@ -79,6 +88,7 @@ def parse_state(text: str) -> GatewayState:
         endpoints=sorted(by_key.values(), key=lambda e: e.endpoint),
         model_in_flight=sum(d.in_flight for d in demand),
         model_queued=sum(d.queued for d in demand),
+        routed=routed,
     )
 
 

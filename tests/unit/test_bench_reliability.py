@@ -107,6 +107,17 @@ def test_gateway_state_is_read_from_the_gateways_own_metrics() -> None:
     assert settled.settled, settled
 
 
+def test_requests_routed_per_endpoint_sum_every_model_and_status() -> None:
+    pool = EndpointPool()
+    metrics = GatewayMetrics(pool)
+    metrics.requests.labels("m", "127.0.0.1:1", "200").inc(3)
+    metrics.requests.labels("m", "127.0.0.1:1", "500").inc()
+    metrics.requests.labels("other", "127.0.0.1:1", "200").inc()
+    metrics.requests.labels("m", "127.0.0.1:2", "200").inc(2)
+    state = parse_state(generate_latest(metrics.registry).decode())
+    assert state.routed == {"127.0.0.1:1": 5.0, "127.0.0.1:2": 2.0}
+
+
 def test_a_gauge_not_exported_is_never_settled() -> None:
     text = 'flotilla_gateway_endpoint_in_flight{endpoint="a:1"} 0.0\nflotilla_gateway_endpoint_healthy{endpoint="a:1"} 1.0\n'
     state = parse_state(text)
