@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.attempt import Attempt
 from gateway.auth import ApiKey
 from gateway.parsing import ParsedRequest
-from gateway.proxy import Attempt
 from gateway.ratelimit import Limiter
 from gateway.routing import RoutingRequest
 from gateway.routing.router import Decision

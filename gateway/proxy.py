@@ -22,8 +22,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
+from gateway.attempt import Attempt
 from gateway.endpoints import Endpoint, Lease
 from gateway.errors import GatewayError, NoEndpoint, UpstreamError
 from gateway.relay import Relay, response_headers, usage_from_json, usage_from_sse
@@ -31,7 +31,7 @@ from gateway.replies import Reply, Sendable
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import Upstream
 
-__all__ = ["Attempt", "Proxy", "Refill", "RetryBudget", "usage_from_json", "usage_from_sse"]
+__all__ = ["Proxy", "Refill", "RetryBudget", "usage_from_json", "usage_from_sse"]
 
 log = logging.getLogger("flotilla.gateway")
 
@@ -57,31 +57,6 @@ class RetryBudget:
             self._tokens -= 1.0
             return True
         return False
-
-
-@dataclass(slots=True)
-class Attempt:
-    """Bookkeeping for one request as it moves through endpoints."""
-
-    model: str
-    blocks: int
-    request_id: str
-    tries: int = 0
-    endpoint: Endpoint | None = None
-    status: int = 0
-    #: (endpoint key, what went wrong) per failed try: logged in full, shown to clients without the keys
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    #: why the last try failed: connect | timeout | status_5xx | read
-    reason: str = ""
-    #: prompt blocks and the routing-time prefix matches (endpoint key -> leading blocks held), for the
-    #: endpoint's queued-prefill count
-    prompt_blocks: int = 0
-    matches: dict[str, int] = field(default_factory=dict)
-    #: the current try's claim on ``endpoint`` (load counters, breaker trial); released on every exit path
-    lease: Lease | None = None
-    #: read the engine's ``usage`` (TPM reconciliation) into ``usage_tokens``; costs a parse, so only on demand
-    want_usage: bool = False
-    usage_tokens: int | None = None
 
 
 #: given the keys of endpoints already tried, endpoints to try next (may wait for them; raises when none come)

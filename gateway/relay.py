@@ -14,20 +14,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import orjson
 from starlette.types import Send
 
 from flotilla import labels
+from gateway.attempt import Attempt
 from gateway.endpoints import Lease
 from gateway.errors import sse_error
 from gateway.replies import Headers, encode
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import RawHeaders, UpstreamResponse
-
-if TYPE_CHECKING:
-    from gateway.proxy import Attempt
 
 log = logging.getLogger("flotilla.gateway")
 

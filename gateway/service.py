@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from flotilla import labels
+from gateway.attempt import Attempt
 from gateway.auth import KeyStore
 from gateway.catalog import Catalog
 from gateway.discovery.plans import load_plan_file
@@ -30,7 +31,7 @@ from gateway.index import build_index, build_subscriber, start_index
 from gateway.lifecycle import DemandHook, IndexHook, RequestContext, RequestHook, TelemetryHook, UsageHook
 from gateway.parsing import check_request_id, max_model_len
 from gateway.prompts import Prompts
-from gateway.proxy import Attempt, Proxy, Refill, RetryBudget
+from gateway.proxy import Proxy, Refill, RetryBudget
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.replies import Sendable
 from gateway.routing import Router, RoutingRequest

@@ -17,9 +17,10 @@ import orjson
 import pytest
 from aiohttp import web
 
+from gateway.attempt import Attempt
 from gateway.endpoints import CircuitBreaker, Endpoint, EndpointPool, EndpointSpec
 from gateway.errors import NoEndpoint, UpstreamError
-from gateway.proxy import Attempt, Proxy, RetryBudget
+from gateway.proxy import Proxy, RetryBudget
 from gateway.relay import Relay
 from gateway.replies import Reply, Sendable
 from gateway.telemetry import GatewayMetrics

@@ -13,9 +13,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from gateway.attempt import Attempt
 from gateway.endpoints import CircuitBreaker, Endpoint, EndpointPool, EndpointSpec, Lease
 from gateway.errors import NoEndpoint, UpstreamError
-from gateway.proxy import Attempt, Proxy, RetryBudget
+from gateway.proxy import Proxy, RetryBudget
 from gateway.telemetry import GatewayMetrics
 from gateway.upstream import HttpxUpstream
 

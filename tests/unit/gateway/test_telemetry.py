@@ -8,10 +8,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.attempt import Attempt
 from gateway.endpoints import EndpointPool, EndpointSpec, Lease
 from gateway.lifecycle import RequestContext, TelemetryHook
 from gateway.parsing import ParsedRequest
-from gateway.proxy import Attempt
 from gateway.telemetry import GatewayMetrics, configure_logging
 
 
