@@ -30,7 +30,6 @@ from typing import Any
 
 from flotilla.chat_template import ChatTemplate, NoChatTemplate, override_source, template_source
 from flotilla.prefix import EncodeCache, PromptTokens, bounded_prefix
-from flotilla.tokenizer import Message
 
 #: the special-token names transformers passes to a chat template (``special_tokens_map``)
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -118,7 +117,7 @@ class HFTokenizer:
 
     def render_chat(
         self,
-        messages: Sequence[Message],
+        messages: Sequence[Mapping[str, Any]],
         *,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
@@ -142,7 +141,7 @@ class HFTokenizer:
 
     def encode_chat(
         self,
-        messages: Sequence[Message],
+        messages: Sequence[Mapping[str, Any]],
         *,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
@@ -190,7 +189,7 @@ class HFTokenizer:
 
     def chat_prefix(
         self,
-        messages: Sequence[Message],
+        messages: Sequence[Mapping[str, Any]],
         limit: int,
         *,
         add_generation_prompt: bool = True,
