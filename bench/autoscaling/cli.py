@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from bench.autoscaling.runner import CLOCKS, CONTENDERS, EXTRA_CONTENDERS, count_steps, run_autoscale_suite
+from bench.autoscaling.runner import count_steps, run_autoscale_suite
+from bench.autoscaling.spec import CLOCKS, CONTENDERS, EXTRA_CONTENDERS
 from bench.autoscaling.suite import AUTOSCALE_SUITES, load, to_json
 from bench.autoscaling.traces import TRACES
 from bench.procs import BenchError

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.autoscaling import oracle
-from bench.autoscaling.runner import AutoscaleResult
+from bench.autoscaling.spec import AutoscaleResult
 from bench.autoscaling.traces import TRACES, scaled
 from bench.plots import _pyplot
 

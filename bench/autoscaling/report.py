@@ -11,7 +11,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from bench.autoscaling.runner import AutoscaleResult, RunRecord
+from bench.autoscaling.spec import AutoscaleResult, RunRecord
 from bench.autoscaling.traces import TRACES, scaled
 from bench.report import num, table
 

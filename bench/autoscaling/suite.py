@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench.autoscaling.runner import AutoscaleResult, AutoscaleSuite, Calibration, RunRecord
+from bench.autoscaling.spec import AutoscaleResult, AutoscaleSuite, Calibration, RunRecord
 
 
 def full(clock: str = "virtual") -> AutoscaleSuite:

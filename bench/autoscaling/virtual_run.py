@@ -11,7 +11,7 @@ import math
 from bench.arrivals import poisson_schedule
 from bench.autoscaling import metrics, oracle
 from bench.autoscaling.baselines import Fixed
-from bench.autoscaling.runner import (
+from bench.autoscaling.spec import (
     MAX_MINUTE_MISS,
     AutoscaleSuite,
     Calibration,

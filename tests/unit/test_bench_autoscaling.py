@@ -10,7 +10,7 @@ from bench.autoscaling import metrics, oracle
 from bench.autoscaling.baselines import Fixed, HpaLike
 from bench.autoscaling.metrics import EngineSpan, Served
 from bench.autoscaling.report import interval
-from bench.autoscaling.runner import calibration_from, capacity_from
+from bench.autoscaling.spec import calibration_from, capacity_from
 from bench.autoscaling.traces import TRACES, Trace, _piecewise, arrivals, scaled
 from flotilla.cli.local_scaler import Observation
 
@@ -204,14 +204,14 @@ def test_interval_is_a_student_t_interval() -> None:
 def result_with(runs):
     import dataclasses
 
-    from bench.autoscaling.runner import AutoscaleResult, AutoscaleSuite, Calibration
+    from bench.autoscaling.spec import AutoscaleResult, AutoscaleSuite, Calibration
 
     return AutoscaleResult("autoscaling", "flotilla bench --suite autoscaling", dataclasses.asdict(AutoscaleSuite("x")),
                            Calibration(0.7, 2.5, 2.4, [(0.5, 0.1, 0.8, 3.4, 3.3)]), runs)  # fmt: skip
 
 
 def record(contender, seed, gpu, attainment):
-    from bench.autoscaling.runner import RunRecord
+    from bench.autoscaling.spec import RunRecord
 
     return RunRecord(trace="step", seed=seed, contender=contender, requests=100, failed=0, gpu_seconds=gpu,
                      oracle_gpu_seconds=100.0, attainment=attainment, good_minutes=6, minutes=7, ttft_p90=1.0,
