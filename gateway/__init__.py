@@ -5,7 +5,7 @@
 """
 
 from gateway.app import create_app, live_stats
-from gateway.service import EndpointStats, GatewayStats
 from gateway.settings import GatewaySettings, ProfileConfig
+from gateway.telemetry import EndpointStats, GatewayStats
 
 __all__ = ["EndpointStats", "GatewaySettings", "GatewayStats", "ProfileConfig", "create_app", "live_stats"]

@@ -19,9 +19,9 @@ from flotilla.asgi import unless_disconnected
 from gateway import api_models as m
 from gateway.errors import GatewayError, PayloadTooLarge, error_reply, install_handlers, valid_request_id
 from gateway.replies import AsResponse, Reply, Sendable
-from gateway.service import Gateway, GatewayStats
+from gateway.service import Gateway
 from gateway.settings import GatewaySettings
-from gateway.telemetry import configure_logging
+from gateway.telemetry import GatewayStats, configure_logging
 
 
 async def read_body(headers: Mapping[str, str], receive: Receive, limit: int) -> bytes | None:
@@ -202,7 +202,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.get("/v1/models", response_model=m.ModelList)
     async def models() -> Response:
         """Models and LoRA adapters served by any healthy endpoint."""
-        return JSONResponse(gw.models())
+        return JSONResponse(gw.fleet.models())
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -215,10 +215,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         the cluster declares (serving it, holding its requests while it scales from zero, or a clear 404), so
         it belongs in rotation even before the first ModelDeployment exists (``helm install --wait``). With
         static endpoints, some endpoint must be healthy or some model declared."""
-        healthy = sum(1 for e in gw.pool if e.available)
-        ok = gw.discovered and (gw.settings.kubernetes or healthy > 0 or len(gw.catalog) > 0)
+        fleet = gw.fleet
+        healthy = sum(1 for e in fleet.pool if e.available)
+        ok = fleet.discovered and (gw.settings.kubernetes or healthy > 0 or len(fleet.catalog) > 0)
         return JSONResponse(
-            {"ready": ok, "healthy_endpoints": healthy, "declared_models": len(gw.catalog)},
+            {"ready": ok, "healthy_endpoints": healthy, "declared_models": len(fleet.catalog)},
             status_code=200 if ok else 503,
         )
 

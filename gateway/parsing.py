@@ -8,7 +8,7 @@ the gateway does not re-validate a large body with pydantic on the hot path. It 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,3 +252,17 @@ def parse_chars(raw: bytes, kind: str, max_chars: int, chars_per_token: int) -> 
         text=text,
         estimated=estimated,
     )
+
+
+def header_map(headers: Any) -> Mapping[str, str]:
+    """The request's headers as a plain dict, decoded once.
+
+    Starlette's ``Headers`` scans its raw list and lower-cases the name on every lookup (~1.5 µs each), and a
+    request looks up about sixteen (request id, key, strategy, session, the forwarded ones): ~20 µs, against
+    ~7 µs for this one pass. Names in ASGI are already lower-case; of repeated headers the first wins, as
+    ``Headers.get`` answers. A mapping without ``raw`` (a dict from a test or another caller) is used as is.
+    """
+    raw = getattr(headers, "raw", None)
+    if raw is None:
+        return headers  # type: ignore[no-any-return]
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}

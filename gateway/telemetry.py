@@ -276,3 +276,25 @@ def configure_logging(json_logs: bool, level: str) -> Callable[[], None]:
             logger.removeHandler(handler)
 
     return detach
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EndpointStats:
+    key: str
+    healthy: bool
+    in_flight: int
+    served: int
+    models: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewayStats:
+    """A cheap snapshot for status lines (``flotilla up``)."""
+
+    requests: int
+    errors: int
+    endpoints: tuple[EndpointStats, ...]
+    #: engine-side prefix-cache hit ratio (Σ hits ÷ Σ queries over scraped counters), None before data
+    engine_prefix_hit_ratio: float | None
+    #: mean matched ÷ total prompt blocks on the chosen endpoint, over routed requests
+    routed_match_ratio: float | None

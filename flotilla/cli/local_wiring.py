@@ -52,7 +52,7 @@ class GatewayEndpoints:
     def __init__(self, gateway: Any, model: str) -> None:
         self.gateway = gateway
         self.model = model
-        gateway.catalog.declare("up", {model: None})
+        gateway.fleet.catalog.declare("up", {model: None})
 
     def publish(self, urls: Sequence[str]) -> None:
         from gateway.endpoints import EndpointSpec

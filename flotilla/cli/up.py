@@ -252,7 +252,7 @@ async def run(
             except (ValueError, OSError, RuntimeError) as exc:  # bad settings, a missing file or package
                 raise click.ClickException(f"bad gateway options: {exc}") from exc
             if opts.loras:  # declared, so a request racing the first /v1/models scrape is held, not 404
-                app.state.gateway.catalog.declare("up", up_lora.catalog(opts.loras, opts.model))
+                app.state.gateway.fleet.catalog.declare("up", up_lora.catalog(opts.loras, opts.model))
             server = _embedded_server(app)
             task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway")
             while not server.started:

@@ -47,7 +47,7 @@ def parse_lora(value: str) -> LoraOption:
 
 
 def catalog(options: Sequence[LoraOption], base_model: str) -> dict[str, str | None]:
-    """What ``gateway.catalog.declare("up", …)`` gets: every adapter with its base model."""
+    """What ``gateway.fleet.catalog.declare("up", …)`` gets: every adapter with its base model."""
     return {o.name: base_model for o in options}
 
 

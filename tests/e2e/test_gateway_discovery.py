@@ -55,11 +55,11 @@ def test_pods_join_and_leave_the_rotation(
     with running_gateway(kubernetes=True, kubeconfig=str(cluster.kubeconfig), namespace=ns) as gw:
 
         def keys() -> set[str]:
-            return {e.key.rsplit(":", 1)[0] for e in gw.gateway.pool if e.available}
+            return {e.key.rsplit(":", 1)[0] for e in gw.gateway.fleet.pool if e.available}
 
         ips = _pod_ips(cluster, ns)
         eventually(lambda: keys() == set(ips), 60, "both pods in rotation")
-        assert all(e.spec.model == "disc-8b" for e in gw.gateway.pool)
+        assert all(e.spec.model == "disc-8b" for e in gw.gateway.fleet.pool)
 
         cluster.kubectl("scale", "md/disc", "-n", ns, "--replicas=1")
         eventually(lambda: len(_pod_ips(cluster, ns)) == 1, 60, "scaled down")
@@ -86,7 +86,7 @@ def test_a_model_at_zero_replicas_is_listed_and_its_first_request_waits_for_a_po
     with running_gateway(
         kubernetes=True, kubeconfig=str(cluster.kubeconfig), namespace=ns, hold_timeout=60
     ) as gw:
-        eventually(lambda: "cold-8b" in gw.gateway.catalog, 30, "model declared by its ModelDeployment")
+        eventually(lambda: "cold-8b" in gw.gateway.fleet.catalog, 30, "model declared by its ModelDeployment")
         with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=90) as client:
             assert "cold-8b" in {m.id for m in client.models.list().data}
             outcome: dict[str, object] = {}
@@ -101,7 +101,7 @@ def test_a_model_at_zero_replicas_is_listed_and_its_first_request_waits_for_a_po
 
             thread = threading.Thread(target=ask)
             thread.start()
-            eventually(lambda: gw.gateway.holding.queued.get("cold-8b") == 1, 30, "request held")
+            eventually(lambda: gw.gateway.fleet.holding.queued.get("cold-8b") == 1, 30, "request held")
             cluster.kubectl("scale", "md/cold", "-n", ns, "--replicas=1")
             thread.join(90)
             assert "reply" in outcome, outcome

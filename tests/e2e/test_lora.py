@@ -132,7 +132,7 @@ def test_adapter_is_placed_served_re_placed_and_unloaded(
         hosts = {pods(cluster, ns, "base")[p] for p in st["loadedPods"]}
 
         def served() -> bool:
-            return any("sql" in e.adapters for e in gw.gateway.pool if e.available)
+            return any("sql" in e.adapters for e in gw.gateway.fleet.pool if e.available)
 
         eventually(served, 30, "gateway learned the adapter from /v1/models")
         with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=30) as client:
@@ -303,7 +303,7 @@ def test_requests_are_held_not_404_while_the_only_replica_is_re_placed(
     host_ip = pods(cluster, ns, "solo")[host]
     with running_gateway(kubernetes=True, kubeconfig=str(cluster.kubeconfig), namespace=ns) as gw:
         eventually(
-            lambda: any("one" in e.adapters for e in gw.gateway.pool if e.available), 30, "adapter seen"
+            lambda: any("one" in e.adapters for e in gw.gateway.fleet.pool if e.available), 30, "adapter seen"
         )
         cluster.kubectl("delete", "pod", host, "-n", ns, "--wait=false")
         eventually(lambda: engine_adapters(host_ip) is None, 10, "the hosting engine is gone")

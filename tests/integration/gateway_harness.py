@@ -57,7 +57,7 @@ class RunningGateway:
 
     def wait_healthy(self, n: int, timeout: float = 20.0) -> None:
         self.wait_until(
-            lambda g: sum(1 for e in g.pool if e.available) >= n, timeout, f"{n} healthy endpoints"
+            lambda g: sum(1 for e in g.fleet.pool if e.available) >= n, timeout, f"{n} healthy endpoints"
         )
 
 

@@ -31,7 +31,7 @@ async def test_scale_from_zero_through_a_real_gateway_and_back() -> None:
         sim_fleet(2, extra_args=["--time-scale", "0.2"]) as fleet,
         running_gateway(hold_timeout=20) as gw,
     ):
-        gw.call(gw.gateway.catalog.declare, "test", {MODEL: None})
+        gw.call(gw.gateway.fleet.catalog.declare, "test", {MODEL: None})
         scaler, sampler = Autoscaler(settings), Sampler([MODEL])
         replicas = 0
         history = [0]

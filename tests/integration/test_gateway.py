@@ -178,7 +178,9 @@ def test_metrics_and_stats(gw: RunningGateway, client: openai.OpenAI) -> None:
     assert stats.requests > 0
     assert len(stats.endpoints) == 3
     assert all(e.in_flight == 0 for e in stats.endpoints)
-    assert all(e.prefilling == 0 and e.pending_blocks == 0 and e.active_blocks == 0 for e in gw.gateway.pool)
+    assert all(
+        e.prefilling == 0 and e.pending_blocks == 0 and e.active_blocks == 0 for e in gw.gateway.fleet.pool
+    )
     assert httpx.get(gw.url + "/ready").status_code == 200
 
 
@@ -202,7 +204,7 @@ def test_stream_is_relayed_without_buffering(gw: RunningGateway) -> None:
                 if first is None:
                     first = time.monotonic() - start
                     # the engine answered: its prefill no longer counts as queued work, the request still runs
-                    pool = list(gw.gateway.pool)
+                    pool = list(gw.gateway.fleet.pool)
                     assert sum(e.in_flight for e in pool) == 1
                     assert sum(e.prefilling for e in pool) == 0
                     assert sum(e.pending_blocks for e in pool) == 0

@@ -61,6 +61,6 @@ def test_a_client_leaving_mid_body_is_not_an_internal_error(fleet: SimFleet) -> 
                 time.sleep(0.05)
             assert [r.getMessage() for r in records.records if r.levelno >= logging.ERROR] == []
             assert httpx.post(gw.base_url + "/chat/completions", json=CHAT).status_code == 200
-            assert all(e.in_flight == 0 for e in gw.gateway.pool)
+            assert all(e.in_flight == 0 for e in gw.gateway.fleet.pool)
         finally:
             logger.removeHandler(records)

@@ -54,7 +54,7 @@ def test_engine_killed_mid_stream_ends_the_stream_with_an_error_promptly() -> No
             assert received < 400
         # the gateway's counters are released and the next request goes to the survivor
         gw.wait_until(
-            lambda g: all(e.in_flight == e.prefilling == e.pending_blocks == 0 for e in g.pool),
+            lambda g: all(e.in_flight == e.prefilling == e.pending_blocks == 0 for e in g.fleet.pool),
             what="in-flight released",
         )
         with _client(gw.base_url) as client:
@@ -102,7 +102,7 @@ def test_breaker_takes_a_dead_engine_out_of_the_first_try() -> None:
                     max_tokens=2,
                     extra_headers={"x-routing-strategy": "round-robin"},
                 )
-        dead = gw.gateway.pool.get(fleet.urls[0].removeprefix("http://"))
+        dead = gw.gateway.fleet.pool.get(fleet.urls[0].removeprefix("http://"))
         assert dead is not None
         assert dead.breaker.state == "open"
         assert dead.failed == 2  # after two failures it is skipped
@@ -120,7 +120,7 @@ def test_all_engines_down_is_503_with_retry_after() -> None:
                     client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
                 assert info.value.status_code == 503
                 assert info.value.response.headers["retry-after"] == "1"
-                gw.wait_until(lambda g: not any(e.available for e in g.pool), what="all unhealthy")
+                gw.wait_until(lambda g: not any(e.available for e in g.fleet.pool), what="all unhealthy")
         fleet.restart(0)
         gw.wait_healthy(1)
         with _client(gw.base_url) as client:
@@ -200,7 +200,7 @@ def test_client_disconnect_aborts_the_engine_request(stream: bool) -> None:
             abandon()
         # the gateway stops waiting at once and records the abandoned request as 499
         gw.wait_until(
-            lambda g: all(e.in_flight == e.prefilling == e.pending_blocks == 0 for e in g.pool),
+            lambda g: all(e.in_flight == e.prefilling == e.pending_blocks == 0 for e in g.fleet.pool),
             timeout=5,
             what="in-flight released",
         )

@@ -45,7 +45,7 @@ def limited(fleet: SimFleet) -> Iterator[RunningGateway]:
 
 def _idle(g: RunningGateway) -> bool:
     return all(
-        e.in_flight == e.active_blocks == e.prefilling == e.pending_blocks == 0 for e in g.gateway.pool
+        e.in_flight == e.active_blocks == e.prefilling == e.pending_blocks == 0 for e in g.gateway.fleet.pool
     )
 
 

@@ -51,11 +51,11 @@ def _demand(gw: RunningGateway) -> dict[str, Any]:
 
 def test_a_declared_model_at_zero_engines_is_held_until_an_engine_joins() -> None:
     with running_gateway(hold_timeout=20) as gw, sim_fleet(1, extra_args=["--time-scale", "0.1"]) as fleet:
-        gw.call(gw.gateway.catalog.declare, "test", {MODEL: None})
+        gw.call(gw.gateway.fleet.catalog.declare, "test", {MODEL: None})
         with _client(gw.base_url) as client:
             assert [m.id for m in client.models.list().data] == [MODEL]  # listed while at zero
         thread, out = _in_background(gw, MODEL)
-        gw.wait_until(lambda g: g.holding.queued.get(MODEL) == 1, what="request held")
+        gw.wait_until(lambda g: g.fleet.holding.queued.get(MODEL) == 1, what="request held")
         assert _demand(gw)[MODEL].queued == 1
         time.sleep(0.5)
         assert thread.is_alive(), out  # still waiting, not refused
@@ -75,13 +75,13 @@ def test_an_adapter_being_loaded_is_served_as_soon_as_it_is_there() -> None:
         running_gateway(engines=fleet.urls, hold_timeout=20, models_interval=60) as gw,
     ):
         gw.wait_healthy(2)
-        gw.call(gw.gateway.catalog.declare, "test", {"sql-lora": MODEL})
+        gw.call(gw.gateway.fleet.catalog.declare, "test", {"sql-lora": MODEL})
         with _client(gw.base_url) as client:
             cards = {m.id: m for m in client.models.list().data}
         assert cards["sql-lora"].model_extra is not None
         assert cards["sql-lora"].model_extra["parent"] == MODEL
         thread, out = _in_background(gw, "sql-lora")
-        gw.wait_until(lambda g: g.holding.queued.get("sql-lora") == 1, what="request held")
+        gw.wait_until(lambda g: g.fleet.holding.queued.get("sql-lora") == 1, what="request held")
         loaded_at = time.monotonic()
         r = httpx.post(
             fleet.urls[1] + "/v1/load_lora_adapter", json={"lora_name": "sql-lora", "lora_path": "x"}
@@ -104,20 +104,20 @@ def test_an_unknown_model_is_still_404_at_once() -> None:
 
 def test_a_declared_model_that_never_comes_up_is_503_after_the_hold_timeout() -> None:
     with running_gateway(hold_timeout=0.5, retry_after=4) as gw:
-        gw.call(gw.gateway.catalog.declare, "test", {MODEL: None})
+        gw.call(gw.gateway.fleet.catalog.declare, "test", {MODEL: None})
         with _client(gw.base_url) as client, pytest.raises(openai.InternalServerError) as info:
             client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
         assert info.value.status_code == 503
         assert info.value.response.headers["retry-after"] == "4"
         assert "none became ready within 0.5 s" in str(info.value)
-        assert gw.gateway.holding.total == 0
+        assert gw.gateway.fleet.holding.total == 0
 
 
 def test_held_requests_beyond_the_queue_bound_are_refused_at_once() -> None:
     with running_gateway(hold_timeout=5, hold_max_queued=1) as gw:
-        gw.call(gw.gateway.catalog.declare, "test", {MODEL: None})
+        gw.call(gw.gateway.fleet.catalog.declare, "test", {MODEL: None})
         thread, out = _in_background(gw, MODEL)
-        gw.wait_until(lambda g: g.holding.total == 1, what="first request held")
+        gw.wait_until(lambda g: g.fleet.holding.total == 1, what="first request held")
         started = time.monotonic()
         with _client(gw.base_url) as client, pytest.raises(openai.InternalServerError, match="queue is full"):
             client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
@@ -129,7 +129,7 @@ def test_held_requests_beyond_the_queue_bound_are_refused_at_once() -> None:
 def test_ready_means_something_to_serve_or_hold() -> None:
     with running_gateway() as gw:
         assert httpx.get(gw.url + "/ready").status_code == 503  # nothing to serve, nothing declared
-        gw.call(gw.gateway.catalog.declare, "test", {MODEL: None})
+        gw.call(gw.gateway.fleet.catalog.declare, "test", {MODEL: None})
         ready = httpx.get(gw.url + "/ready")
         assert (
             ready.status_code == 200

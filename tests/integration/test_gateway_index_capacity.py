@@ -37,7 +37,7 @@ def test_index_holds_at_most_the_engines_kv_blocks(small_engine: SimFleet, cappe
     with running_gateway(engines=small_engine.urls, index_engine_capacity=capped) as gw:
         gw.wait_healthy(1)
         _send_distinct_prompts(gw.base_url, 8)
-        (endpoint,) = list(gw.gateway.pool)
+        (endpoint,) = list(gw.gateway.fleet.pool)
         assert endpoint.metrics is not None
         assert endpoint.metrics.num_gpu_blocks == GPU_BLOCKS
         held = gw.gateway.index.blocks(endpoint.key)  # type: ignore[attr-defined]

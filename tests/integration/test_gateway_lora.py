@@ -27,7 +27,9 @@ def test_lora_requests_reach_only_hosting_engines() -> None:
             )
             assert r.status_code == 200, r.text
         keys = {u.removeprefix("http://") for u in hosts}
-        gw.wait_until(lambda g: sum("sql-lora" in e.adapters for e in g.pool) == 2, what="adapter discovered")
+        gw.wait_until(
+            lambda g: sum("sql-lora" in e.adapters for e in g.fleet.pool) == 2, what="adapter discovered"
+        )
         with openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=60) as client:
             assert "sql-lora" in {m.id for m in client.models.list().data}
             served = Counter()

@@ -293,7 +293,7 @@ def test_header_map_answers_as_starlette_headers_do() -> None:
     repeated headers included (the first wins)."""
     from starlette.datastructures import Headers
 
-    from gateway.service import header_map
+    from gateway.parsing import header_map
 
     raw = [
         (b"content-type", b"application/json"),
