@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -114,11 +115,20 @@ def test_shared_prefix_lands_on_the_warm_engine_and_reports_cached_tokens(client
 
 def test_shared_system_prompt_under_load_spreads(client: openai.OpenAI, gw: RunningGateway) -> None:
     """24 concurrent requests with one shared 600-token system prompt: the default profile must use every engine
-    (prefix-only routing would send all of them to the first warm engine)."""
+    (prefix-only routing would send all of them to the first warm engine).
+
+    A warm engine keeps winning until it runs about ``prefill_weight × S ÷ decode_weight`` (~9 here) more
+    requests than a cold one (gateway/routing/plugins/ttft_cost.py), so the third engine is needed only if the 24
+    really overlap: they start together (a barrier) and each decodes 256 tokens (~0.35 s at this time scale),
+    and the prompt is this test's own, so no earlier test has warmed an engine with it.
+    """
+    system = synthetic_text(synthetic_ids(4242, 600))
+    start = threading.Barrier(24)
 
     def one(i: int) -> str:
-        raw = chat(client, f"question {i} " + synthetic_text(synthetic_ids(1000 + i, 20)), max_tokens=64,
-                   extra_body={"ignore_eos": True})  # fmt: skip
+        start.wait(timeout=30)
+        raw = chat(client, f"question {i} " + synthetic_text(synthetic_ids(1000 + i, 20)), system=system,
+                   max_tokens=256, extra_body={"ignore_eos": True})  # fmt: skip
         return raw.headers[ENDPOINT_HEADER]
 
     with concurrent.futures.ThreadPoolExecutor(24) as pool:
