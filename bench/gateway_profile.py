@@ -5,11 +5,15 @@ pinned to CPU 0, under pyinstrument; a loader process on CPU 1 warms it up, then
 :mod:`bench.gateway_overhead` (concurrency 32, distinct ~2k-token chat bodies) and signals the start and end of
 the measured window, so only the loaded phase is sampled. Prints the process's CPU per request (or per
 chunk with ``--stream``; the profiler's own cost included) and the call tree of the main thread.
+
+``--gc`` replaces the profiler by a count of the cyclic garbage collector's passes in the window, per
+generation, with their total and longest pause (``gc.callbacks``); compare ``FLOTILLA_GATEWAY_GC_FREEZE=false``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -47,6 +51,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--stream", action="store_true", help="profile streamed requests (CPU per chunk)")
     p.add_argument("--interval", type=float, default=0.0002, help="pyinstrument's sampling interval (s)")
+    p.add_argument("--gc", action="store_true", help="count garbage-collector passes instead of profiling")
     args = p.parse_args()
     import uvicorn
     from pyinstrument import Profiler
@@ -67,7 +72,9 @@ def main() -> None:
         server = uvicorn.Server(server_config(create_app(settings), settings))
         loader_src = _LOADER.format(port=port, stream=args.stream, seconds=args.seconds, parent=os.getpid())
         loader = subprocess.Popen([sys.executable, "-c", loader_src], stdout=subprocess.PIPE)
-        profiler = Profiler(interval=args.interval, async_mode="disabled")
+        profiler: Profiler | GCPasses = (
+            GCPasses() if args.gc else Profiler(interval=args.interval, async_mode="disabled")
+        )
         window: dict[str, float] = {}
 
         def begin(*_: Any) -> None:
@@ -88,7 +95,47 @@ def main() -> None:
         stub.cleanup()
     unit = "chunk" if args.stream else "request"
     print(f"CPU µs per {unit}: {window['used'] / units * 1e6:.0f} (profiler included; {units:.0f} {unit}s)")
-    print(profiler.output_text(unicode=True, color=False, show_all=bool(os.environ.get("PROFILE_SHOW_ALL"))))
+    if isinstance(profiler, GCPasses):
+        print(profiler.report(window.get("used", 0.0)))
+    else:
+        print(
+            profiler.output_text(unicode=True, color=False, show_all=bool(os.environ.get("PROFILE_SHOW_ALL")))
+        )
+
+
+class GCPasses:
+    """The cyclic GC's passes while started: count, total and longest pause per generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.passes: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._on = False
+        self._t0 = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if not self._on:
+            return
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.passes[info["generation"]].append(time.perf_counter() - self._t0)
+
+    def start(self) -> None:
+        self._on = True
+
+    def stop(self) -> None:
+        self._on = False
+
+    def report(self, cpu_seconds: float) -> str:
+        lines = [f"objects frozen out of the GC: {gc.get_freeze_count()}",
+                 "| generation | passes | total (ms) | longest (ms) | share of the process's CPU |", "|---|---|---|---|---|"]  # fmt: skip
+        for generation, pauses in self.passes.items():
+            total = sum(pauses)
+            share = f"{total / cpu_seconds:.1%}" if cpu_seconds else "–"
+            lines.append(
+                f"| {generation} | {len(pauses)} | {total * 1e3:.1f} | {max(pauses, default=0.0) * 1e3:.1f} | {share} |"
+            )
+        return "\n".join(lines)
 
 
 if __name__ == "__main__":

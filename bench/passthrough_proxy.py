@@ -11,10 +11,13 @@ this design costs, so its distance from ``bare`` is not an implementation choice
 
 Run: ``python -m bench.passthrough_proxy PORT UPSTREAM_URL [--prefix] [--server granian]`` (default: uvicorn
 with uvloop and httptools, as the gateway; granian, if installed, to compare ASGI servers on the same app).
+``PASSTHROUGH_GC_FREEZE=1`` freezes the startup heap out of the cyclic GC once started, as the gateway does by
+default (``gc_freeze``), so the floor can be measured with the same trick.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -46,7 +49,7 @@ def prefix_blocks(raw: bytes, table: dict[int, int]) -> int:
     return matched
 
 
-def make_app(upstream: str, prefix: bool = False) -> Any:
+def make_app(upstream: str, prefix: bool = False, gc_freeze: bool = False) -> Any:
     session: aiohttp.ClientSession | None = None
     table: dict[int, int] = {}
 
@@ -57,6 +60,9 @@ def make_app(upstream: str, prefix: bool = False) -> Any:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+                    if gc_freeze:
+                        gc.collect()
+                        gc.freeze()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     if session is not None:
@@ -86,7 +92,11 @@ def make_app(upstream: str, prefix: bool = False) -> Any:
 
 def from_env() -> Any:
     """The app for granian's factory mode (it imports the target in its worker process)."""
-    return make_app(os.environ["PASSTHROUGH_UPSTREAM"], prefix=bool(os.environ.get("PASSTHROUGH_PREFIX")))
+    return make_app(
+        os.environ["PASSTHROUGH_UPSTREAM"],
+        prefix=bool(os.environ.get("PASSTHROUGH_PREFIX")),
+        gc_freeze=bool(os.environ.get("PASSTHROUGH_GC_FREEZE")),
+    )
 
 
 def main() -> None:
@@ -109,7 +119,7 @@ def main() -> None:
     import uvicorn
 
     uvicorn.run(
-        make_app(upstream, prefix=prefix),
+        make_app(upstream, prefix=prefix, gc_freeze=bool(os.environ.get("PASSTHROUGH_GC_FREEZE"))),
         host="127.0.0.1",
         port=port,
         loop="uvloop",
