@@ -27,6 +27,7 @@ load drift on a shared machine hits them alike. Per round and contender:
    contender and to ``direct`` back to back (in random order); added = contender − direct, per pair;
 2. *requests/s*: a closed loop at ``--concurrency`` for ``--seconds``; the proxy's CPU time (``/proc``, the
    process and its children) gives CPU µs per request;
+   the same requests' latencies give the latency *under load* (p50 and p99 over every round);
 3. *chunks/s*: ``--concurrency`` concurrent streams of back-to-back SSE chunks; CPU µs per chunk.
 
 Requests are ~8 KB chat bodies (~2,000 tokens), each with distinct leading text so no tokenizer or prefix
@@ -127,6 +128,9 @@ class Contender:
     cps: list[float] = field(default_factory=list)
     cpu_req_us: list[float] = field(default_factory=list)
     cpu_chunk_us: list[float] = field(default_factory=list)
+    #: seconds per request in the requests/s closed loop, every round: latency under load (a stall of the
+    #: proxy's event loop, e.g. a garbage-collector pass, lands on every request in flight)
+    loaded: list[float] = field(default_factory=list)
     errors: int = 0
     skipped: str = ""
 
@@ -221,7 +225,10 @@ async def closed_loop(c: Contender, bodies: Bodies, concurrency: int, seconds: f
             nonlocal count
             while time.perf_counter() < stop:
                 try:
+                    sent = time.perf_counter()
                     got = await post(session, c.url, bodies.next(stream), stream)
+                    if not stream:
+                        c.loaded.append(time.perf_counter() - sent)
                     count += got  # not ``count += await …``: that reads count before awaiting, losing updates
                 except (aiohttp.ClientError, RuntimeError):
                     c.errors += 1
@@ -293,6 +300,17 @@ def added(pairs: Sequence[tuple[float, float]], q: float, seed: int = 0) -> tupl
     return point, float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))
 
 
+def loaded_ms(c: Contender, seed: int = 0) -> tuple[float, float, float, float]:
+    """(p50, p99, and p99's bootstrap 95 % interval) of the latency under load, in ms; NaN without data."""
+    if len(c.loaded) < 3:
+        return math.nan, math.nan, math.nan, math.nan
+    arr = np.asarray(c.loaded) * 1000
+    picks = np.random.default_rng(seed).integers(0, len(arr), size=(200, len(arr)))
+    reps = np.percentile(arr[picks], 99, axis=1)
+    return (float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), float(np.percentile(reps, 2.5)),
+            float(np.percentile(reps, 97.5)))  # fmt: skip
+
+
 def _med(values: Sequence[float], fmt: str) -> str:
     clean = [v for v in values if not math.isnan(v)]
     if not clean:
@@ -307,12 +325,12 @@ def table(everyone: Sequence[Contender]) -> str:
     direct, bare = by["direct"], by.get("bare")
     lines = [
         "| contender | added p50 (ms) | added p99 (ms) | median of paired diffs (ms) | req/s (1 core) | vs bare "
-        "| CPU µs/req | chunks/s | vs direct | CPU µs/chunk | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU µs/req | under load p50 / p99 (ms) | chunks/s | vs direct | CPU µs/chunk | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in everyone:
         if c.skipped:
-            lines.append(f"| {c.name} | skipped: {c.skipped} |||||||||")
+            lines.append(f"| {c.name} | skipped: {c.skipped} ||||||||||")
             continue
         p50, p50l, p50h = added(c.pairs, 50)
         p99, p99l, p99h = added(c.pairs, 99)
@@ -325,9 +343,11 @@ def table(everyone: Sequence[Contender]) -> str:
             if c.pairs
             else "– | – | –"
         )
+        l50, l99, l99l, l99h = loaded_ms(c)
+        under_load = f"{l50:.1f} / {l99:.1f} [{l99l:.1f}, {l99h:.1f}]" if c.loaded else "–"
         lines.append(
             f"| {c.name} | {lat} | {_med(c.rps, ',.0f')} | {_med(vs_bare, '.2f')} | {_med(c.cpu_req_us, ',.0f')} | "
-            f"{_med(c.cps, ',.0f')} | {_med(vs_direct, '.2f')} | {_med(c.cpu_chunk_us, '.1f')} | {c.errors} |"
+            f"{under_load} | {_med(c.cps, ',.0f')} | {_med(vs_direct, '.2f')} | {_med(c.cpu_chunk_us, '.1f')} | {c.errors} |"
         )
     direct_ms = [a * 1000 for c in everyone for a, _ in c.pairs]
     if direct_ms:
@@ -363,7 +383,7 @@ def configure(args: argparse.Namespace) -> argparse.Namespace:
 
 def dump(everyone: Sequence[Contender], path: Path) -> None:
     keep = ("name", "pairs", "rps", "cps", "cpu_req_us", "cpu_chunk_us", "errors", "skipped")
-    rows = [{k: getattr(c, k) for k in keep} for c in everyone]
+    rows = [{**{k: getattr(c, k) for k in keep}, "loaded_ms": loaded_ms(c)} for c in everyone]
     path.write_text(json.dumps(rows, indent=1))
 
 
