@@ -155,7 +155,7 @@ class GatewayApp(FastAPI):
 def freeze_startup_heap() -> int:
     """Exclude what is alive now from every later cyclic GC pass (``gc.freeze()``), once per process.
 
-    A started gateway holds a few hundred thousand long-lived objects (FastAPI, pydantic, aiohttp, the settings
+    A started gateway holds about 100,000 long-lived objects (FastAPI, pydantic, aiohttp, the settings
     and pools) that the collector cannot free but walks again on every full collection, a stop-the-world pause
     on the request path; frozen, its passes scan only what requests allocate. Reference counting still frees
     frozen objects; only a reference cycle among them would outlive its use. A collection first keeps startup
