@@ -86,7 +86,7 @@ class AutoscaleSuite:
     #: twice the traces' peak: room to overshoot, and a bound on the CPU the simulated fleet may take
     max_engines: int = 6
     min_engines: int = 0
-    #: one engine's capacity and targets; None = measure them first (:func:`calibrate`)
+    #: one engine's capacity and targets; None = measure them first (runner.calibrate, virtual_run.calibrate_virtual)
     calibration: Calibration | None = None
     calibration_rates: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
     calibration_seconds: float = 300.0
