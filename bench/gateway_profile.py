@@ -127,8 +127,11 @@ class GCPasses:
         self._on = False
 
     def report(self, cpu_seconds: float) -> str:
-        lines = [f"objects frozen out of the GC: {gc.get_freeze_count()}",
-                 "| generation | passes | total (ms) | longest (ms) | share of the process's CPU |", "|---|---|---|---|---|"]  # fmt: skip
+        lines = [
+            f"objects frozen out of the GC: {gc.get_freeze_count()}",
+            "| generation | passes | total (ms) | longest (ms) | share of the process's CPU |",
+            "|---|---|---|---|---|",
+        ]
         for generation, pauses in self.passes.items():
             total = sum(pauses)
             share = f"{total / cpu_seconds:.1%}" if cpu_seconds else "–"

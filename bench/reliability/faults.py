@@ -3,11 +3,12 @@
 * an engine **killed** is SIGKILLed (no goodbye, as a crashed pod) and started again on the same port after
   ``kill_down`` seconds, cold; then, once it is healthy and ``kill_gap`` seconds later, the next engine dies —
   one engine down at a time, round the fleet, until the phase ends;
-* an engine **failing** (the one the gateway sent the most requests in the second before) answers a share of requests 500 and cuts a share of its streams after the first chunk
-  (engine_sim's ``/sim/faults``) while its ``/health`` stays 200 — a sick GPU, not a dead pod: the health check
-  cannot see it, only the circuit breaker can, so this phase exercises open → half-open → trial → closed;
-  when it answers normally again, a few clients leave before their first byte just as its breaker goes
-  half-open (an abandoned trial once kept a healthy engine out for ever);
+* an engine **failing** (the one the gateway sent the most requests in the second before) answers a share of
+  requests 500 and cuts a share of its streams after the first chunk (engine_sim's ``/sim/faults``) while its
+  ``/health`` stays 200 — a sick GPU, not a dead pod: the health check cannot see it, only the circuit breaker
+  can, so this phase exercises open → half-open → trial → closed; when it answers normally again, a few
+  clients leave before their first byte just as its breaker goes half-open (an abandoned trial once kept a
+  healthy engine out for ever);
 * an engine **hung** is SIGSTOPped for ``hang_seconds`` (its sockets stay open and accept connections, nothing
   answers: a wedged process, the hard case for a proxy) and then SIGCONTed;
 * **Redis killed** is SIGKILLed and started again, empty, on its port after ``redis_down`` seconds; **Redis
